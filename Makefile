@@ -1,0 +1,30 @@
+# Two entry points: `make demo` (set up, then run the offline demo job) and `make test` (set up, then every check).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test setup sync-check
+
+setup: $(VENV)/.installed
+
+# Reinstall whenever the project's dependency list changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/qvit demo
+
+# Notebooks must be stripped and the package in sync with them: clean + export may not change anything.
+sync-check: setup
+	@before="$$(git status --porcelain; git diff | sha1sum)"; \
+	$(BIN)/nbdev-clean && $(BIN)/nbdev-export; \
+	after="$$(git status --porcelain; git diff | sha1sum)"; \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "nbdev-clean/nbdev-export changed files: strip notebooks and export, then commit"; git status --short; exit 1; fi
+
+test: sync-check
+	$(BIN)/nbdev-test --n_workers 2
+	$(BIN)/python -m pytest -q

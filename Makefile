@@ -26,5 +26,5 @@ sync-check: setup
 	  echo "nbdev-clean/nbdev-export changed files: strip notebooks and export, then commit"; git status --short; exit 1; fi
 
 test: sync-check
-	$(BIN)/nbdev-test --n_workers 2
+	$(BIN)/nbdev-test --n-workers 2
 	$(BIN)/python -m pytest -q

@@ -25,6 +25,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'qvit_nb.config.build_parser': ('config.html#build_parser', 'qvit_nb/config.py'),
                                 'qvit_nb.config.check_key': ('config.html#check_key', 'qvit_nb/config.py'),
                                 'qvit_nb.config.config_hash': ('config.html#config_hash', 'qvit_nb/config.py'),
+                                'qvit_nb.config.config_keys': ('config.html#config_keys', 'qvit_nb/config.py'),
                                 'qvit_nb.config.load_config': ('config.html#load_config', 'qvit_nb/config.py'),
                                 'qvit_nb.config.parse_qmodule_spec': ('config.html#parse_qmodule_spec', 'qvit_nb/config.py'),
                                 'qvit_nb.config.parse_train_args': ('config.html#parse_train_args', 'qvit_nb/config.py'),

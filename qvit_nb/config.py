@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['WQ_BITS', 'AQ_BITS', 'QUANT_MODES', 'QMODULE_PRESETS', 'QMODULE_OVERRIDE_KEYS', 'OPTIMIZERS', 'SCHEDULERS', 'GROUPS',
            'FIELDS', 'FIELD_TYPES', 'HASH_EXCLUDED', 'TrainConfig', 'check_key', 'parse_qmodule_spec',
-           'validate_config', 'load_config', 'save_config', 'config_hash', 'build_parser', 'parse_train_args']
+           'validate_config', 'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser',
+           'parse_train_args']
 
-# %% ../nbs/06_config.ipynb #9a7d46c2
+# %% ../nbs/06_config.ipynb #70868a45
 import argparse, difflib, hashlib, json, math, re, sys
 from dataclasses import dataclass, field, fields, asdict, MISSING
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Optional, Union, get_type_hints, get_origin, get_args
 
 import yaml
 
-# %% ../nbs/06_config.ipynb #994460e5
+# %% ../nbs/06_config.ipynb #bce71992
 WQ_BITS = (1, 2, 4, 8)  # weight bit widths the quantizers implement
 AQ_BITS = (2, 4, 8)     # activation bit widths (1-bit activations are not supported)
 QUANT_MODES = ('lsq', 'identity')
@@ -27,7 +28,7 @@ SCHEDULERS = ('cosine', 'step', 'multistep', 'plateau', 'poly', 'tanh')
 GROUPS = ('experiment', 'data', 'augmentation', 'model', 'optimizer', 'schedule', 'runtime',
           'weight quantization', 'activation quantization', 'distillation')
 
-# %% ../nbs/06_config.ipynb #c1641f8f
+# %% ../nbs/06_config.ipynb #b0e207bc
 def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, hashed=True):
     "A `TrainConfig` field with CLI/validation metadata."
     assert group in GROUPS, group
@@ -35,7 +36,7 @@ def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, ha
     if isinstance(default, list): return field(default_factory=lambda d=tuple(default): list(d), metadata=md)
     return field(default=default, metadata=md)
 
-# %% ../nbs/06_config.ipynb #56a5b5ba
+# %% ../nbs/06_config.ipynb #e9233bf2
 @dataclass
 class TrainConfig:
     "Every key of one training run, with the study's defaults (CCT's `cct_7-3x1_cifar10_300epochs.yml`)."
@@ -156,7 +157,7 @@ class TrainConfig:
         "Plain-typed dict (str/int/float/bool/None/list) in field order."
         return asdict(self)
 
-# %% ../nbs/06_config.ipynb #2335d12c
+# %% ../nbs/06_config.ipynb #c5162632
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 FIELD_TYPES = get_type_hints(TrainConfig)
 
@@ -170,7 +171,7 @@ def check_key(key: str) -> str:
     hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(FIELDS)}"
     raise ValueError(f"unknown config key '{key}'{hint}")
 
-# %% ../nbs/06_config.ipynb #3a941b4a
+# %% ../nbs/06_config.ipynb #b0d74d50
 _TRUE, _FALSE = ('true', 'yes', 'y', 'on', '1'), ('false', 'no', 'n', 'off', '0')
 _NONE = ('none', 'null', '~', '')
 
@@ -206,7 +207,7 @@ def _scalar(value, tp):
         if isinstance(value, (int, float)) and not isinstance(value, bool): return str(value)
     raise TypeError
 
-# %% ../nbs/06_config.ipynb #8390e387
+# %% ../nbs/06_config.ipynb #0a6f8f77
 def _normalize(key, value):
     if key == 'aa' and (value is False or (isinstance(value, str) and value.strip().lower() in _NONE + ('off', 'no', 'false'))): return None
     if key == 'resume':
@@ -236,7 +237,7 @@ def _coerce(key: str, value: Any) -> Any:
     if choices and isinstance(out, str): out = out.strip().lower()
     return out
 
-# %% ../nbs/06_config.ipynb #ea62d338
+# %% ../nbs/06_config.ipynb #5d92b5b3
 def parse_qmodule_spec(spec: str) -> tuple[str, dict]:
     "Split a `qmodules` entry into (pattern, {'wq': {...}, 'aq': {...}}) with typed override values."
     pattern, *overrides = [p.strip() for p in str(spec).split(';')]
@@ -262,7 +263,7 @@ def parse_qmodule_spec(spec: str) -> tuple[str, dict]:
         out.setdefault(side, {})[key] = v
     return pattern, out
 
-# %% ../nbs/06_config.ipynb #0beb52a6
+# %% ../nbs/06_config.ipynb #4f9fd675
 _DEVICE_RE = re.compile(r'^(auto|cpu|mps|cuda(:\d+)?)$')
 
 def _check_field(cfg, f):
@@ -319,7 +320,7 @@ def validate_config(cfg: 'TrainConfig') -> 'TrainConfig':
         if getattr(cfg, k) is not None and not cfg.quant_teacher: raise ValueError(f"'{k}' is set but quant_teacher is off; set quant_teacher: true")
     return cfg
 
-# %% ../nbs/06_config.ipynb #4a9e2d28
+# %% ../nbs/06_config.ipynb #049b182e
 def _read_yaml(path: Path, chain=()) -> dict:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"config file {str(path)!r} not found")
@@ -350,7 +351,7 @@ def save_config(cfg: TrainConfig, path) -> Path:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
     return path
 
-# %% ../nbs/06_config.ipynb #f4943118
+# %% ../nbs/06_config.ipynb #9a37fc79
 HASH_EXCLUDED = tuple(f.name for f in fields(TrainConfig) if not f.metadata['hashed'])
 
 def config_hash(cfg: TrainConfig, n: int = 10) -> str:
@@ -358,7 +359,20 @@ def config_hash(cfg: TrainConfig, n: int = 10) -> str:
     d = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(',', ':')).encode()).hexdigest()[:n]
 
-# %% ../nbs/06_config.ipynb #7b09a481
+# %% ../nbs/06_config.ipynb #850fc9bf
+def config_keys(group: Optional[str] = None) -> list[dict]:
+    "One dict per `TrainConfig` key: name, group, type, default, choices, help, hashed; optionally one group."
+    if group is not None and group not in GROUPS: raise ValueError(f"unknown group {group!r} (valid: {', '.join(GROUPS)})")
+    out = []
+    for f in fields(TrainConfig):
+        md = f.metadata
+        if group and md['group'] != group: continue
+        default = f.default if f.default is not MISSING else f.default_factory()
+        out.append(dict(name=f.name, group=md['group'], type=_type_name(FIELD_TYPES[f.name]), default=default,
+                        choices=list(md['choices'] or []), help=md['help'], hashed=md['hashed']))
+    return out
+
+# %% ../nbs/06_config.ipynb #6e2c22f9
 class _TrainArgumentParser(argparse.ArgumentParser):
     "argparse with `--a_b` == `--a-b` and 'did you mean' for unknown flags."
     def _normalize(self, args):

@@ -8,7 +8,7 @@ __all__ = ['WQ_BITS', 'AQ_BITS', 'QUANT_MODES', 'QMODULE_PRESETS', 'QMODULE_OVER
            'validate_config', 'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser',
            'parse_train_args']
 
-# %% ../nbs/06_config.ipynb #70868a45
+# %% ../nbs/06_config.ipynb #827b3be5
 import argparse, difflib, hashlib, json, math, re, sys
 from dataclasses import dataclass, field, fields, asdict, MISSING
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Any, Optional, Union, get_type_hints, get_origin, get_args
 
 import yaml
 
-# %% ../nbs/06_config.ipynb #bce71992
+# %% ../nbs/06_config.ipynb #7e5752a2
 WQ_BITS = (1, 2, 4, 8)  # weight bit widths the quantizers implement
 AQ_BITS = (2, 4, 8)     # activation bit widths (1-bit activations are not supported)
 QUANT_MODES = ('lsq', 'identity')
@@ -28,7 +28,7 @@ SCHEDULERS = ('cosine', 'step', 'multistep', 'plateau', 'poly', 'tanh')
 GROUPS = ('experiment', 'data', 'augmentation', 'model', 'optimizer', 'schedule', 'runtime',
           'weight quantization', 'activation quantization', 'distillation')
 
-# %% ../nbs/06_config.ipynb #b0e207bc
+# %% ../nbs/06_config.ipynb #12f2e996
 def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, hashed=True):
     "A `TrainConfig` field with CLI/validation metadata."
     assert group in GROUPS, group
@@ -36,7 +36,7 @@ def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, ha
     if isinstance(default, list): return field(default_factory=lambda d=tuple(default): list(d), metadata=md)
     return field(default=default, metadata=md)
 
-# %% ../nbs/06_config.ipynb #e9233bf2
+# %% ../nbs/06_config.ipynb #0a8b6694
 @dataclass
 class TrainConfig:
     "Every key of one training run, with the study's defaults (CCT's `cct_7-3x1_cifar10_300epochs.yml`)."
@@ -157,7 +157,7 @@ class TrainConfig:
         "Plain-typed dict (str/int/float/bool/None/list) in field order."
         return asdict(self)
 
-# %% ../nbs/06_config.ipynb #c5162632
+# %% ../nbs/06_config.ipynb #a0960ba0
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 FIELD_TYPES = get_type_hints(TrainConfig)
 
@@ -171,13 +171,13 @@ def check_key(key: str) -> str:
     hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(FIELDS)}"
     raise ValueError(f"unknown config key '{key}'{hint}")
 
-# %% ../nbs/06_config.ipynb #b0d74d50
+# %% ../nbs/06_config.ipynb #57ed2f2d
 _TRUE, _FALSE = ('true', 'yes', 'y', 'on', '1'), ('false', 'no', 'n', 'off', '0')
 _NONE = ('none', 'null', '~', '')
 
 def _type_name(tp) -> str:
     if get_origin(tp) is Union: return f"{_type_name([a for a in get_args(tp) if a is not type(None)][0])} or none"
-    if get_origin(tp) is list: return f"a list of {_type_name(get_args(tp)[0])}"
+    if get_origin(tp) is list: return f"a list of {dict([(bool, 'bools'), (int, 'ints'), (float, 'floats'), (str, 'strings')])[get_args(tp)[0]]}"
     return {bool: 'a bool (true/false)', int: 'an int', float: 'a float', str: 'a string'}.get(tp, str(tp))
 
 def _scalar(value, tp):
@@ -207,7 +207,7 @@ def _scalar(value, tp):
         if isinstance(value, (int, float)) and not isinstance(value, bool): return str(value)
     raise TypeError
 
-# %% ../nbs/06_config.ipynb #0a6f8f77
+# %% ../nbs/06_config.ipynb #1d1c4488
 def _normalize(key, value):
     if key == 'aa' and (value is False or (isinstance(value, str) and value.strip().lower() in _NONE + ('off', 'no', 'false'))): return None
     if key == 'resume':
@@ -237,7 +237,7 @@ def _coerce(key: str, value: Any) -> Any:
     if choices and isinstance(out, str): out = out.strip().lower()
     return out
 
-# %% ../nbs/06_config.ipynb #5d92b5b3
+# %% ../nbs/06_config.ipynb #da0f59b4
 def parse_qmodule_spec(spec: str) -> tuple[str, dict]:
     "Split a `qmodules` entry into (pattern, {'wq': {...}, 'aq': {...}}) with typed override values."
     pattern, *overrides = [p.strip() for p in str(spec).split(';')]
@@ -263,7 +263,7 @@ def parse_qmodule_spec(spec: str) -> tuple[str, dict]:
         out.setdefault(side, {})[key] = v
     return pattern, out
 
-# %% ../nbs/06_config.ipynb #4f9fd675
+# %% ../nbs/06_config.ipynb #106a935c
 _DEVICE_RE = re.compile(r'^(auto|cpu|mps|cuda(:\d+)?)$')
 
 def _check_field(cfg, f):
@@ -320,7 +320,7 @@ def validate_config(cfg: 'TrainConfig') -> 'TrainConfig':
         if getattr(cfg, k) is not None and not cfg.quant_teacher: raise ValueError(f"'{k}' is set but quant_teacher is off; set quant_teacher: true")
     return cfg
 
-# %% ../nbs/06_config.ipynb #049b182e
+# %% ../nbs/06_config.ipynb #ec136eba
 def _read_yaml(path: Path, chain=()) -> dict:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"config file {str(path)!r} not found")
@@ -351,7 +351,7 @@ def save_config(cfg: TrainConfig, path) -> Path:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
     return path
 
-# %% ../nbs/06_config.ipynb #9a37fc79
+# %% ../nbs/06_config.ipynb #e55fd445
 HASH_EXCLUDED = tuple(f.name for f in fields(TrainConfig) if not f.metadata['hashed'])
 
 def config_hash(cfg: TrainConfig, n: int = 10) -> str:
@@ -359,7 +359,7 @@ def config_hash(cfg: TrainConfig, n: int = 10) -> str:
     d = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(',', ':')).encode()).hexdigest()[:n]
 
-# %% ../nbs/06_config.ipynb #850fc9bf
+# %% ../nbs/06_config.ipynb #4c420a99
 def config_keys(group: Optional[str] = None) -> list[dict]:
     "One dict per `TrainConfig` key: name, group, type, default, choices, help, hashed; optionally one group."
     if group is not None and group not in GROUPS: raise ValueError(f"unknown group {group!r} (valid: {', '.join(GROUPS)})")
@@ -372,7 +372,7 @@ def config_keys(group: Optional[str] = None) -> list[dict]:
                         choices=list(md['choices'] or []), help=md['help'], hashed=md['hashed']))
     return out
 
-# %% ../nbs/06_config.ipynb #6e2c22f9
+# %% ../nbs/06_config.ipynb #9813a29a
 class _TrainArgumentParser(argparse.ArgumentParser):
     "argparse with `--a_b` == `--a-b` and 'did you mean' for unknown flags."
     def _normalize(self, args):

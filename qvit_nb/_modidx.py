@@ -86,6 +86,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qvit_nb.quant.QConfig.replace': ('quant.html#qconfig.replace', 'qvit_nb/quant.py'),
                                'qvit_nb.quant.QConfig.to_dict': ('quant.html#qconfig.to_dict', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._check_bits': ('quant.html#_check_bits', 'qvit_nb/quant.py'),
+                               'qvit_nb.quant._dot': ('quant.html#_dot', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._identity': ('quant.html#_identity', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._lsq': ('quant.html#_lsq', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._sum_to': ('quant.html#_sum_to', 'qvit_nb/quant.py'),

@@ -1,0 +1,122 @@
+"""QAT overhead: train-step (and inference) time of a quantized ViT against the same float32 model, side by side.
+
+Variants are timed interleaved (A B C A B C ...) in one process, medians over `--steps` steps after warm-up, so
+machine noise hits all of them alike. Prints: variant, ms/step, images/s, ratio vs float32.
+
+    python benchmarks/qat_overhead.py                       # vit_6_4_32, batch 128, W2A2 on every block linear
+    python benchmarks/qat_overhead.py --per-channel --attn  # per-channel weights + attention quantization
+    python benchmarks/qat_overhead.py --brevitas            # also Brevitas QuantLinear (installs it in its own venv if absent)
+"""
+import argparse, copy, importlib.util, statistics, subprocess, sys, time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import qvit_nb  # noqa: F401  (registers the models)
+import timm
+from qvit_nb.quant import QConfig, lsq_reference, register_quantizer, LSQQuantizer, QUANTIZERS
+from qvit_nb.qmodules import quantize_model
+
+
+class NaiveLSQ(LSQQuantizer):
+    "The same quantizer with the naive autograd formulation (`lsq_reference`): what our fused Function replaces."
+    def forward(self, x):
+        if self.bias is not None: x = x + self.bias
+        if not self._ready: self.init_step(x)
+        step = self.effective_step()
+        if self.per_channel: step = step.view(self._step_shape(x))
+        g = 1.0 / (x.numel() // (step.numel() or 1) * self.qp) ** 0.5
+        return lsq_reference(x, step, self.qn, self.qp, g, self.levels.binary)
+
+
+@register_quantizer('naive_lsq')
+def _naive(cfg, signed, num_channels, ch_axis):
+    return NaiveLSQ(cfg.bits, signed=signed, symmetric=cfg.symmetric, per_channel=cfg.per_channel, ch_axis=ch_axis,
+                    num_channels=num_channels if cfg.per_channel else None)
+
+
+def brevitas_model(base, bits):
+    "Swap every block linear for Brevitas' QuantLinear with `bits`-bit weights and input activations."
+    from brevitas.nn import QuantLinear, QuantIdentity
+    m = copy.deepcopy(base)
+    for name, mod in list(m.named_modules()):
+        if isinstance(mod, nn.Linear) and name.startswith('blocks.'):
+            q = QuantLinear(mod.in_features, mod.out_features, bias=mod.bias is not None, weight_bit_width=bits)
+            q.load_state_dict(mod.state_dict(), strict=False)
+            seq = nn.Sequential(QuantIdentity(bit_width=bits, return_quant_tensor=False), q)
+            parent, _, child = name.rpartition('.')
+            setattr(m.get_submodule(parent), child, seq)
+    return m
+
+
+def ensure_brevitas():
+    if importlib.util.find_spec('brevitas'): return True
+    print('brevitas is not installed: installing it (pip install brevitas) ...', flush=True)
+    r = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', 'brevitas'], capture_output=True, text=True)
+    if r.returncode: print(f'could not install brevitas, skipping it:\n{r.stderr[-500:]}'); return False
+    return importlib.util.find_spec('brevitas') is not None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--model', default='vit_6_4_32')
+    p.add_argument('--batch', type=int, default=128)
+    p.add_argument('--steps', type=int, default=10)
+    p.add_argument('--warmup', type=int, default=3)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--bits', type=int, default=2)
+    p.add_argument('--per-channel', action='store_true')
+    p.add_argument('--attn', action='store_true', help='also quantize q, k, v and softmax')
+    p.add_argument('--no-naive', action='store_true')
+    p.add_argument('--brevitas', action='store_true')
+    p.add_argument('--inference', action='store_true', help='time eval-mode forward passes instead of train steps')
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    base = timm.create_model(a.model, num_classes=10, drop_path_rate=0.0)
+    x = torch.randn(a.batch, 3, 32, 32)
+    y = torch.randint(0, 10, (a.batch,))
+
+    def quantized(mode):
+        m = quantize_model(copy.deepcopy(base), wq=QConfig(mode=mode, bits=a.bits, per_channel=a.per_channel),
+                           aq=QConfig(mode=mode, bits=a.bits), qmodules='attn' if a.attn else 'linear')
+        with torch.no_grad(): m(x[:8])
+        return m
+
+    variants = {'float32': copy.deepcopy(base), 'qvit-nb LSQ': quantized('lsq')}
+    if not a.no_naive: variants['naive autograd LSQ'] = quantized('naive_lsq')
+    if a.brevitas and ensure_brevitas(): variants['brevitas QuantLinear'] = brevitas_model(base, a.bits)
+
+    def make_step(m):
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+        if a.inference:
+            m.eval()
+            def step():
+                with torch.no_grad(): m(x)
+        else:
+            m.train()
+            def step():
+                loss = F.cross_entropy(m(x), y)
+                opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        return step
+
+    steps = {k: make_step(m) for k, m in variants.items()}
+    times = {k: [] for k in steps}
+    for i in range(a.warmup + a.steps):
+        for k, f in steps.items():
+            t0 = time.perf_counter(); f(); dt = time.perf_counter() - t0
+            if i >= a.warmup: times[k].append(dt)
+    ref = statistics.median(times['float32'])
+    what = 'inference' if a.inference else 'train step'
+    print(f"{a.model}, batch {a.batch}, {a.threads} threads, W{a.bits}A{a.bits} on "
+          f"{'linear + attn' if a.attn else 'linear'}{', per-channel weights' if a.per_channel else ''}; {what}, "
+          f"median of {a.steps} after {a.warmup} warm-up, interleaved")
+    print(f"{'variant':<24}{'ms/step':>10}{'images/s':>10}{'vs float32':>12}")
+    for k, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{k:<24}{med * 1e3:>10.1f}{a.batch / med:>10.1f}{med / ref:>11.3f}x")
+
+
+if __name__ == '__main__':
+    main()

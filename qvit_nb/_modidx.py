@@ -30,7 +30,9 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'qvit_nb.data._forked_rng': ('data.html#_forked_rng', 'qvit_nb/data.py'),
                               'qvit_nb.data._layout_error': ('data.html#_layout_error', 'qvit_nb/data.py'),
                               'qvit_nb.data._parse_rand_aa': ('data.html#_parse_rand_aa', 'qvit_nb/data.py'),
+                              'qvit_nb.data._patch_posterize': ('data.html#_patch_posterize', 'qvit_nb/data.py'),
                               'qvit_nb.data._pil_to_hwc': ('data.html#_pil_to_hwc', 'qvit_nb/data.py'),
+                              'qvit_nb.data._posterize': ('data.html#_posterize', 'qvit_nb/data.py'),
                               'qvit_nb.data._safe_dtype': ('data.html#_safe_dtype', 'qvit_nb/data.py'),
                               'qvit_nb.data._split': ('data.html#_split', 'qvit_nb/data.py'),
                               'qvit_nb.data._stack_same_size': ('data.html#_stack_same_size', 'qvit_nb/data.py'),
@@ -48,5 +50,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'qvit_nb.data.load_dataset': ('data.html#load_dataset', 'qvit_nb/data.py'),
                               'qvit_nb.data.load_digits_dataset': ('data.html#load_digits_dataset', 'qvit_nb/data.py'),
                               'qvit_nb.data.load_folder': ('data.html#load_folder', 'qvit_nb/data.py'),
+                              'qvit_nb.data.reset_tar_handles': ('data.html#reset_tar_handles', 'qvit_nb/data.py'),
                               'qvit_nb.data.safe_pickle_load': ('data.html#safe_pickle_load', 'qvit_nb/data.py'),
                               'qvit_nb.data.to_memory': ('data.html#to_memory', 'qvit_nb/data.py')}}}

@@ -6,10 +6,10 @@ Mixup/CutMix, and a tensor-resident loader that augments whole batches in torch.
 # %% auto #0
 __all__ = ['DATASETS', 'DIGITS_SPLIT', 'DATASET_STATS', 'CROPS', 'PIPELINES', 'DatasetLayoutError', 'dataset_name',
            'SafeUnpickler', 'safe_pickle_load', 'InMemoryDataset', 'load_cifar', 'load_digits_dataset',
-           'folder_split_path', 'load_folder', 'load_dataset', 'to_memory', 'build_transform', 'build_mixup',
-           'TensorLoader', 'SeededDataLoader', 'kwargs_for', 'build_loaders']
+           'folder_split_path', 'load_folder', 'reset_tar_handles', 'load_dataset', 'to_memory', 'build_transform',
+           'build_mixup', 'TensorLoader', 'SeededDataLoader', 'kwargs_for', 'build_loaders']
 
-# %% ../nbs/04_data.ipynb #cae8a54d
+# %% ../nbs/04_data.ipynb #f3b90432
 import difflib, inspect, math, os, pickle, random
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from timm.data import ImageDataset, Mixup, create_transform
 from timm.data.random_erasing import RandomErasing
 
-# %% ../nbs/04_data.ipynb #dbfe2507
+# %% ../nbs/04_data.ipynb #4482506b
 DATASETS = {
     'cifar10': "a directory holding `cifar-10-batches-py/` (data_batch_1..5, test_batch, batches.meta), "
                "or that `cifar-10-batches-py/` directory itself (torchvision's on-disk format)",
@@ -50,7 +50,7 @@ def dataset_name(name:str) -> str:
                          f"(timm spelling torch/cifar10, torch/cifar100 also accepted){hint}")
     return key
 
-# %% ../nbs/04_data.ipynb #35a8710a
+# %% ../nbs/04_data.ipynb #dc9b92e3
 def _safe_dtype(*args, **kwargs):
     dtype = np.dtype(*args, **kwargs)
     if dtype.hasobject: raise pickle.UnpicklingError(f"refusing object dtype {dtype} in a dataset pickle")
@@ -79,7 +79,7 @@ def safe_pickle_load(path) -> object:
         try: return SafeUnpickler(f, encoding='latin1').load()
         except pickle.UnpicklingError as e: raise pickle.UnpicklingError(f"{path}: {e}") from None
 
-# %% ../nbs/04_data.ipynb #4fd8d2a8
+# %% ../nbs/04_data.ipynb #bd599ed5
 class InMemoryDataset(Dataset):
     "uint8 images (N,H,W,C) and int64 labels held in memory; `ds[i]` is (transform(PIL image), label)."
     def __init__(self, images, targets, classes, transform=None):
@@ -98,7 +98,7 @@ class InMemoryDataset(Dataset):
         return InMemoryDataset(self.images[idx], self.targets[idx], self.classes, self.transform)
     def __repr__(self): return f"InMemoryDataset({len(self)} images {self.images.shape[1:]}, {len(self.classes)} classes)"
 
-# %% ../nbs/04_data.ipynb #466ee0fa
+# %% ../nbs/04_data.ipynb #c0e249eb
 _CIFAR = {
     'cifar10': dict(folder='cifar-10-batches-py', train=[f'data_batch_{i}' for i in range(1, 6)], test=['test_batch'],
                     meta='batches.meta', names='label_names', labels='labels'),
@@ -148,7 +148,7 @@ def _split(split):
     if s in ('test', 'val', 'valid', 'validation', 'eval', 'evaluation'): return 'test'
     raise ValueError(f"unknown split {split!r}; valid: 'train', 'test' (or 'val')")
 
-# %% ../nbs/04_data.ipynb #0677d734
+# %% ../nbs/04_data.ipynb #a1224910
 DIGITS_SPLIT = dict(test_size=0.2, random_state=0)
 
 def load_digits_dataset(split:str='train', img_size:int=32) -> InMemoryDataset:
@@ -163,7 +163,7 @@ def load_digits_dataset(split:str='train', img_size:int=32) -> InMemoryDataset:
     idx = np.sort(tr if _split(split) == 'train' else te)
     return InMemoryDataset(x[idx], d.target[idx], [str(i) for i in range(10)])
 
-# %% ../nbs/04_data.ipynb #6219d892
+# %% ../nbs/04_data.ipynb #ef19fff6
 _SPLIT_ENTRIES = {'train': ('train', 'training'), 'test': ('test', 'val', 'validation', 'valid', 'eval')}
 
 def folder_split_path(data_dir, split:str='train') -> Path:
@@ -191,6 +191,18 @@ def load_folder(data_dir, split:str='train') -> ImageDataset:
     ds.classes = [c for c, _ in sorted(c2i.items(), key=lambda kv: kv[1])]
     return ds
 
+def reset_tar_handles(worker_id:int=None):
+    "`DataLoader` `worker_init_fn`: drop tar handles a worker inherited from its parent (they share one file offset)."
+    info = torch.utils.data.get_worker_info()
+    ds = info.dataset if info else None
+    while isinstance(ds, Subset): ds = ds.dataset
+    reader = getattr(ds, 'reader', None)
+    if hasattr(reader, 'tarfile'): reader.tarfile = None                     # timm's ReaderImageTar
+    state = getattr(reader, 'tar_state', None)                               # timm's ReaderImageInTar
+    for st in (state.values() if isinstance(state, dict) else [state] if state is not None else []):
+        st.tf = None
+        for child in (getattr(st, 'children', None) or {}).values(): child.tf = None
+
 def _targets(ds):
     "Labels of a dataset without decoding images."
     if isinstance(ds, InMemoryDataset): return ds.targets
@@ -198,7 +210,7 @@ def _targets(ds):
     r = ds.reader
     return np.asarray(r.targets if hasattr(r, 'targets') else [t for _, t in r.samples], dtype=np.int64)
 
-# %% ../nbs/04_data.ipynb #9d460365
+# %% ../nbs/04_data.ipynb #a5144b2c
 def load_dataset(dataset:str, data_dir=None, split:str='train', download:bool=False, img_size:int=32):
     "The `split` of `dataset` ('cifar10', 'cifar100', 'folder', 'digits'; timm spellings accepted)."
     name = dataset_name(dataset)
@@ -218,7 +230,8 @@ def to_memory(ds, max_mb:float=4096, workers:int=0) -> InMemoryDataset:
     base = ds.dataset if isinstance(ds, Subset) else ds
     old, base.transform = base.transform, _pil_to_hwc
     try:
-        dl = DataLoader(ds, batch_size=256, num_workers=workers, collate_fn=_stack_same_size)
+        dl = DataLoader(ds, batch_size=256, num_workers=workers, collate_fn=_stack_same_size,
+                        worker_init_fn=reset_tar_handles)
         images, targets = zip(*dl)
     finally: base.transform = old
     return InMemoryDataset(np.concatenate(images), np.concatenate(targets), base.classes)
@@ -230,7 +243,7 @@ def _stack_same_size(batch):
     if len(shapes) > 1: raise ValueError(f"images have different sizes {sorted(shapes)}; to_memory needs one size")
     return np.stack([x for x, _ in batch]), np.array([y for _, y in batch], dtype=np.int64)
 
-# %% ../nbs/04_data.ipynb #90d375ee
+# %% ../nbs/04_data.ipynb #07e0feef
 DATASET_STATS = {
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
@@ -258,17 +271,30 @@ def build_transform(is_training:bool, img_size:int=32, mean=None, std=None, scal
     kw = dict(is_training=True, scale=tuple(scale), ratio=tuple(ratio), hflip=hflip, color_jitter=color_jitter,
               auto_augment=_aa(aa), interpolation=train_interpolation, mean=mean, std=std, re_prob=reprob,
               re_mode=remode, re_count=recount)
-    if crop == 'rrc': return create_transform(img_size, **kw)
+    if crop == 'rrc': return _patch_posterize(create_transform(img_size, **kw))
     from torchvision import transforms as T
     _, secondary, final = create_transform(img_size, separate=True, **kw)
     primary = T.Compose([T.RandomCrop(img_size, padding=padding), T.RandomHorizontalFlip(hflip)])
-    return T.Compose([primary, secondary, final])
+    return _patch_posterize(T.Compose([primary, secondary, final]))
+
+def _posterize(img, bits_to_keep, **_):
+    "timm's posterize, keeping 0 bits meaning a black image (recent Pillow refuses bits < 1)."
+    from PIL import ImageOps
+    if bits_to_keep >= 8: return img
+    return img.point([0] * 256 * len(img.getbands())) if bits_to_keep < 1 else ImageOps.posterize(img, bits_to_keep)
+
+def _patch_posterize(t):
+    "Swap `_posterize` into the RandAugment/AutoAugment ops inside transform `t`."
+    for child in getattr(t, 'transforms', []): _patch_posterize(child)
+    for op in getattr(t, 'ops', []):
+        if getattr(getattr(op, 'aug_fn', None), '__name__', '') == 'posterize': op.aug_fn = _posterize
+    return t
 
 def _stats(dataset, mean, std):
     dm, ds = DATASET_STATS[dataset_name(dataset)]
     return tuple(mean or dm), tuple(std or ds)
 
-# %% ../nbs/04_data.ipynb #57ac94f6
+# %% ../nbs/04_data.ipynb #e3f7b92d
 def build_mixup(mixup:float=0., cutmix:float=0., cutmix_minmax=None, mixup_prob:float=1.,
                 mixup_switch_prob:float=0.5, mixup_mode:str='batch', smoothing:float=0.1, num_classes:int=10):
     "timm `Mixup` for these settings, or None when mixup and cutmix are both off."
@@ -276,7 +302,7 @@ def build_mixup(mixup:float=0., cutmix:float=0., cutmix_minmax=None, mixup_prob:
     return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, cutmix_minmax=cutmix_minmax, prob=mixup_prob,
                  switch_prob=mixup_switch_prob, mode=mixup_mode, label_smoothing=smoothing, num_classes=num_classes)
 
-# %% ../nbs/04_data.ipynb #8d2ce77f
+# %% ../nbs/04_data.ipynb #dd0309f9
 @contextmanager
 def _forked_rng(seed, device):
     "Seed python's and torch's global RNGs for a block, restoring them afterwards."
@@ -423,7 +449,7 @@ class TensorLoader:
         return (f"TensorLoader({len(self.images)} images on {self.device}, batch {self.batch_size}, "
                 f"{'train' if self.is_training else 'eval'}, aa={self.aa}, crop={self.crop})")
 
-# %% ../nbs/04_data.ipynb #7f95e820
+# %% ../nbs/04_data.ipynb #ff893e57
 PIPELINES = ('auto', 'tensor', 'torch')
 
 class SeededDataLoader(DataLoader):
@@ -482,7 +508,8 @@ def build_loaders(dataset:str='digits', data_dir=None, img_size:int=32, batch_si
         base = lambda ds: ds.dataset if isinstance(ds, Subset) else ds
         base(train).transform = build_transform(True, img_size, mean, std, dataset=name, **aug)
         base(evals).transform = build_transform(False, img_size, mean, std, dataset=name, **aug)
-        common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory)
+        common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory,
+                      worker_init_fn=reset_tar_handles)
         train_loader = SeededDataLoader(train, batch_size, shuffle=True, drop_last=True,
                                         generator=torch.Generator().manual_seed(seed), **common)
         eval_loader = DataLoader(evals, eval_bs, shuffle=False, drop_last=False, **common)

@@ -7,11 +7,14 @@ When that directory is absent the script says so and falls back to a CIFAR-like 
 torchvision's layout to a temporary directory (same 32x32 uint8 images, so the per-image cost is comparable
 except for JPEG decoding).
 
-Each row is measured after one warm-up batch (worker start-up excluded). `--model-ips` is the training throughput
+Each row is measured after one warm-up batch (worker start-up excluded). The tensor path runs in the main
+process with `--threads` torch threads (default 1): on 2 cores shared with DataLoader workers or other jobs,
+OpenMP oversubscription makes 2 threads ~30x slower than 1 for these small batched ops (measured: 16,000 vs
+500 images/s); the standard pipeline's workers always use 1 thread each. `--model-ips` is the training throughput
 of the model the loader has to feed (default 90 images/s: vit_6_4_32 on 2 CPU cores); the loader should beat it
 by 3x so data loading is not the bottleneck. Pass your own model's measured images/s to compare.
 """
-import argparse, pickle, sys, tempfile, time
+import argparse, pickle, shutil, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -53,16 +56,19 @@ def main(argv=None):
     p.add_argument('--max-images', type=int, default=None, help='subset of the train split (default: all)')
     p.add_argument('--device', default='cpu', help='device the tensor path keeps the dataset on')
     p.add_argument('--reprob', type=float, default=0.25)
+    p.add_argument('--threads', type=int, default=1, help='torch threads of the main process (tensor path)')
     p.add_argument('--model-ips', type=float, default=90.,
                    help="model training images/s to compare with (default 90: vit_6_4_32 on 2 CPU cores)")
     a = p.parse_args(argv)
 
+    torch.set_num_threads(a.threads)
     data_dir = Path(a.data_dir)
     if (data_dir / 'train.tar').exists() or (data_dir / 'train').exists():
         dataset, source = 'folder', f'{data_dir} (class-folder tars, JPEG)'
     else:
         print(f'{data_dir} not found: falling back to a CIFAR-like random dataset (no JPEG decoding)')
         data_dir = cifar_like(tempfile.mkdtemp(prefix='qvit_bench_'))
+        __import__('atexit').register(shutil.rmtree, data_dir, True)
         dataset, source = 'cifar10', f'{data_dir} (random CIFAR-like pickles)'
     print(f'data: {source}; batch {a.batch_size}; {a.batches} timed batches; torch threads {torch.get_num_threads()}')
 

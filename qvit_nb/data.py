@@ -10,7 +10,7 @@ __all__ = ['DATASETS', 'DIGITS_SPLIT', 'DATASET_STATS', 'CROPS', 'RAND_OPS', 'PI
            'build_mixup', 'parse_rand_augment', 'rand_augment_batch', 'TensorLoader', 'SeededDataLoader', 'kwargs_for',
            'build_loaders']
 
-# %% ../nbs/04_data.ipynb #d8d3a449
+# %% ../nbs/04_data.ipynb #56a24d13
 import difflib, inspect, math, os, pickle, random, re
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from timm.data import ImageDataset, Mixup, create_transform
 from timm.data.random_erasing import RandomErasing
 
-# %% ../nbs/04_data.ipynb #fa7093a9
+# %% ../nbs/04_data.ipynb #5d65d36b
 DATASETS = {
     'cifar10': "a directory holding `cifar-10-batches-py/` (data_batch_1..5, test_batch, batches.meta), "
                "or that `cifar-10-batches-py/` directory itself (torchvision's on-disk format)",
@@ -51,7 +51,7 @@ def dataset_name(name:str) -> str:
                          f"(timm spelling torch/cifar10, torch/cifar100 also accepted){hint}")
     return key
 
-# %% ../nbs/04_data.ipynb #7f44fa7b
+# %% ../nbs/04_data.ipynb #ef19adfe
 def _safe_dtype(*args, **kwargs):
     dtype = np.dtype(*args, **kwargs)
     if dtype.hasobject: raise pickle.UnpicklingError(f"refusing object dtype {dtype} in a dataset pickle")
@@ -80,7 +80,7 @@ def safe_pickle_load(path) -> object:
         try: return SafeUnpickler(f, encoding='latin1').load()
         except pickle.UnpicklingError as e: raise pickle.UnpicklingError(f"{path}: {e}") from None
 
-# %% ../nbs/04_data.ipynb #8950d413
+# %% ../nbs/04_data.ipynb #103cdf41
 class InMemoryDataset(Dataset):
     "uint8 images (N,H,W,C) and int64 labels held in memory; `ds[i]` is (transform(PIL image), label)."
     def __init__(self, images, targets, classes, transform=None):
@@ -99,7 +99,7 @@ class InMemoryDataset(Dataset):
         return InMemoryDataset(self.images[idx], self.targets[idx], self.classes, self.transform)
     def __repr__(self): return f"InMemoryDataset({len(self)} images {self.images.shape[1:]}, {len(self.classes)} classes)"
 
-# %% ../nbs/04_data.ipynb #8780308e
+# %% ../nbs/04_data.ipynb #96ca063c
 _CIFAR = {
     'cifar10': dict(folder='cifar-10-batches-py', train=[f'data_batch_{i}' for i in range(1, 6)], test=['test_batch'],
                     meta='batches.meta', names='label_names', labels='labels'),
@@ -149,7 +149,7 @@ def _split(split):
     if s in ('test', 'val', 'valid', 'validation', 'eval', 'evaluation'): return 'test'
     raise ValueError(f"unknown split {split!r}; valid: 'train', 'test' (or 'val')")
 
-# %% ../nbs/04_data.ipynb #f9842469
+# %% ../nbs/04_data.ipynb #42a1c673
 DIGITS_SPLIT = dict(test_size=0.2, random_state=0)
 
 def load_digits_dataset(split:str='train', img_size:int=32) -> InMemoryDataset:
@@ -164,7 +164,7 @@ def load_digits_dataset(split:str='train', img_size:int=32) -> InMemoryDataset:
     idx = np.sort(tr if _split(split) == 'train' else te)
     return InMemoryDataset(x[idx], d.target[idx], [str(i) for i in range(10)])
 
-# %% ../nbs/04_data.ipynb #6c886b40
+# %% ../nbs/04_data.ipynb #b196101c
 _SPLIT_ENTRIES = {'train': ('train', 'training'), 'test': ('test', 'val', 'validation', 'valid', 'eval')}
 
 def folder_split_path(data_dir, split:str='train') -> Path:
@@ -211,7 +211,7 @@ def _targets(ds):
     r = ds.reader
     return np.asarray(r.targets if hasattr(r, 'targets') else [t for _, t in r.samples], dtype=np.int64)
 
-# %% ../nbs/04_data.ipynb #ebe50e9d
+# %% ../nbs/04_data.ipynb #d98549b9
 def load_dataset(dataset:str, data_dir=None, split:str='train', download:bool=False, img_size:int=32):
     "The `split` of `dataset` ('cifar10', 'cifar100', 'folder', 'digits'; timm spellings accepted)."
     name = dataset_name(dataset)
@@ -244,7 +244,7 @@ def _stack_same_size(batch):
     if len(shapes) > 1: raise ValueError(f"images have different sizes {sorted(shapes)}; to_memory needs one size")
     return np.stack([x for x, _ in batch]), np.array([y for _, y in batch], dtype=np.int64)
 
-# %% ../nbs/04_data.ipynb #aea2866b
+# %% ../nbs/04_data.ipynb #f742383e
 DATASET_STATS = {
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
@@ -295,7 +295,7 @@ def _stats(dataset, mean, std):
     dm, ds = DATASET_STATS[dataset_name(dataset)]
     return tuple(mean or dm), tuple(std or ds)
 
-# %% ../nbs/04_data.ipynb #893c3804
+# %% ../nbs/04_data.ipynb #28d623a7
 def build_mixup(mixup:float=0., cutmix:float=0., cutmix_minmax=None, mixup_prob:float=1.,
                 mixup_switch_prob:float=0.5, mixup_mode:str='batch', smoothing:float=0.1, num_classes:int=10):
     "timm `Mixup` for these settings, or None when mixup and cutmix are both off."
@@ -303,7 +303,7 @@ def build_mixup(mixup:float=0., cutmix:float=0., cutmix_minmax=None, mixup_prob:
     return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, cutmix_minmax=cutmix_minmax, prob=mixup_prob,
                  switch_prob=mixup_switch_prob, mode=mixup_mode, label_smoothing=smoothing, num_classes=num_classes)
 
-# %% ../nbs/04_data.ipynb #2a0702a8
+# %% ../nbs/04_data.ipynb #cfb6f551
 @contextmanager
 def _forked_rng(seed, device):
     "Seed python's and torch's global RNGs for a block, restoring them afterwards."
@@ -530,7 +530,7 @@ class TensorLoader:
         return (f"TensorLoader({len(self.images)} images on {self.device}, batch {self.batch_size}, "
                 f"{'train' if self.is_training else 'eval'}, aa={self.aa}, crop={self.crop})")
 
-# %% ../nbs/04_data.ipynb #3db280d8
+# %% ../nbs/04_data.ipynb #3769b9eb
 PIPELINES = ('auto', 'tensor', 'torch')
 
 class SeededDataLoader(DataLoader):

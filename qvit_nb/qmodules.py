@@ -160,8 +160,14 @@ def _merge(base: Optional[QConfig], over: dict) -> Optional[QConfig]:
     return (base or QConfig()).replace(**over)
 
 def _first_last(model: nn.Module) -> set:
+    "The layers `all` keeps in full precision: the first and last Linear/Conv2d, and those the model names as its stem or classifier (timm's `pretrained_cfg['first_conv']`/`['classifier']`, e.g. two heads)."
     layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and not _inside_attention_slot(n)]
-    return {layers[0], layers[-1]} if layers else set()
+    keep = {layers[0], layers[-1]} if layers else set()
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    for key in ('first_conv', 'classifier'):
+        declared = cfg.get(key) or ()
+        keep |= {n for n in ([declared] if isinstance(declared, str) else declared) if n in layers}
+    return keep
 
 def _inside_attention_slot(name): return name.rsplit('.', 1)[-1] in _SLOTS
 

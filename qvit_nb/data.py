@@ -10,7 +10,7 @@ __all__ = ['DATASETS', 'DIGITS_SPLIT', 'DATASET_STATS', 'CROPS', 'RAND_OPS', 'PI
            'build_mixup', 'parse_rand_augment', 'rand_augment_batch', 'TensorLoader', 'SeededDataLoader', 'kwargs_for',
            'build_loaders']
 
-# %% ../nbs/04_data.ipynb #56a24d13
+# %% ../nbs/04_data.ipynb #3687d749
 import difflib, inspect, math, os, pickle, random, re
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from timm.data import ImageDataset, Mixup, create_transform
 from timm.data.random_erasing import RandomErasing
 
-# %% ../nbs/04_data.ipynb #5d65d36b
+# %% ../nbs/04_data.ipynb #ab5def97
 DATASETS = {
     'cifar10': "a directory holding `cifar-10-batches-py/` (data_batch_1..5, test_batch, batches.meta), "
                "or that `cifar-10-batches-py/` directory itself (torchvision's on-disk format)",
@@ -51,7 +51,7 @@ def dataset_name(name:str) -> str:
                          f"(timm spelling torch/cifar10, torch/cifar100 also accepted){hint}")
     return key
 
-# %% ../nbs/04_data.ipynb #ef19adfe
+# %% ../nbs/04_data.ipynb #393c2e20
 def _safe_dtype(*args, **kwargs):
     dtype = np.dtype(*args, **kwargs)
     if dtype.hasobject: raise pickle.UnpicklingError(f"refusing object dtype {dtype} in a dataset pickle")
@@ -80,7 +80,7 @@ def safe_pickle_load(path) -> object:
         try: return SafeUnpickler(f, encoding='latin1').load()
         except pickle.UnpicklingError as e: raise pickle.UnpicklingError(f"{path}: {e}") from None
 
-# %% ../nbs/04_data.ipynb #103cdf41
+# %% ../nbs/04_data.ipynb #e97e2ee9
 class InMemoryDataset(Dataset):
     "uint8 images (N,H,W,C) and int64 labels held in memory; `ds[i]` is (transform(PIL image), label)."
     def __init__(self, images, targets, classes, transform=None):
@@ -99,7 +99,7 @@ class InMemoryDataset(Dataset):
         return InMemoryDataset(self.images[idx], self.targets[idx], self.classes, self.transform)
     def __repr__(self): return f"InMemoryDataset({len(self)} images {self.images.shape[1:]}, {len(self.classes)} classes)"
 
-# %% ../nbs/04_data.ipynb #96ca063c
+# %% ../nbs/04_data.ipynb #c65c44b1
 _CIFAR = {
     'cifar10': dict(folder='cifar-10-batches-py', train=[f'data_batch_{i}' for i in range(1, 6)], test=['test_batch'],
                     meta='batches.meta', names='label_names', labels='labels'),
@@ -149,7 +149,7 @@ def _split(split):
     if s in ('test', 'val', 'valid', 'validation', 'eval', 'evaluation'): return 'test'
     raise ValueError(f"unknown split {split!r}; valid: 'train', 'test' (or 'val')")
 
-# %% ../nbs/04_data.ipynb #42a1c673
+# %% ../nbs/04_data.ipynb #b67133b1
 DIGITS_SPLIT = dict(test_size=0.2, random_state=0)
 
 def load_digits_dataset(split:str='train', img_size:int=32) -> InMemoryDataset:
@@ -164,7 +164,7 @@ def load_digits_dataset(split:str='train', img_size:int=32) -> InMemoryDataset:
     idx = np.sort(tr if _split(split) == 'train' else te)
     return InMemoryDataset(x[idx], d.target[idx], [str(i) for i in range(10)])
 
-# %% ../nbs/04_data.ipynb #b196101c
+# %% ../nbs/04_data.ipynb #1e561f62
 _SPLIT_ENTRIES = {'train': ('train', 'training'), 'test': ('test', 'val', 'validation', 'valid', 'eval')}
 
 def folder_split_path(data_dir, split:str='train') -> Path:
@@ -211,7 +211,7 @@ def _targets(ds):
     r = ds.reader
     return np.asarray(r.targets if hasattr(r, 'targets') else [t for _, t in r.samples], dtype=np.int64)
 
-# %% ../nbs/04_data.ipynb #d98549b9
+# %% ../nbs/04_data.ipynb #adfbcf38
 def load_dataset(dataset:str, data_dir=None, split:str='train', download:bool=False, img_size:int=32):
     "The `split` of `dataset` ('cifar10', 'cifar100', 'folder', 'digits'; timm spellings accepted)."
     name = dataset_name(dataset)
@@ -244,7 +244,7 @@ def _stack_same_size(batch):
     if len(shapes) > 1: raise ValueError(f"images have different sizes {sorted(shapes)}; to_memory needs one size")
     return np.stack([x for x, _ in batch]), np.array([y for _, y in batch], dtype=np.int64)
 
-# %% ../nbs/04_data.ipynb #f742383e
+# %% ../nbs/04_data.ipynb #284b045c
 DATASET_STATS = {
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
@@ -295,7 +295,7 @@ def _stats(dataset, mean, std):
     dm, ds = DATASET_STATS[dataset_name(dataset)]
     return tuple(mean or dm), tuple(std or ds)
 
-# %% ../nbs/04_data.ipynb #28d623a7
+# %% ../nbs/04_data.ipynb #22242d10
 def build_mixup(mixup:float=0., cutmix:float=0., cutmix_minmax=None, mixup_prob:float=1.,
                 mixup_switch_prob:float=0.5, mixup_mode:str='batch', smoothing:float=0.1, num_classes:int=10):
     "timm `Mixup` for these settings, or None when mixup and cutmix are both off."
@@ -303,7 +303,7 @@ def build_mixup(mixup:float=0., cutmix:float=0., cutmix_minmax=None, mixup_prob:
     return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, cutmix_minmax=cutmix_minmax, prob=mixup_prob,
                  switch_prob=mixup_switch_prob, mode=mixup_mode, label_smoothing=smoothing, num_classes=num_classes)
 
-# %% ../nbs/04_data.ipynb #cfb6f551
+# %% ../nbs/04_data.ipynb #14e458a8
 @contextmanager
 def _forked_rng(seed, device):
     "Seed python's and torch's global RNGs for a block, restoring them afterwards."
@@ -418,8 +418,10 @@ class TensorLoader:
                  std=(0.5,)*3, scale=(0.8, 1.0), ratio=(3/4, 4/3), hflip:float=0.5, color_jitter=0.4, aa=None,
                  reprob:float=0., remode:str='pixel', recount:int=1, interpolation:str='bicubic',
                  train_interpolation:str='random', crop_pct:float=1.0, crop:str='rrc', padding:int=4,
-                 drop_last:bool=None, shuffle:bool=None, seed:int=0, device='cpu'):
+                 drop_last:bool=None, shuffle:bool=None, seed:int=0, device='cpu', rank:int=0, world_size:int=1):
         _check_crop(crop)
+        if not 0 <= rank < world_size: raise ValueError(f"rank {rank} is outside world_size {world_size}")
+        self.rank, self.world_size = rank, world_size
         self.device = torch.device(device)
         images = torch.as_tensor(images)
         if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3): images = images.permute(0, 3, 1, 2)
@@ -442,9 +444,15 @@ class TensorLoader:
         self.erase = RandomErasing(reprob, mode=remode, max_count=recount, device=self.device) if reprob > 0 else None
         self.epoch = 0
 
-    def __len__(self):
+    def _n(self):
+        "Images this rank sees per epoch: training ranks share each global batch, evaluation ranks take every world_size-th image."
         n = len(self.images)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        if self.world_size == 1: return n
+        return n if self.drop_last else len(range(self.rank, n, self.world_size))
+
+    def __len__(self):
+        n, per = self._n(), self.batch_size * (self.world_size if self.drop_last else 1)
+        return n // per if self.drop_last else math.ceil(n / per)
 
     def set_epoch(self, epoch:int):
         "Make the next iteration produce epoch `epoch`'s batches (e.g. when resuming)."
@@ -455,6 +463,15 @@ class TensorLoader:
         self.epoch += 1
         n = len(self.images)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            # every rank draws the same order; training ranks take their slice of each global batch (so the ranks'
+            # mean gradient is the global batch's), evaluation ranks every world_size-th image; augmentation
+            # draws are made rank-specific
+            if self.drop_last:
+                G = self.batch_size * self.world_size
+                order = order[:len(self) * G].view(len(self), self.world_size, self.batch_size)[:, self.rank].reshape(-1)
+            else: order = order[self.rank::self.world_size]
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch * 7_919 + self.rank) % 2**63)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size].to(self.device)
             x, y = self.images[idx], self.targets[idx]
@@ -530,11 +547,16 @@ class TensorLoader:
         return (f"TensorLoader({len(self.images)} images on {self.device}, batch {self.batch_size}, "
                 f"{'train' if self.is_training else 'eval'}, aa={self.aa}, crop={self.crop})")
 
-# %% ../nbs/04_data.ipynb #3769b9eb
+# %% ../nbs/04_data.ipynb #4a23034c
 PIPELINES = ('auto', 'tensor', 'torch')
 
 class SeededDataLoader(DataLoader):
-    "DataLoader that, without workers, re-seeds the global RNGs from its generator at each epoch start."
+    "DataLoader whose shuffling depends only on `(seed, epoch)` (`set_epoch`, as for resuming); without workers it also re-seeds the global RNGs."
+    def set_epoch(self, epoch:int, seed:int=None):
+        self._seed = getattr(self, '_seed', 0) if seed is None else seed
+        if isinstance(self.sampler, DistributedSampler): self.sampler.set_epoch(epoch)
+        elif self.generator is not None: self.generator.manual_seed((self._seed * 1_000_003 + epoch) % 2**63)
+
     def __iter__(self):
         if self.num_workers == 0 and self.generator is not None:
             s = int(torch.randint(2**31, (1,), generator=self.generator))
@@ -559,7 +581,7 @@ def build_loaders(dataset:str='digits', data_dir=None, img_size:int=32, batch_si
                   reprob:float=0., remode:str='pixel', recount:int=1, interpolation:str='bicubic',
                   train_interpolation:str='random', crop_pct:float=1.0, crop:str='rrc', padding:int=4,
                   num_classes:int=None, max_images:int=None, seed:int=0, download:bool=False,
-                  max_memory_mb:float=4096, pin_memory:bool=False):
+                  max_memory_mb:float=4096, pin_memory:bool=False, rank:int=0, world_size:int=1):
     "Train and eval loaders for `dataset` and a dict `info` (dataset, num_classes, classes, num_train, num_eval, ...)."
     name = dataset_name(dataset)
     if pipeline not in PIPELINES:
@@ -583,17 +605,24 @@ def build_loaders(dataset:str='digits', data_dir=None, img_size:int=32, batch_si
     if pipeline == 'tensor':
         train, evals = to_memory(train, max_memory_mb, workers), to_memory(evals, max_memory_mb, workers)
         common = dict(img_size=img_size, mean=mean, std=std, device=device, **aug)
-        train_loader = TensorLoader(train.images, train.targets, batch_size, True, seed=seed, **common)
-        eval_loader = TensorLoader(evals.images, evals.targets, eval_bs, False, seed=seed, **common)
+        dist = dict(rank=rank, world_size=world_size)
+        train_loader = TensorLoader(train.images, train.targets, batch_size, True, seed=seed, **common, **dist)
+        eval_loader = TensorLoader(evals.images, evals.targets, eval_bs, False, seed=seed, **common, **dist)
     else:
         base = lambda ds: ds.dataset if isinstance(ds, Subset) else ds
         base(train).transform = build_transform(True, img_size, mean, std, dataset=name, **aug)
         base(evals).transform = build_transform(False, img_size, mean, std, dataset=name, **aug)
         common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory,
                       worker_init_fn=reset_tar_handles)
-        train_loader = SeededDataLoader(train, batch_size, shuffle=True, drop_last=True,
-                                        generator=torch.Generator().manual_seed(seed), **common)
-        eval_loader = DataLoader(evals, eval_bs, shuffle=False, drop_last=False, **common)
+        if world_size > 1:
+            train_loader = SeededDataLoader(train, batch_size, drop_last=True, sampler=DistributedSampler(
+                train, world_size, rank, shuffle=True, seed=seed, drop_last=True), **common)
+            eval_loader = DataLoader(evals, eval_bs, drop_last=False, sampler=list(range(rank, len(evals), world_size)), **common)
+        else:
+            train_loader = SeededDataLoader(train, batch_size, shuffle=True, drop_last=True,
+                                            generator=torch.Generator().manual_seed(seed), **common)
+            eval_loader = DataLoader(evals, eval_bs, shuffle=False, drop_last=False, **common)
+        train_loader.set_epoch(0, seed)
     info = dict(dataset=name, num_classes=num_classes or len(classes), classes=list(classes), num_train=len(train),
                 num_eval=len(evals), img_size=img_size, mean=mean, std=std, pipeline=pipeline)
     return train_loader, eval_loader, info

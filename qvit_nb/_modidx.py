@@ -275,6 +275,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qvit_nb.train.Run._init_steps': ('train.html#run._init_steps', 'qvit_nb/train.py'),
                                'qvit_nb.train.Run._load_initial': ('train.html#run._load_initial', 'qvit_nb/train.py'),
                                'qvit_nb.train.Run._restore': ('train.html#run._restore', 'qvit_nb/train.py'),
+                               'qvit_nb.train.Run._say': ('train.html#run._say', 'qvit_nb/train.py'),
                                'qvit_nb.train.Run._setup': ('train.html#run._setup', 'qvit_nb/train.py'),
                                'qvit_nb.train.Run._state': ('train.html#run._state', 'qvit_nb/train.py'),
                                'qvit_nb.train.Run._write_summary': ('train.html#run._write_summary', 'qvit_nb/train.py'),

@@ -7,7 +7,7 @@ __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'GROUPS', 'FIELDS',
            'check_key', 'validate_config', 'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser',
            'parse_train_args']
 
-# %% ../nbs/06_config.ipynb #fbbcb9f9
+# %% ../nbs/06_config.ipynb #f6d45a7d
 import argparse, difflib, hashlib, json, math, re, sys
 from dataclasses import dataclass, field, fields, asdict, MISSING
 from pathlib import Path
@@ -18,7 +18,7 @@ import yaml
 from .quant import QUANTIZERS, QConfig, levels_with_overrides
 from .qmodules import PRESETS, parse_qmodule
 
-# %% ../nbs/06_config.ipynb #31862038
+# %% ../nbs/06_config.ipynb #9a46edae
 WQ_BITS = (1, 2, 4, 8)  # weight bit widths the quantizers implement
 AQ_BITS = (2, 4, 8)     # activation bit widths (1-bit activations are not supported)
 OPTIMIZERS = ('adamw', 'adam', 'sgd', 'momentum', 'nesterov', 'lamb', 'lars', 'rmsprop', 'rmsproptf',
@@ -27,7 +27,7 @@ SCHEDULERS = ('cosine', 'step', 'multistep', 'plateau', 'poly', 'tanh')
 GROUPS = ('experiment', 'data', 'augmentation', 'model', 'optimizer', 'schedule', 'runtime',
           'weight quantization', 'activation quantization', 'distillation')
 
-# %% ../nbs/06_config.ipynb #55d062d2
+# %% ../nbs/06_config.ipynb #f475ddfa
 def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, hashed=True):
     "A `TrainConfig` field with CLI/validation metadata."
     assert group in GROUPS, group
@@ -35,7 +35,7 @@ def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, ha
     if isinstance(default, list): return field(default_factory=lambda d=tuple(default): list(d), metadata=md)
     return field(default=default, metadata=md)
 
-# %% ../nbs/06_config.ipynb #13cec68b
+# %% ../nbs/06_config.ipynb #8ecea93d
 @dataclass
 class TrainConfig:
     "Every key of one training run, with the study's defaults (CCT's `cct_7-3x1_cifar10_300epochs.yml`)."
@@ -156,7 +156,7 @@ class TrainConfig:
         "Plain-typed dict (str/int/float/bool/None/list) in field order."
         return asdict(self)
 
-# %% ../nbs/06_config.ipynb #b2b67fdb
+# %% ../nbs/06_config.ipynb #09b4a76e
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 FIELD_TYPES = get_type_hints(TrainConfig)
 
@@ -170,7 +170,7 @@ def check_key(key: str) -> str:
     hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(FIELDS)}"
     raise ValueError(f"unknown config key '{key}'{hint}")
 
-# %% ../nbs/06_config.ipynb #a0fed0da
+# %% ../nbs/06_config.ipynb #565c2c31
 _TRUE, _FALSE = ('true', 'yes', 'y', 'on', '1'), ('false', 'no', 'n', 'off', '0')
 _NONE = ('none', 'null', '~', '')
 
@@ -206,7 +206,7 @@ def _scalar(value, tp):
         if isinstance(value, (int, float)) and not isinstance(value, bool): return str(value)
     raise TypeError
 
-# %% ../nbs/06_config.ipynb #fd24e276
+# %% ../nbs/06_config.ipynb #ad925f35
 def _normalize(key, value):
     if key == 'aa' and (value is False or (isinstance(value, str) and value.strip().lower() in _NONE + ('off', 'no', 'false'))): return None
     if key == 'resume':
@@ -237,7 +237,7 @@ def _coerce(key: str, value: Any) -> Any:
     if choices and isinstance(out, str): out = out.strip().lower()
     return out
 
-# %% ../nbs/06_config.ipynb #f7053f64
+# %% ../nbs/06_config.ipynb #7a30e2a7
 _DEVICE_RE = re.compile(r'^(auto|cpu|mps|cuda(:\d+)?)$')
 
 def _check_field(cfg, f):
@@ -286,6 +286,8 @@ def validate_config(cfg: 'TrainConfig') -> 'TrainConfig':
     for q in cfg.qmodules:
         try: parse_qmodule(q)
         except ValueError as e: raise ValueError(f"config key 'qmodules': {e}") from None
+    if cfg.attn_q and not cfg.aq_enable:
+        raise ValueError("'attn_q' quantizes q, k, v and softmax, which are activations: set aq_enable (and aq_bitw)")
     if cfg.use_kd and not cfg.teacher: raise ValueError("use_kd needs a teacher model: set 'teacher' (e.g. vit_6_4_32)")
     for k in ('kd_type', 'distill_head', 'quant_teacher'):
         if getattr(cfg, k) not in (False, 'none') and not cfg.use_kd: raise ValueError(f"'{k}' needs a teacher: set use_kd and teacher")
@@ -295,7 +297,7 @@ def validate_config(cfg: 'TrainConfig') -> 'TrainConfig':
         if getattr(cfg, k) is not None and not cfg.quant_teacher: raise ValueError(f"'{k}' is set but quant_teacher is off; set quant_teacher: true")
     return cfg
 
-# %% ../nbs/06_config.ipynb #68ebbffe
+# %% ../nbs/06_config.ipynb #6ff39ebf
 def _read_yaml(path: Path, chain=()) -> dict:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"config file {str(path)!r} not found")
@@ -326,7 +328,7 @@ def save_config(cfg: TrainConfig, path) -> Path:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
     return path
 
-# %% ../nbs/06_config.ipynb #5519c501
+# %% ../nbs/06_config.ipynb #4d50d195
 HASH_EXCLUDED = tuple(f.name for f in fields(TrainConfig) if not f.metadata['hashed'])
 
 def config_hash(cfg: TrainConfig, n: int = 10) -> str:
@@ -334,7 +336,7 @@ def config_hash(cfg: TrainConfig, n: int = 10) -> str:
     d = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(',', ':')).encode()).hexdigest()[:n]
 
-# %% ../nbs/06_config.ipynb #3dd9cd45
+# %% ../nbs/06_config.ipynb #f7903c36
 def config_keys(group: Optional[str] = None) -> list[dict]:
     "One dict per `TrainConfig` key: name, group, type, default, choices, help, hashed; optionally one group."
     if group is not None and group not in GROUPS: raise ValueError(f"unknown group {group!r} (valid: {', '.join(GROUPS)})")
@@ -347,7 +349,7 @@ def config_keys(group: Optional[str] = None) -> list[dict]:
                         choices=list(md['choices'] or []), help=md['help'], hashed=md['hashed']))
     return out
 
-# %% ../nbs/06_config.ipynb #c27e2258
+# %% ../nbs/06_config.ipynb #f8f3eac7
 class _TrainArgumentParser(argparse.ArgumentParser):
     "argparse with `--a_b` == `--a-b` and 'did you mean' for unknown flags."
     def _normalize(self, args):

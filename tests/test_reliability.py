@@ -1,0 +1,202 @@
+"""Reliability and safety: kill and resume, corrupt checkpoints, divergence, bad input (property-based), untrusted
+files, concurrent sweeps. Each scenario states its guarantee in the test name."""
+import json, os, random, signal, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from qvit_nb.cli import main as qvit
+from qvit_nb.config import TrainConfig, load_config
+from qvit_nb.train import CheckpointError, load_checkpoint, previous_checkpoint, save_checkpoint, train
+
+TINY = dict(dataset='digits', model='vit_2_4_32', batch_size=32, max_images=96, aa=None, mixup=0.0, cutmix=0.0,
+            reprob=0.0, workers=0, amp=False, warmup_epochs=1, cooldown_epochs=0, lr=1e-3, mean=[0.5] * 3, std=[0.5] * 3)
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+
+
+def cli_args(d: dict) -> list:
+    out = []
+    for k, v in d.items():
+        flag = '--' + k.replace('_', '-')
+        if isinstance(v, bool): out.append(flag if v else '--no-' + k.replace('_', '-'))
+        elif v is None: out.append('--no-' + k.replace('_', '-'))
+        elif isinstance(v, list): out += [flag, *map(str, v)]
+        else: out += [flag, str(v)]
+    return out
+
+
+def qvit_train(output, experiment, extra=(), **over):
+    cmd = [sys.executable, '-m', 'qvit_nb.cli', 'train', '--output', str(output), '--experiment', experiment,
+           *cli_args({**TINY, **over}), *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+
+
+def state(run_dir):
+    ck = load_checkpoint(Path(run_dir) / 'last.pth.tar')
+    return ck['state_dict'], ck['optimizer'], (Path(run_dir) / 'summary.csv').read_text()
+
+
+def assert_same(a, b):
+    (sa, oa, ca), (sb, ob, cb) = a, b
+    assert sa.keys() == sb.keys()
+    for k in sa: assert torch.equal(sa[k], sb[k]), k
+    for i, (x, y) in enumerate(zip(oa['state'].values(), ob['state'].values())):
+        for k in x: assert torch.equal(torch.as_tensor(x[k]), torch.as_tensor(y[k])), (i, k)
+    assert ca == cb
+
+
+def test_sigkill_anywhere_then_resume_reproduces_the_uninterrupted_run(tmp_path):
+    over = dict(epochs=3, max_images=384, aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2)
+    ref = qvit_train(tmp_path, 'ref', **over)
+    assert ref.wait(timeout=300) == 0, ref.stdout.read()
+    seed = int(os.environ.get('QVIT_KILL_SEED', time.time()))
+    rng = random.Random(seed)
+    for attempt in range(2):                       # a kill at a random moment of training, then one more after resuming
+        p = qvit_train(tmp_path, 'killed', extra=['--resume'] if attempt else [], **over)
+        for line in p.stdout:                      # training starts after this line; an epoch takes ~1-2 s
+            if line.startswith('run ') or 'starting it from the beginning' in line: break
+        time.sleep(rng.uniform(0.0, 3.0))
+        if p.poll() is None: p.send_signal(signal.SIGKILL)
+        p.wait(timeout=60)
+        print(f"kill seed {seed}, attempt {attempt}: returncode {p.returncode}")
+    final = qvit_train(tmp_path, 'killed', extra=['--resume'], **over)
+    out = final.communicate(timeout=300)[0]
+    assert final.returncode == 0, out
+    assert_same(state(tmp_path / 'killed'), state(tmp_path / 'ref'))
+    leftovers = [p.name for p in (tmp_path / 'killed').iterdir() if p.name.startswith('.')]
+    assert not leftovers, leftovers                 # no half-written temp files survive
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    p = tmp_path / 'last.pth.tar'
+    save_checkpoint({'state_dict': {'w': torch.ones(3)}, 'epoch': 0}, p)
+
+    def crash(*a, **k): raise OSError('disk full')
+    monkeypatch.setattr(os, 'fsync', crash)
+    with pytest.raises(OSError): save_checkpoint({'state_dict': {'w': torch.zeros(3)}, 'epoch': 1}, p)
+    assert load_checkpoint(p)['epoch'] == 0
+    assert sorted(f.name for f in tmp_path.iterdir()) == ['last.pth.tar']
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'garbage'])
+def test_corrupt_last_checkpoint_is_named_and_the_previous_one_offered(tmp_path, damage, capsys):
+    cfg = dict(TINY, epochs=2, output=str(tmp_path), experiment='run')
+    train(**cfg)
+    last = tmp_path / 'run' / 'last.pth.tar'
+    before = {f.name: f.stat().st_mtime_ns for f in (tmp_path / 'run').iterdir()}
+    last.write_bytes(last.read_bytes()[:2000] if damage == 'truncate' else os.urandom(5000))
+    assert qvit(['train', *cli_args({**TINY, 'epochs': 3}), '--output', str(tmp_path), '--experiment', 'run', '--resume']) == 1
+    err = capsys.readouterr().err
+    assert str(last) in err and f"the previous good checkpoint is {previous_checkpoint(last)}" in err
+    after = {f.name: f.stat().st_mtime_ns for f in (tmp_path / 'run').iterdir() if f.name != 'last.pth.tar'}
+    assert all(before[k] == v for k, v in after.items() if k != 'metrics.json')     # nothing overwritten but the status
+    assert load_checkpoint(previous_checkpoint(last))['epoch'] == 0
+
+
+def test_resume_never_starts_fresh_over_an_existing_run(tmp_path, capsys):
+    train(**TINY, epochs=1, output=str(tmp_path), experiment='done')
+    assert qvit(['train', *cli_args({**TINY, 'epochs': 1}), '--output', str(tmp_path), '--experiment', 'done']) == 2
+    assert 'already holds a run; pass --resume' in capsys.readouterr().err
+
+
+def test_divergence_stops_with_the_step_and_term_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    # the study's "bn -> nan": batch-norm tokens, SGD; epoch 0 runs at a tiny warmup lr, epoch 1 at an absurd one
+    bad = dict(TINY, norm_layer='batchnorm', opt='sgd', weight_decay=0.0, warmup_epochs=1, warmup_lr=1e-6, lr=1e8, epochs=3)
+    code = qvit(['train', *cli_args(bad), '--output', str(tmp_path), '--experiment', 'bn'])
+    err = capsys.readouterr().err
+    assert code == 1 and 'training diverged at epoch 1, step 0' in err and 'non-finite' in err, err
+    m = json.loads((tmp_path / 'bn' / 'metrics.json').read_text())
+    assert m['status'] == 'failed' and 'non-finite' in m['error'] and m['epochs'] == 1
+    assert load_checkpoint(tmp_path / 'bn' / 'last.pth.tar')['epoch'] == 0       # the last good state is kept
+    code = qvit(['train', *cli_args(bad), '--output', str(tmp_path), '--experiment', 'skip', '--nan-policy', 'skip',
+                 '--max-skipped-steps', '2'])
+    err = capsys.readouterr().err
+    assert code == 1 and 'more than 2 skipped steps' in err, err
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--aq-bitwidth', '2'], "did you mean '--aq-bitw'?"),
+    (['--epochs', 'ten'], "config key 'epochs' expects an int"),
+    (['--wq-bitw', '3'], 'invalid wq_bitw 3'),
+    (['--aq-bitw', '2', '--aq-pos', '9'], 'do not fit in 2 bits'),
+    (['--qmodules', 'blocks.*.attn.qvk', '--aq-enable'], "matched no module; closest: blocks.0.attn.qkv"),
+    (['--dataset', 'cifar10', '--data-dir', '/nonexistent'], 'cifar-10-batches-py'),
+    (['--model', 'vit_6_4_23'], "did you mean vit_6_4_32"),
+    (['--aq-mode', 'pact'], "unknown quantization mode 'pact'"),
+])
+def test_bad_input_fails_with_a_message_naming_it(tmp_path, capsys, argv, message):
+    code = qvit(['train', *cli_args({**TINY, 'epochs': 1}), '--output', str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+    assert 'Traceback' not in err
+
+
+def test_teacher_checkpoint_of_another_architecture_or_class_count_is_refused(tmp_path, capsys):
+    train(**TINY, epochs=1, output=str(tmp_path), experiment='t')
+    ck = str(tmp_path / 't' / 'model_best.pth.tar')
+    for extra, msg in [(['--teacher', 'vit_4_4_32'], "does not match teacher_checkpoint"),
+                       (['--teacher', 'vit_2_4_32', '--num-classes', '12'], "num_classes=12")]:
+        code = qvit(['train', *cli_args({**TINY, 'epochs': 1}), '--output', str(tmp_path), '--use-kd',
+                     '--teacher-checkpoint', ck, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and msg in err, err
+
+
+def test_unwritable_output_is_refused_before_training(tmp_path, capsys):
+    blocker = tmp_path / 'file'
+    blocker.write_text('not a directory')
+    code = qvit(['train', *cli_args({**TINY, 'epochs': 1}), '--output', str(blocker / 'runs')])
+    assert code == 2 and 'runs' in capsys.readouterr().err
+
+
+def test_untrusted_checkpoint_payload_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self): return (os.system, (f'touch {tmp_path}/pwned',))
+    p = tmp_path / 'evil.pth.tar'
+    torch.save({'state_dict': {}, 'x': Evil()}, p)
+    with pytest.raises(CheckpointError, match='refused'): load_checkpoint(p)
+    assert not (tmp_path / 'pwned').exists()
+    (tmp_path / 'evil.yml').write_text('epochs: !!python/object/apply:os.system ["touch pwned2"]\n')
+    with pytest.raises(Exception): load_config(tmp_path / 'evil.yml')
+    assert not Path('pwned2').exists()
+
+
+KEYS = st.fixed_dictionaries({}, optional={
+    'aq_enable': st.booleans(), 'aq_bitw': st.sampled_from([1, 2, 3, 4, 8]), 'aq_asym': st.booleans(),
+    'aq_pos': st.one_of(st.none(), st.integers(-1, 4)), 'wq_enable': st.booleans(), 'wq_bitw': st.sampled_from([1, 2, 4, 5]),
+    'wq_per_channel': st.booleans(), 'wq_asym': st.booleans(), 'attn_q': st.booleans(), 'act_layer': st.sampled_from(['gelu', 'relu', 'tanh']),
+    'norm_layer': st.sampled_from(['layernorm', 'batchnorm']), 'clip_grad': st.one_of(st.none(), st.floats(-1, 2)),
+    'clip_mode': st.sampled_from(['norm', 'value', 'agc', 'l3']), 'smoothing': st.floats(-0.5, 1.5),
+    'qmodules': st.sampled_from([['linear'], ['attn'], ['all'], ['blocks.0.mlp.fc1;wq:bit:4'], ['blocks.9.mlp.fc1'], ['linear;aq:bits:x']]),
+    'kd_type': st.sampled_from(['none', 'last', 'all', 'first']), 'use_kd': st.booleans(), 'mixup': st.sampled_from([0.0, 0.8, -1.0])})
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(KEYS)
+def test_any_config_trains_a_step_or_fails_naming_the_key(tmp_path_factory, over):
+    out = tmp_path_factory.mktemp('prop')
+    if over.get('use_kd'): over['teacher'] = 'vit_2_4_32'
+    cfg = {**TINY, 'max_images': 32, 'batch_size': 16, 'epochs': 1, 'warmup_epochs': 0, **over}
+    try: m = train(output=str(out), experiment='p', **cfg)
+    except ValueError as e:
+        named = [k for k in over if k in str(e)] + [k for k in ('qmodules', 'teacher', 'bit', 'levels', 'mixup') if k in str(e)]
+        assert named, f"{e!r} names none of {sorted(over)}"
+        return
+    assert m['status'] == 'finished' and m['epochs'] == 1
+
+
+def test_two_sweeps_on_one_runs_dir_never_run_an_experiment_twice(tmp_path):
+    (tmp_path / 'base.yml').write_text(yaml.safe_dump({**TINY, 'epochs': 1, 'max_images': 32}))
+    (tmp_path / 'sw.yml').write_text(yaml.safe_dump(dict(name='c', base='base.yml', experiments=[
+        dict(name='a', overrides=dict(seed=1)), dict(name='b', overrides=dict(seed=2))])))
+    cmd = [sys.executable, '-m', 'qvit_nb.cli', 'sweep', str(tmp_path / 'sw.yml'), '--output', str(tmp_path / 'runs')]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    runs = [d for d in (tmp_path / 'runs' / 'c').iterdir() if (d / 'metrics.json').exists()]
+    assert len(runs) == 2, [d.name for d in runs]                 # one run per experiment, not four
+    reg = json.loads((tmp_path / 'runs' / 'c' / 'sweep.json').read_text())
+    assert sorted(reg) == ['a', 'b'] and all(r['status'] == 'finished' for r in reg.values())

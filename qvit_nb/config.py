@@ -7,7 +7,7 @@ __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'GROUPS', 'FIELDS',
            'check_key', 'validate_config', 'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser',
            'parse_train_args']
 
-# %% ../nbs/06_config.ipynb #d062b3a5
+# %% ../nbs/06_config.ipynb #ec34eb48
 import argparse, difflib, hashlib, json, math, re, sys
 from dataclasses import dataclass, field, fields, asdict, MISSING
 from pathlib import Path
@@ -18,7 +18,7 @@ import yaml
 from .quant import QUANTIZERS, QConfig, levels_with_overrides
 from .qmodules import PRESETS, parse_qmodule
 
-# %% ../nbs/06_config.ipynb #4a94d96d
+# %% ../nbs/06_config.ipynb #797eb93b
 WQ_BITS = (1, 2, 4, 8)  # weight bit widths the quantizers implement
 AQ_BITS = (2, 4, 8)     # activation bit widths (1-bit activations are not supported)
 OPTIMIZERS = ('adamw', 'adam', 'sgd', 'momentum', 'nesterov', 'lamb', 'lars', 'rmsprop', 'rmsproptf',
@@ -27,7 +27,7 @@ SCHEDULERS = ('cosine', 'step', 'multistep', 'plateau', 'poly', 'tanh')
 GROUPS = ('experiment', 'data', 'augmentation', 'model', 'optimizer', 'schedule', 'runtime',
           'weight quantization', 'activation quantization', 'distillation')
 
-# %% ../nbs/06_config.ipynb #4a72e0fd
+# %% ../nbs/06_config.ipynb #634119bb
 def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, hashed=True):
     "A `TrainConfig` field with CLI/validation metadata."
     assert group in GROUPS, group
@@ -35,7 +35,7 @@ def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, ha
     if isinstance(default, list): return field(default_factory=lambda d=tuple(default): list(d), metadata=md)
     return field(default=default, metadata=md)
 
-# %% ../nbs/06_config.ipynb #b38a2688
+# %% ../nbs/06_config.ipynb #391140cb
 @dataclass
 class TrainConfig:
     "Every key of one training run, with the study's defaults (CCT's `cct_7-3x1_cifar10_300epochs.yml`)."
@@ -156,7 +156,7 @@ class TrainConfig:
         "Plain-typed dict (str/int/float/bool/None/list) in field order."
         return asdict(self)
 
-# %% ../nbs/06_config.ipynb #ea09927e
+# %% ../nbs/06_config.ipynb #efdf40c6
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 FIELD_TYPES = get_type_hints(TrainConfig)
 
@@ -170,7 +170,7 @@ def check_key(key: str) -> str:
     hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(FIELDS)}"
     raise ValueError(f"unknown config key '{key}'{hint}")
 
-# %% ../nbs/06_config.ipynb #e855a3ee
+# %% ../nbs/06_config.ipynb #90ed78d9
 _TRUE, _FALSE = ('true', 'yes', 'y', 'on', '1'), ('false', 'no', 'n', 'off', '0')
 _NONE = ('none', 'null', '~', '')
 
@@ -206,7 +206,7 @@ def _scalar(value, tp):
         if isinstance(value, (int, float)) and not isinstance(value, bool): return str(value)
     raise TypeError
 
-# %% ../nbs/06_config.ipynb #c28c6931
+# %% ../nbs/06_config.ipynb #f572d611
 def _normalize(key, value):
     if key == 'aa' and (value is False or (isinstance(value, str) and value.strip().lower() in _NONE + ('off', 'no', 'false'))): return None
     if key == 'resume':
@@ -237,7 +237,7 @@ def _coerce(key: str, value: Any) -> Any:
     if choices and isinstance(out, str): out = out.strip().lower()
     return out
 
-# %% ../nbs/06_config.ipynb #a2aaefa6
+# %% ../nbs/06_config.ipynb #7dcf5b5e
 _DEVICE_RE = re.compile(r'^(auto|cpu|mps|cuda(:\d+)?)$')
 
 def _check_field(cfg, f):
@@ -297,7 +297,7 @@ def validate_config(cfg: 'TrainConfig') -> 'TrainConfig':
         if getattr(cfg, k) is not None and not cfg.quant_teacher: raise ValueError(f"'{k}' is set but quant_teacher is off; set quant_teacher: true")
     return cfg
 
-# %% ../nbs/06_config.ipynb #a5897e5e
+# %% ../nbs/06_config.ipynb #e61dc86e
 def _read_yaml(path: Path, chain=()) -> dict:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"config file {str(path)!r} not found")
@@ -328,7 +328,7 @@ def save_config(cfg: TrainConfig, path) -> Path:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
     return path
 
-# %% ../nbs/06_config.ipynb #bf4b0676
+# %% ../nbs/06_config.ipynb #b759684a
 HASH_EXCLUDED = tuple(f.name for f in fields(TrainConfig) if not f.metadata['hashed'])
 
 def config_hash(cfg: TrainConfig, n: int = 10) -> str:
@@ -336,7 +336,7 @@ def config_hash(cfg: TrainConfig, n: int = 10) -> str:
     d = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(',', ':')).encode()).hexdigest()[:n]
 
-# %% ../nbs/06_config.ipynb #2bd2a042
+# %% ../nbs/06_config.ipynb #b13cd76f
 def config_keys(group: Optional[str] = None) -> list[dict]:
     "One dict per `TrainConfig` key: name, group, type, default, choices, help, hashed; optionally one group."
     if group is not None and group not in GROUPS: raise ValueError(f"unknown group {group!r} (valid: {', '.join(GROUPS)})")
@@ -349,7 +349,7 @@ def config_keys(group: Optional[str] = None) -> list[dict]:
                         choices=list(md['choices'] or []), help=md['help'], hashed=md['hashed']))
     return out
 
-# %% ../nbs/06_config.ipynb #10c4c87b
+# %% ../nbs/06_config.ipynb #03360fad
 class _TrainArgumentParser(argparse.ArgumentParser):
     "argparse with `--a_b` == `--a-b` and 'did you mean' for unknown flags."
     def _normalize(self, args):

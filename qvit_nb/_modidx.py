@@ -118,6 +118,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'qvit_nb.dashboard.check_layer': ('dashboard.html#check_layer', 'qvit_nb/dashboard.py'),
                                    'qvit_nb.dashboard.collect_activations': ('dashboard.html#collect_activations', 'qvit_nb/dashboard.py'),
                                    'qvit_nb.dashboard.html_page': ('dashboard.html#html_page', 'qvit_nb/dashboard.py'),
+                                   'qvit_nb.dashboard.layer_select_html': ('dashboard.html#layer_select_html', 'qvit_nb/dashboard.py'),
                                    'qvit_nb.dashboard.load_run': ('dashboard.html#load_run', 'qvit_nb/dashboard.py'),
                                    'qvit_nb.dashboard.read_summary': ('dashboard.html#read_summary', 'qvit_nb/dashboard.py'),
                                    'qvit_nb.dashboard.run_eval_data': ('dashboard.html#run_eval_data', 'qvit_nb/dashboard.py'),

@@ -110,7 +110,7 @@ def test_voila_activation_dashboard(tiny_run, browser, tmp_path):
         page = browser.new_page()
         try:
             page.goto(url, wait_until='domcontentloaded', timeout=60_000)
-            page.wait_for_selector(BARS, timeout=75_000)
+            page.wait_for_selector(BARS, timeout=90_000)      # kernel start, imports, data, collection
             page.wait_for_function(f"() => (document.querySelector('.js-plotly-plot .gtitle') || {{}}).textContent"
                                    f"?.startsWith({LAYER0!r})", timeout=15_000)
             before = _plot_state(page)

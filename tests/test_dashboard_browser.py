@@ -1,0 +1,158 @@
+"""The dashboards in a real browser: Voila serves a notebook that shows `activation_dashboard` of a tiny trained run,
+headless Debian chromium (driven by Playwright, never a downloaded browser) waits for the histogram, picks another
+layer and checks the plot changed; the exported standalone HTML pages render in the same chromium without a kernel.
+Screenshots go to pytest's tmp dir. Skips (with the reason) only when /usr/bin/chromium is missing: `.ci/run`
+installs it with `apt-get install chromium`."""
+import contextlib, io, json, os, shutil, signal, socket, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = '/usr/bin/chromium'
+# Root in a container, no network: without these chromium hangs on the sandbox or on background network calls.
+FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+         '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage']
+LAYER0, LAYER1 = 'blocks.0.attn.qkv', 'blocks.1.mlp.fc2'
+BARS = '.js-plotly-plot .barlayer .trace.bars .point path'
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
+                                 reason=f"Debian chromium not found at {CHROMIUM}: `apt-get install chromium` failed or was "
+                                        "not run (.ci/run installs it); the browser tests need it and never download a browser")]
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+    "One tiny trained run (two epochs of vit_2_4_32 on 64 digits, 2-bit weights and activations, attention quantized)."
+    import torch
+    torch.set_num_threads(1)
+    from qvit_nb.train import train
+    out = tmp_path_factory.mktemp('runs')
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(output=str(out), experiment='tiny', dataset='digits', model='vit_2_4_32', epochs=2, batch_size=32,
+              max_images=64, aa=None, mixup=0., cutmix=0., reprob=0., workers=0, amp=False, warmup_epochs=0,
+              cooldown_epochs=0, aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2, attn_q=True, tricks='tiny 2b')
+    return out / 'tiny'
+
+
+@pytest.fixture(scope='module')
+def browser(tmp_path_factory):
+    "Headless Debian chromium through Playwright's bundled driver, with a fresh profile directory."
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(str(tmp_path_factory.mktemp('chromium-profile')),
+                                                    executable_path=CHROMIUM, headless=True, args=FLAGS,
+                                                    viewport={'width': 1280, 'height': 1000}, timeout=60_000)
+        try: yield ctx
+        finally: ctx.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def _notebook(path: Path, run_dir: Path):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import torch; torch.set_num_threads(1)\n"
+                                          "from qvit_nb.dashboard import activation_dashboard"),
+                nbformat.v4.new_code_cell(f"activation_dashboard({str(run_dir)!r}, batches=1, max_images=64, batch_size=32, "
+                                          f"layer={LAYER0!r})")]
+    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
+    nbformat.write(nb, path)
+
+
+@contextlib.contextmanager
+def voila(notebook: Path, tmp: Path):
+    "Voila serving `notebook` on 127.0.0.1 at a free port; the server and its kernels are stopped on exit."
+    port = _free_port()
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep),
+           'JUPYTER_RUNTIME_DIR': str(tmp / 'jupyter-runtime'), 'JUPYTER_PLATFORM_DIRS': '1', 'OMP_NUM_THREADS': '1'}
+    log = open(tmp / 'voila.log', 'w')
+    proc = subprocess.Popen([sys.executable, '-m', 'voila', str(notebook), '--no-browser', f'--port={port}',
+                             '--Voila.ip=127.0.0.1', '--ServerApp.ip=127.0.0.1'],
+                            cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None: raise RuntimeError(f"voila exited ({proc.returncode}): {(tmp / 'voila.log').read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                socket.create_connection(('127.0.0.1', port), timeout=1).close(); break
+            if time.monotonic() > deadline: raise TimeoutError(f"voila did not listen on port {port} within 60 s")
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)          # voila shuts its kernels down on SIGTERM
+            try: proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL); proc.wait(5)
+        log.close()
+
+
+def _plot_state(page) -> dict:
+    "What the browser shows: the plot title, the y data of the first trace in plotly's graph div, and the bar paths."
+    return page.evaluate("""() => {
+        const gd = document.querySelector('.js-plotly-plot');
+        return {title: (gd.querySelector('.gtitle') || {}).textContent || '',
+                y: Array.from(gd.data[0].y || []).map(Number),
+                bars: Array.from(gd.querySelectorAll('.barlayer .trace.bars .point path')).map(p => p.getAttribute('d'))};
+    }""")
+
+
+def test_voila_activation_dashboard(tiny_run, browser, tmp_path):
+    t0 = time.monotonic()
+    nb = tmp_path / 'activations.ipynb'
+    _notebook(nb, tiny_run)
+    with voila(nb, tmp_path) as url:
+        page = browser.new_page()
+        try:
+            page.goto(url, wait_until='domcontentloaded', timeout=60_000)
+            page.wait_for_selector(BARS, timeout=90_000)      # kernel start, imports, data, collection
+            page.wait_for_function(f"() => (document.querySelector('.js-plotly-plot .gtitle') || {{}}).textContent"
+                                   f"?.startsWith({LAYER0!r})", timeout=15_000)
+            before = _plot_state(page)
+            assert len(before['bars']) > 10, before            # the histogram bars are drawn
+            page.screenshot(path=str(tmp_path / 'voila-before.png'), full_page=True)
+            layer = page.locator('.widget-dropdown', has_text='layer').locator('select')
+            assert layer.input_value() == LAYER0
+            layer.select_option(LAYER1)
+            page.wait_for_function(f"() => document.querySelector('.js-plotly-plot .gtitle').textContent.startsWith({LAYER1!r})",
+                                   timeout=30_000)
+            page.wait_for_timeout(300)                         # let plotly finish redrawing the bars
+            after = _plot_state(page)
+            assert after['y'] != before['y']                   # new histogram data reached the browser
+            assert after['bars'] != before['bars'] and len(after['bars']) > 10   # and the drawn bars changed
+            page.screenshot(path=str(tmp_path / 'voila-after.png'), full_page=True)
+        finally: page.close()
+    print(f"voila test: {time.monotonic() - t0:.1f} s; screenshots in {tmp_path}")
+    assert time.monotonic() - t0 < 150
+
+
+def test_exported_html_renders_without_kernel(tiny_run, browser, tmp_path):
+    from qvit_nb.dashboard import activation_dashboard
+    from qvit_nb.cli import main
+    page_act = activation_dashboard(tiny_run, batches=1, max_images=64, batch_size=32, layer=LAYER0).to_html(tmp_path / 'act.html')
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(['dashboard', str(tiny_run.parent), '--html', str(tmp_path / 'acc.html')]) == 0
+    page = browser.new_page()
+    try:
+        page.route('http*://**', lambda route: route.abort())   # prove nothing is fetched from the network
+        page.goto(page_act.as_uri(), timeout=30_000)
+        page.wait_for_selector(BARS, timeout=30_000)
+        before = _plot_state(page)
+        assert before['title'].startswith(LAYER0) and len(before['bars']) > 10
+        page.select_option('#qvit-activations-layer', LAYER1)      # the page's own layer select: no kernel involved
+        page.wait_for_function(f"() => document.querySelector('.js-plotly-plot .gtitle').textContent.startsWith({LAYER1!r})",
+                               timeout=15_000)
+        assert _plot_state(page)['bars'] != before['bars']
+        page.screenshot(path=str(tmp_path / 'html-activations.png'), full_page=True)
+
+        page.goto((tmp_path / 'acc.html').as_uri(), timeout=30_000)
+        page.wait_for_selector('.js-plotly-plot .scatterlayer .trace', timeout=30_000)
+        page.wait_for_selector(BARS, timeout=30_000)
+        assert page.locator('table tbody tr').count() == 1 and 'tiny' in page.locator('table').inner_text()
+        page.screenshot(path=str(tmp_path / 'html-accuracy.png'), full_page=True)
+    finally: page.close()

@@ -7,7 +7,7 @@ __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'GROUPS', 'FIELDS',
            'check_key', 'validate_config', 'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser',
            'parse_train_args']
 
-# %% ../nbs/06_config.ipynb #ec34eb48
+# %% ../nbs/06_config.ipynb #397713fc
 import argparse, difflib, hashlib, json, math, re, sys
 from dataclasses import dataclass, field, fields, asdict, MISSING
 from pathlib import Path
@@ -18,7 +18,7 @@ import yaml
 from .quant import QUANTIZERS, QConfig, levels_with_overrides
 from .qmodules import PRESETS, parse_qmodule
 
-# %% ../nbs/06_config.ipynb #797eb93b
+# %% ../nbs/06_config.ipynb #bc69cc5b
 WQ_BITS = (1, 2, 4, 8)  # weight bit widths the quantizers implement
 AQ_BITS = (2, 4, 8)     # activation bit widths (1-bit activations are not supported)
 OPTIMIZERS = ('adamw', 'adam', 'sgd', 'momentum', 'nesterov', 'lamb', 'lars', 'rmsprop', 'rmsproptf',
@@ -27,7 +27,7 @@ SCHEDULERS = ('cosine', 'step', 'multistep', 'plateau', 'poly', 'tanh')
 GROUPS = ('experiment', 'data', 'augmentation', 'model', 'optimizer', 'schedule', 'runtime',
           'weight quantization', 'activation quantization', 'distillation')
 
-# %% ../nbs/06_config.ipynb #634119bb
+# %% ../nbs/06_config.ipynb #2318f4e3
 def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, hashed=True):
     "A `TrainConfig` field with CLI/validation metadata."
     assert group in GROUPS, group
@@ -35,7 +35,7 @@ def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, ha
     if isinstance(default, list): return field(default_factory=lambda d=tuple(default): list(d), metadata=md)
     return field(default=default, metadata=md)
 
-# %% ../nbs/06_config.ipynb #391140cb
+# %% ../nbs/06_config.ipynb #dd12f23f
 @dataclass
 class TrainConfig:
     "Every key of one training run, with the study's defaults (CCT's `cct_7-3x1_cifar10_300epochs.yml`)."
@@ -57,6 +57,7 @@ class TrainConfig:
     std: list[float] = _key([0.2470, 0.2435, 0.2616], 'normalisation std per channel', 'data')
     crop_pct: float = _key(1.0, 'evaluation centre-crop fraction', 'data', lo=0.0, hi=1.0)
     scale: list[float] = _key([0.8, 1.0], 'random-resized-crop scale range (lo, hi)', 'data')
+    ratio: list[float] = _key([0.75, 1.3333333333333333], 'random-resized-crop aspect-ratio range (lo, hi)', 'data')
     interpolation: str = _key('bicubic', 'evaluation resize interpolation', 'data', choices=('bicubic', 'bilinear', 'nearest'))
     train_interpolation: str = _key('random', 'training resize interpolation', 'data', choices=('random', 'bicubic', 'bilinear', 'nearest'))
     max_images: int = _key(0, 'use at most this many images per split, for tiny runs and tests (0: all)', 'data', lo=0)
@@ -64,6 +65,8 @@ class TrainConfig:
     workers: int = _key(2, 'data loader worker processes', 'data', lo=0, short='-j', hashed=False)
     # --- augmentation
     aa: Optional[str] = _key('rand-m9-mstd0.5-inc1', "auto-augment policy (timm string); none/--no-aa: off ('no aa')", 'augmentation')
+    hflip: float = _key(0.5, 'horizontal flip probability', 'augmentation', lo=0.0, hi=1.0)
+    color_jitter: float = _key(0.4, 'colour jitter strength (used when aa is off, as in timm)', 'augmentation', lo=0.0)
     reprob: float = _key(0.25, 'random erasing probability', 'augmentation', lo=0.0, hi=1.0)
     remode: str = _key('pixel', 'random erasing fill mode', 'augmentation', choices=('pixel', 'rand', 'const'))
     recount: int = _key(1, 'random erasing count', 'augmentation', lo=1)
@@ -156,7 +159,7 @@ class TrainConfig:
         "Plain-typed dict (str/int/float/bool/None/list) in field order."
         return asdict(self)
 
-# %% ../nbs/06_config.ipynb #efdf40c6
+# %% ../nbs/06_config.ipynb #d45e267d
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 FIELD_TYPES = get_type_hints(TrainConfig)
 
@@ -170,7 +173,7 @@ def check_key(key: str) -> str:
     hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(FIELDS)}"
     raise ValueError(f"unknown config key '{key}'{hint}")
 
-# %% ../nbs/06_config.ipynb #90ed78d9
+# %% ../nbs/06_config.ipynb #a4446210
 _TRUE, _FALSE = ('true', 'yes', 'y', 'on', '1'), ('false', 'no', 'n', 'off', '0')
 _NONE = ('none', 'null', '~', '')
 
@@ -206,7 +209,7 @@ def _scalar(value, tp):
         if isinstance(value, (int, float)) and not isinstance(value, bool): return str(value)
     raise TypeError
 
-# %% ../nbs/06_config.ipynb #f572d611
+# %% ../nbs/06_config.ipynb #7e33dceb
 def _normalize(key, value):
     if key == 'aa' and (value is False or (isinstance(value, str) and value.strip().lower() in _NONE + ('off', 'no', 'false'))): return None
     if key == 'resume':
@@ -237,7 +240,7 @@ def _coerce(key: str, value: Any) -> Any:
     if choices and isinstance(out, str): out = out.strip().lower()
     return out
 
-# %% ../nbs/06_config.ipynb #7dcf5b5e
+# %% ../nbs/06_config.ipynb #4ec39610
 _DEVICE_RE = re.compile(r'^(auto|cpu|mps|cuda(:\d+)?)$')
 
 def _check_field(cfg, f):
@@ -277,6 +280,8 @@ def validate_config(cfg: 'TrainConfig') -> 'TrainConfig':
     if any(s <= 0 for s in cfg.std): raise ValueError(f"config key 'std' must be > 0, got {cfg.std}")
     if len(cfg.scale) != 2 or not 0 < cfg.scale[0] <= cfg.scale[1] <= 1:
         raise ValueError(f"config key 'scale' must be two values 0 < lo <= hi <= 1, got {cfg.scale}")
+    if len(cfg.ratio) != 2 or not 0 < cfg.ratio[0] <= cfg.ratio[1]:
+        raise ValueError(f"config key 'ratio' must be two values 0 < lo <= hi, got {cfg.ratio}")
     if cfg.lr <= 0: raise ValueError(f"config key 'lr' must be > 0, got {cfg.lr}")
     if cfg.kd_temperature <= 0: raise ValueError(f"config key 'kd_temperature' must be > 0, got {cfg.kd_temperature}")
     if cfg.clip_grad is not None and cfg.clip_grad <= 0: raise ValueError(f"config key 'clip_grad' must be > 0 or none, got {cfg.clip_grad}")
@@ -297,7 +302,7 @@ def validate_config(cfg: 'TrainConfig') -> 'TrainConfig':
         if getattr(cfg, k) is not None and not cfg.quant_teacher: raise ValueError(f"'{k}' is set but quant_teacher is off; set quant_teacher: true")
     return cfg
 
-# %% ../nbs/06_config.ipynb #e61dc86e
+# %% ../nbs/06_config.ipynb #cb8c507f
 def _read_yaml(path: Path, chain=()) -> dict:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"config file {str(path)!r} not found")
@@ -328,7 +333,7 @@ def save_config(cfg: TrainConfig, path) -> Path:
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
     return path
 
-# %% ../nbs/06_config.ipynb #b759684a
+# %% ../nbs/06_config.ipynb #9cb131c0
 HASH_EXCLUDED = tuple(f.name for f in fields(TrainConfig) if not f.metadata['hashed'])
 
 def config_hash(cfg: TrainConfig, n: int = 10) -> str:
@@ -336,7 +341,7 @@ def config_hash(cfg: TrainConfig, n: int = 10) -> str:
     d = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(',', ':')).encode()).hexdigest()[:n]
 
-# %% ../nbs/06_config.ipynb #b13cd76f
+# %% ../nbs/06_config.ipynb #399d9940
 def config_keys(group: Optional[str] = None) -> list[dict]:
     "One dict per `TrainConfig` key: name, group, type, default, choices, help, hashed; optionally one group."
     if group is not None and group not in GROUPS: raise ValueError(f"unknown group {group!r} (valid: {', '.join(GROUPS)})")
@@ -349,7 +354,7 @@ def config_keys(group: Optional[str] = None) -> list[dict]:
                         choices=list(md['choices'] or []), help=md['help'], hashed=md['hashed']))
     return out
 
-# %% ../nbs/06_config.ipynb #03360fad
+# %% ../nbs/06_config.ipynb #b938837d
 class _TrainArgumentParser(argparse.ArgumentParser):
     "argparse with `--a_b` == `--a-b` and 'did you mean' for unknown flags."
     def _normalize(self, args):

@@ -242,6 +242,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qvit_nb.quant._identity': ('quant.html#_identity', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._levels': ('quant.html#_levels', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._lsq': ('quant.html#_lsq', 'qvit_nb/quant.py'),
+                               'qvit_nb.quant._open_bounds': ('quant.html#_open_bounds', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._quantize_no_grad': ('quant.html#_quantize_no_grad', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._sum_to': ('quant.html#_sum_to', 'qvit_nb/quant.py'),
                                'qvit_nb.quant.levels_with_overrides': ('quant.html#levels_with_overrides', 'qvit_nb/quant.py'),

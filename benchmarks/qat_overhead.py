@@ -5,9 +5,19 @@ machine noise hits all of them alike. Prints: variant, ms/step, images/s, ratio 
 
     python benchmarks/qat_overhead.py                       # vit_6_4_32, batch 128, W2A2 on every block linear
     python benchmarks/qat_overhead.py --per-channel --attn  # per-channel weights + attention quantization
-    python benchmarks/qat_overhead.py --brevitas            # also Brevitas QuantLinear (installs it in its own venv if absent)
+    python benchmarks/qat_overhead.py --brevitas            # also Brevitas QuantLinear (installed on demand, see below)
+    python benchmarks/qat_overhead.py --inference           # eval-mode forward passes under no_grad
+    python benchmarks/qat_overhead.py --compile             # torch.compile every variant (float32 too)
+
+Brevitas: when `import brevitas` fails, the script installs it with pip into its own directory,
+benchmarks/.brevitas (`pip install --target ... --no-deps brevitas dependencies==2.0.1 unfoldNd`, so it reuses
+this environment's torch and never changes the environment itself), adds that directory to `sys.path` and says so;
+if the install fails (no network) it says so and leaves Brevitas out. The header line records the machine load
+(`os.getloadavg`) before and after: other processes on the same cores inflate every variant alike, but noisy
+medians still mean "measure again".
 """
-import argparse, copy, importlib.util, statistics, subprocess, sys, time
+import argparse, copy, importlib.util, os, statistics, subprocess, sys, time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +39,8 @@ class NaiveLSQ(LSQQuantizer):
         g = 1.0 / (x.numel() // (step.numel() or 1) * self.qp) ** 0.5
         return lsq_reference(x, step, self.qn, self.qp, g, self.levels.binary)
 
+    def linear(self, x, weight, bias=None): return F.linear(self(x), weight, bias)   # no folded fast path
+
 
 @register_quantizer('naive_lsq')
 def _naive(cfg, signed, num_channels, ch_axis):
@@ -36,13 +48,14 @@ def _naive(cfg, signed, num_channels, ch_axis):
                     num_channels=num_channels if cfg.per_channel else None)
 
 
-def brevitas_model(base, bits):
+def brevitas_model(base, bits, per_channel=False):
     "Swap every block linear for Brevitas' QuantLinear with `bits`-bit weights and input activations."
     from brevitas.nn import QuantLinear, QuantIdentity
     m = copy.deepcopy(base)
     for name, mod in list(m.named_modules()):
         if isinstance(mod, nn.Linear) and name.startswith('blocks.'):
-            q = QuantLinear(mod.in_features, mod.out_features, bias=mod.bias is not None, weight_bit_width=bits)
+            q = QuantLinear(mod.in_features, mod.out_features, bias=mod.bias is not None, weight_bit_width=bits,
+                            weight_scaling_per_output_channel=per_channel)
             q.load_state_dict(mod.state_dict(), strict=False)
             seq = nn.Sequential(QuantIdentity(bit_width=bits, return_quant_tensor=False), q)
             parent, _, child = name.rpartition('.')
@@ -50,12 +63,29 @@ def brevitas_model(base, bits):
     return m
 
 
+BREVITAS_DIR = Path(__file__).resolve().parent / '.brevitas'
+BREVITAS_PKGS = ['brevitas', 'dependencies==2.0.1', 'unfoldNd']
+
+
 def ensure_brevitas():
-    if importlib.util.find_spec('brevitas'): return True
-    print('brevitas is not installed: installing it (pip install brevitas) ...', flush=True)
-    r = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', 'brevitas'], capture_output=True, text=True)
-    if r.returncode: print(f'could not install brevitas, skipping it:\n{r.stderr[-500:]}'); return False
-    return importlib.util.find_spec('brevitas') is not None
+    "Import brevitas, installing it into benchmarks/.brevitas (this env's torch reused) when absent; False if impossible."
+    if BREVITAS_DIR.is_dir() and str(BREVITAS_DIR) not in sys.path: sys.path.append(str(BREVITAS_DIR))
+    try:
+        import brevitas.nn  # noqa: F401
+        return True
+    except ImportError: pass
+    print(f'brevitas is not installed: installing {" ".join(BREVITAS_PKGS)} into {BREVITAS_DIR} ...', flush=True)
+    r = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(BREVITAS_DIR), *BREVITAS_PKGS],
+                       capture_output=True, text=True)
+    if r.returncode:
+        print(f'could not install brevitas, leaving it out:\n{r.stderr[-500:]}'); return False
+    if str(BREVITAS_DIR) not in sys.path: sys.path.append(str(BREVITAS_DIR))
+    importlib.invalidate_caches()
+    try:
+        import brevitas.nn  # noqa: F401
+    except ImportError as e:
+        print(f'brevitas installed but does not import ({e}), leaving it out'); return False
+    return True
 
 
 def main():
@@ -71,8 +101,10 @@ def main():
     p.add_argument('--no-naive', action='store_true')
     p.add_argument('--brevitas', action='store_true')
     p.add_argument('--inference', action='store_true', help='time eval-mode forward passes instead of train steps')
+    p.add_argument('--compile', action='store_true', help='torch.compile every variant (compile time excluded)')
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    load0 = os.getloadavg()[0]
     torch.manual_seed(0)
     base = timm.create_model(a.model, num_classes=10, drop_path_rate=0.0)
     x = torch.randn(a.batch, 3, 32, 32)
@@ -86,7 +118,7 @@ def main():
 
     variants = {'float32': copy.deepcopy(base), 'qvit-nb LSQ': quantized('lsq')}
     if not a.no_naive: variants['naive autograd LSQ'] = quantized('naive_lsq')
-    if a.brevitas and ensure_brevitas(): variants['brevitas QuantLinear'] = brevitas_model(base, a.bits)
+    if a.brevitas and ensure_brevitas(): variants['brevitas QuantLinear'] = brevitas_model(base, a.bits, a.per_channel)
 
     def make_step(m):
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
@@ -101,6 +133,8 @@ def main():
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         return step
 
+    if a.compile:
+        for k, m in variants.items(): variants[k] = torch.compile(m)
     steps = {k: make_step(m) for k, m in variants.items()}
     times = {k: [] for k in steps}
     for i in range(a.warmup + a.steps):
@@ -111,7 +145,8 @@ def main():
     what = 'inference' if a.inference else 'train step'
     print(f"{a.model}, batch {a.batch}, {a.threads} threads, W{a.bits}A{a.bits} on "
           f"{'linear + attn' if a.attn else 'linear'}{', per-channel weights' if a.per_channel else ''}; {what}, "
-          f"median of {a.steps} after {a.warmup} warm-up, interleaved")
+          f"median of {a.steps} after {a.warmup} warm-up, interleaved{', torch.compile' if a.compile else ', eager'}; "
+          f"load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"{'variant':<24}{'ms/step':>10}{'images/s':>10}{'vs float32':>12}")
     for k, ts in times.items():
         med = statistics.median(ts)

@@ -1,0 +1,48 @@
+"""One run on several processes (DDP, gloo on the CPU) reaches the weights of a single-process run with the same
+global batch: the ranks split every global batch, average their gradients, and the quantizers see the global
+batch (step initialisation all-reduced, LSQ gradient scale counting every rank's activations)."""
+import os, shutil, subprocess, sys
+
+import pytest
+import torch
+
+from qvit_nb.train import load_checkpoint, train
+
+# no randomness that depends on how a batch is split: no crop/flip/jitter/erasing/mixup, no dropout
+SAME = dict(dataset='digits', model='vit_2_4_32', epochs=2, warmup_epochs=1, cooldown_epochs=0, batch_size=32,
+            max_images=128, aa=None, mixup=0.0, cutmix=0.0, reprob=0.0, hflip=0.0, color_jitter=0.0, scale=[1.0, 1.0],
+            ratio=[1.0, 1.0], drop_path=0.0, attn_drop=0.0, workers=0, amp=False, lr=1e-3, mean=[0.5] * 3, std=[0.5] * 3,
+            smoothing=0.1, aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2)
+
+
+def flags(d):
+    out = []
+    for k, v in d.items():
+        f = '--' + k.replace('_', '-')
+        if isinstance(v, bool): out.append(f if v else '--no-' + k.replace('_', '-'))
+        elif v is None: out.append('--no-' + k.replace('_', '-'))
+        elif isinstance(v, list): out += [f, *map(str, v)]
+        else: out += [f, str(v)]
+    return out
+
+
+@pytest.mark.skipif(shutil.which('torchrun') is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), 'torchrun')),
+                    reason='torchrun not found next to the interpreter')
+def test_torchrun_two_gloo_ranks_match_one_process(tmp_path):
+    torch.set_num_threads(1)
+    single = train(output=str(tmp_path), experiment='single', **SAME)
+    torchrun = os.path.join(os.path.dirname(sys.executable), 'torchrun')
+    r = subprocess.run([torchrun, '--standalone', '--nproc_per_node', '2', '-m', 'qvit_nb.cli', 'train',
+                        '--output', str(tmp_path), '--experiment', 'ddp', *flags(SAME)],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    a = load_checkpoint(tmp_path / 'single' / 'last.pth.tar')
+    b = load_checkpoint(tmp_path / 'ddp' / 'last.pth.tar')
+    assert a['state_dict'].keys() == b['state_dict'].keys()
+    for k in a['state_dict']:
+        torch.testing.assert_close(b['state_dict'][k], a['state_dict'][k], rtol=1e-4, atol=1e-5, msg=k)
+    # metrics are reduced over the ranks: the whole test split is evaluated once
+    sa, sb = a['summary'][-1], b['summary'][-1]
+    assert abs(sa['top1'] - sb['top1']) < 1e-6 and abs(sa['eval_loss'] - sb['eval_loss']) < 1e-4
+    assert sorted(p.name for p in (tmp_path / 'ddp').iterdir() if not p.name.startswith('.')) == \
+        ['args.yaml', 'last-prev.pth.tar', 'last.pth.tar', 'metrics.json', 'model_best.pth.tar', 'summary.csv']

@@ -298,6 +298,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qvit_nb.quant.LSQLinearFunction.forward': ('quant.html#lsqlinearfunction.forward', 'qvit_nb/quant.py'),
                                'qvit_nb.quant.LSQQuantizer': ('quant.html#lsqquantizer', 'qvit_nb/quant.py'),
                                'qvit_nb.quant.LSQQuantizer.__init__': ('quant.html#lsqquantizer.__init__', 'qvit_nb/quant.py'),
+                               'qvit_nb.quant.LSQQuantizer._has_hooks': ('quant.html#lsqquantizer._has_hooks', 'qvit_nb/quant.py'),
                                'qvit_nb.quant.LSQQuantizer._load_from_state_dict': ( 'quant.html#lsqquantizer._load_from_state_dict',
                                                                                      'qvit_nb/quant.py'),
                                'qvit_nb.quant.LSQQuantizer._prepare': ('quant.html#lsqquantizer._prepare', 'qvit_nb/quant.py'),

@@ -6,6 +6,7 @@ import os, shutil, subprocess, sys
 import pytest
 import torch
 
+from flags import cli_flags as flags
 from qvit_nb.train import load_checkpoint, train
 
 # no randomness that depends on how a batch is split: no crop/flip/jitter/erasing/mixup, no dropout
@@ -13,17 +14,6 @@ SAME = dict(dataset='digits', model='vit_2_4_32', epochs=2, warmup_epochs=1, coo
             max_images=128, aa=None, mixup=0.0, cutmix=0.0, reprob=0.0, hflip=0.0, color_jitter=0.0, scale=[1.0, 1.0],
             ratio=[1.0, 1.0], drop_path=0.0, attn_drop=0.0, workers=0, amp=False, lr=1e-3, mean=[0.5] * 3, std=[0.5] * 3,
             smoothing=0.1, aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2)
-
-
-def flags(d):
-    out = []
-    for k, v in d.items():
-        f = '--' + k.replace('_', '-')
-        if isinstance(v, bool): out.append(f if v else '--no-' + k.replace('_', '-'))
-        elif v is None: out.append('--no-' + k.replace('_', '-'))
-        elif isinstance(v, list): out += [f, *map(str, v)]
-        else: out += [f, str(v)]
-    return out
 
 
 @pytest.mark.skipif(shutil.which('torchrun') is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), 'torchrun')),

@@ -8,6 +8,7 @@ import torch
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from flags import cli_flags as cli_args
 from qvit_nb.cli import main as qvit
 from qvit_nb.config import TrainConfig, load_config
 from qvit_nb.train import CheckpointError, load_checkpoint, previous_checkpoint, save_checkpoint, train
@@ -15,17 +16,6 @@ from qvit_nb.train import CheckpointError, load_checkpoint, previous_checkpoint,
 TINY = dict(dataset='digits', model='vit_2_4_32', batch_size=32, max_images=96, aa=None, mixup=0.0, cutmix=0.0,
             reprob=0.0, workers=0, amp=False, warmup_epochs=1, cooldown_epochs=0, lr=1e-3, mean=[0.5] * 3, std=[0.5] * 3)
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
-
-
-def cli_args(d: dict) -> list:
-    out = []
-    for k, v in d.items():
-        flag = '--' + k.replace('_', '-')
-        if isinstance(v, bool): out.append(flag if v else '--no-' + k.replace('_', '-'))
-        elif v is None: out.append('--no-' + k.replace('_', '-'))
-        elif isinstance(v, list): out += [flag, *map(str, v)]
-        else: out += [flag, str(v)]
-    return out
 
 
 def qvit_train(output, experiment, extra=(), **over):

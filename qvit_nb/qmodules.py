@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quant import LSQQuantizer, QConfig, make_quantizer, quant_levels
+from .quant import LSQQuantizer, PackedInt8Weight, QConfig, make_quantizer, pack_int8_weight, quant_levels, use_int8_matmul
 
 # %% auto #0
 __all__ = ['PRESETS', 'QuantLinear', 'QuantConv2d', 'Attention', 'parse_qmodule', 'quantize_model', 'activation_quantizers',
@@ -21,7 +21,7 @@ __all__ = ['PRESETS', 'QuantLinear', 'QuantConv2d', 'Attention', 'parse_qmodule'
 # %% ../nbs/01_qmodules.ipynb #f29972d6
 class _QuantWeight:
     "Mixin: `quant_weight()` is `wq(weight)`, cached in eval mode without gradients."
-    _wcache = None
+    _wcache = _pcache = None
 
     def _weight_key(self) -> tuple:
         return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (self.weight, *self.wq.parameters(), *self.wq.buffers()))
@@ -36,8 +36,18 @@ class _QuantWeight:
         self._wcache = (self._weight_key(), w)        # keyed after the call: a first call initialises the step
         return w
 
+    def int8_weight(self, w: torch.Tensor, x: torch.Tensor) -> Optional[PackedInt8Weight]:
+        "`w = quant_weight()` packed for the integer matmul (None where that does not apply); cached like `w` in eval."
+        wq = self.wq
+        if not (isinstance(wq, LSQQuantizer) and wq.bias is None and wq.fits_int8 and use_int8_matmul()): return None
+        cache = not (self.training or torch.is_grad_enabled())
+        if cache and self._pcache is not None and self._pcache[0] == self._weight_key(): return self._pcache[1]
+        packed = pack_int8_weight(w, wq.effective_step(), (x.numel() // x.shape[-1], x.shape[-1]))
+        self._pcache = (self._weight_key(), packed) if cache else None
+        return packed
+
     def train(self, mode: bool = True):
-        self._wcache = None
+        self._wcache = self._pcache = None
         return super().train(mode)
 
 class QuantLinear(_QuantWeight, nn.Linear):
@@ -50,7 +60,9 @@ class QuantLinear(_QuantWeight, nn.Linear):
 
     def forward(self, x):
         w = self.quant_weight()
-        if isinstance(self.aq, LSQQuantizer): return self.aq.linear(x, w, self.bias)
+        if isinstance(self.aq, LSQQuantizer):
+            packed = self.int8_weight(w, x) if self.aq.folds_into_linear(x, w) and self.aq.fits_int8 else None
+            return self.aq.linear(x, w, self.bias, packed)
         return F.linear(self.aq(x), w, self.bias)
 
     @classmethod

@@ -4,17 +4,19 @@
 
 # %% ../nbs/00_quant.ipynb #d8f648bf
 from __future__ import annotations
-import functools, math
+import functools, math, os
 from dataclasses import dataclass, asdict, replace
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
-__all__ = ['QUANTIZERS', 'Levels', 'quant_levels', 'LSQFunction', 'lsq_quantize', 'lsq_reference', 'LSQLinearFunction',
-           'lsq_linear', 'LSQQuantizer', 'levels_with_overrides', 'register_quantizer', 'QConfig', 'make_quantizer']
+__all__ = ['INT8_MATMUL', 'QUANTIZERS', 'Levels', 'quant_levels', 'LSQFunction', 'lsq_quantize', 'lsq_reference', 'fits_int8',
+           'use_int8_matmul', 'int8_matmul_supported', 'PackedInt8Weight', 'pack_int8_weight', 'int8_linear',
+           'LSQLinearFunction', 'lsq_linear', 'LSQQuantizer', 'levels_with_overrides', 'register_quantizer', 'QConfig',
+           'make_quantizer']
 
 # %% ../nbs/00_quant.ipynb #2d23b721
 class Levels(tuple):
@@ -36,6 +38,7 @@ class Levels(tuple):
         return [-1, 1] if self.binary else list(range(-self.qn, self.qp + 1))
 
     def __repr__(self): return f"Levels(qn={self.qn}, qp={self.qp}{', binary' if self.binary else ''})"
+    def __getnewargs__(self): return (self.qn, self.qp, self.binary)     # copy/deepcopy/pickle (EMA copies, DDP)
 
 # %% ../nbs/00_quant.ipynb #4b69468a
 def _check_bits(bits):
@@ -110,11 +113,25 @@ def _quantize_no_grad(x, step, qn, qp, binary):
     if binary: return torch.where(x >= 0, s, -s)
     return (x / s).clamp_(-qn, qp).round_().mul_(s)
 
+def _lsq_composed(x, step, qn, qp, grad_scale, binary):
+    "`LSQFunction` as plain differentiable ops: the exact forward value plus zero-valued terms that carry its gradients."
+    s = step.to(x.dtype)
+    xd, sd = x.detach(), s.detach()
+    xs = xd / sd
+    inside = ((xs >= -qn) & (xs <= qp)).to(x.dtype)        # clamp's gradient: 1 on the closed range
+    q = torch.where(xs >= 0, 1.0, -1.0).to(x.dtype) if binary else xs.clamp(-qn, qp).round()
+    d = q - xs * inside
+    # `(x - xd)` and `(s - sd)` are exactly 0, so their products are exactly 0 whatever order or FMA contraction the
+    # compiler picks (a first version, `q*sd + (gx - gx.detach())`, came out 1 ulp off on CUDA: the add was fused into
+    # an FMA); their derivatives are `inside` for x and `grad_scale * d` for the step.
+    return q * sd + (x - xd) * inside + (s - sd) * (d * grad_scale)
+
 def lsq_quantize(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float = 1.0,
                  binary: bool = False) -> torch.Tensor:
     "Fake-quantize `x` with `step` (scalar or broadcastable per-channel) onto the levels `-qn..qp`."
     if not (torch.is_grad_enabled() and (x.requires_grad or step.requires_grad)):
         return _quantize_no_grad(x, step, qn, qp, binary)
+    if _compiling(): return _lsq_composed(x, step, int(qn), int(qp), float(grad_scale), bool(binary))
     return LSQFunction.apply(x, step, int(qn), int(qp), float(grad_scale), bool(binary))
 
 # %% ../nbs/00_quant.ipynb #1de8ca95
@@ -126,6 +143,46 @@ def lsq_reference(x, step, qn, qp, grad_scale=1.0, binary=False):
     return (xs + (q - xs).detach()) * s
 
 # %% ../nbs/00_quant.ipynb #4f35dc54
+INT8_MATMUL = os.environ.get('QVIT_INT8_MATMUL', '1') != '0'
+
+def fits_int8(qn: int, qp: int) -> bool:
+    "Whether the levels `-qn..qp` are int8 values."
+    return qn <= 128 and qp <= 127
+
+def use_int8_matmul() -> bool:
+    "Integer forward products are on (`INT8_MATMUL`) and supported here."
+    return INT8_MATMUL and int8_matmul_supported()
+
+@functools.lru_cache(maxsize=None)
+def int8_matmul_supported() -> bool:
+    "oneDNN's int8 linear is built in and the CPU has int8 dot-product instructions (VNNI or AMX)."
+    try:
+        torch.ops.onednn.qlinear_pointwise, torch.ops.onednn.qlinear_prepack
+        fast = torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported()
+    except (AttributeError, RuntimeError): return False
+    return bool(torch.backends.mkldnn.is_available() and fast)
+
+class PackedInt8Weight(NamedTuple):
+    "A weight's int8 levels in oneDNN's packed layout, with the per-output-channel `scale` (and zero points, all 0)."
+    packed: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+
+def pack_int8_weight(wq: torch.Tensor, step: torch.Tensor, x_shape=None) -> PackedInt8Weight:
+    "Pack the fake-quantized weight `wq` (integer levels times `step`, per tensor or per output channel) for `int8_linear`."
+    with torch.no_grad():
+        s = step.detach().float().reshape(-1)
+        levels = torch.round(wq.detach() / (s.view(-1, 1) if s.numel() > 1 else s)).to(torch.int8)
+        n = wq.shape[0]
+        return PackedInt8Weight(torch.ops.onednn.qlinear_prepack(levels, list(x_shape) if x_shape is not None else None),
+                                s.expand(n).contiguous(), torch.zeros(n, dtype=torch.int64))
+
+def int8_linear(q: torch.Tensor, s: float, w: PackedInt8Weight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    "`(s * q) @ (levels * w.scale)^T + bias` for an integer-valued float32 `q` (2-D): int8 products, exact int32 sums."
+    return torch.ops.onednn.qlinear_pointwise(q.to(torch.int8), s, 0, w.packed, w.scale, w.zero_point, bias,
+                                              1.0, 0, torch.float32, 'none', [], '')
+
+# %% ../nbs/00_quant.ipynb #3f1f43e0
 @functools.lru_cache(maxsize=None)
 def _open_bounds(qn: int, qp: int) -> tuple[float, float]:
     "The float32 neighbours just outside `[-qn, qp]`: `lo < v < hi` is exactly `-qn <= v <= qp` for float32 `v`."
@@ -136,11 +193,12 @@ def _open_bounds(qn: int, qp: int) -> tuple[float, float]:
 class LSQLinearFunction(torch.autograd.Function):
     "`F.linear(lsq_quantize(x, step, qn, qp, grad_scale), weight, bias)` with the per-tensor step folded into the matmul."
     @staticmethod
-    def forward(ctx, x, step, weight, bias, qn, qp, grad_scale):
+    def forward(ctx, x, step, weight, bias, qn, qp, grad_scale, packed=None):
         s = float(step)
         xs = x / step.to(x.dtype)
         q2 = xs.clamp(-qn, qp).round_().reshape(-1, xs.shape[-1])
-        out = torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
+        out = int8_linear(q2, s, packed, bias) if packed is not None else \
+            torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
         ctx.save_for_backward(xs, q2, weight)
         ctx.s, ctx.grad_scale, ctx.has_bias, ctx.bounds = s, grad_scale, bias is not None, _open_bounds(qn, qp)
         return out.view(*x.shape[:-1], weight.shape[0])
@@ -158,17 +216,20 @@ class LSQLinearFunction(torch.autograd.Function):
             if need[1]:
                 sum_gq = torch.dot(weight.reshape(-1), grad_w.reshape(-1)) / s  # sum(dL/dy * q)
                 grad_step = ((sum_gq - _dot(grad_x, xs, torch.Size())) * ctx.grad_scale).reshape(())
-        return grad_x if need[0] else None, grad_step, grad_w if need[2] else None, grad_b, None, None, None
+        return grad_x if need[0] else None, grad_step, grad_w if need[2] else None, grad_b, None, None, None, None
 
 def lsq_linear(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], qn: int, qp: int,
-               grad_scale: float = 1.0) -> torch.Tensor:
-    "`F.linear` of the LSQ-quantized `x` (scalar `step`, levels `-qn..qp`) with the step folded into the matmul."
+               grad_scale: float = 1.0, packed: Optional[PackedInt8Weight] = None) -> torch.Tensor:
+    """`F.linear` of the LSQ-quantized `x` (scalar `step`, levels `-qn..qp`) with the step folded into the matmul;
+    given `packed` (`weight`'s integer levels, `pack_int8_weight`) the forward product runs in exact int8 arithmetic."""
+    if packed is not None and not fits_int8(qn, qp): packed = None
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, step, weight, bias))):
         q = (x / step.to(x.dtype)).clamp_(-qn, qp).round_()
         q2 = q.reshape(-1, q.shape[-1])
-        out = torch.addmm(bias, q2, weight.t(), alpha=float(step)) if bias is not None else torch.mm(q2, weight.t()).mul_(float(step))
+        if packed is not None: out = int8_linear(q2, float(step), packed, bias)
+        else: out = torch.addmm(bias, q2, weight.t(), alpha=float(step)) if bias is not None else torch.mm(q2, weight.t()).mul_(float(step))
         return out.view(*x.shape[:-1], weight.shape[0])
-    return LSQLinearFunction.apply(x, step, weight, bias, int(qn), int(qp), float(grad_scale))
+    return LSQLinearFunction.apply(x, step, weight, bias, int(qn), int(qp), float(grad_scale), packed)
 
 # %% ../nbs/00_quant.ipynb #781d3cc3
 _EPS = 1e-8
@@ -245,13 +306,21 @@ class LSQQuantizer(nn.Module):
         "Forward hooks (e.g. the dashboards' activation collectors) must see the quantizer run: no folding then."
         return bool(self._forward_hooks or self._forward_pre_hooks)
 
-    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        "`F.linear(self(x), weight, bias)`; per tensor on CPU in eager float32, the step folds into the matmul (`lsq_linear`)."
-        if (self.per_channel or self.levels.binary or x.device.type != 'cpu' or _compiling() or self._has_hooks()
-                or not x.dtype == weight.dtype == torch.float32 or torch.is_autocast_enabled('cpu')):
-            return F.linear(self(x), weight, bias)
+    def folds_into_linear(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
+        "Whether `linear` folds the step into the matmul: per tensor, on CPU, eager float32, no autocast, no hooks."
+        return not (self.per_channel or self.levels.binary or x.device.type != 'cpu' or _compiling() or self._has_hooks()
+                    or not x.dtype == weight.dtype == torch.float32 or torch.is_autocast_enabled('cpu'))
+
+    @property
+    def fits_int8(self) -> bool: return fits_int8(self.qn, self.qp)
+
+    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+               packed: Optional[PackedInt8Weight] = None) -> torch.Tensor:
+        """`F.linear(self(x), weight, bias)`; per tensor on CPU in eager float32, the step folds into the matmul
+        (`lsq_linear`), and with `packed` (the weight's int8 levels) the forward product is an integer one."""
+        if not self.folds_into_linear(x, weight): return F.linear(self(x), weight, bias)
         x, step, grad_scale = self._prepare(x)
-        return lsq_linear(x, step, weight, bias, self.qn, self.qp, grad_scale)
+        return lsq_linear(x, step, weight, bias, self.qn, self.qp, grad_scale, packed)
 
     def extra_repr(self):
         kind = 'binary' if self.levels.binary else f"{'signed' if self.signed else 'unsigned'} {'sym' if self.symmetric else 'asym'}"

@@ -29,10 +29,10 @@ from .data import build_loaders, build_mixup, kwargs_for
 from .config import TrainConfig, load_config, save_config, config_hash
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'quant_configs', 'check_model_name', 'build_model', 'build_teacher', 'build_criterion',
-           'atomic_write', 'save_checkpoint', 'previous_checkpoint', 'CheckpointError', 'load_checkpoint', 'new_run_id',
-           'resolve_run_dir', 'seed_epoch', 'resolve_device', 'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'Run',
-           'train']
+__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'quant_configs', 'check_model_name', 'build_model', 'build_teacher',
+           'build_criterion', 'atomic_write', 'save_checkpoint', 'previous_checkpoint', 'CheckpointError',
+           'load_checkpoint', 'new_run_id', 'resolve_run_dir', 'seed_epoch', 'resolve_device', 'dist_env',
+           'gpu_fast_paths', 'TrainingDiverged', 'Run', 'train']
 
 # %% ../nbs/05_train.ipynb #0dc59e11
 def quant_configs(cfg: TrainConfig, wq_bits: Optional[int] = None, aq_bits: Optional[int] = None):
@@ -231,6 +231,7 @@ class TrainingDiverged(RuntimeError):
     "A non-finite loss or gradient under `nan_policy: stop` (or too many skipped steps)."
 
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'eval_loss', 'top1', 'top5', 'lr']
+TIMING_COLUMNS = ['train_seconds', 'train_images_per_s']   # per-epoch wall time: the only columns that differ between reruns
 
 def _fmt(v): return f"{v:.6g}" if isinstance(v, float) else v
 
@@ -471,7 +472,8 @@ class Run:
                 ev = self.evaluate()
                 self.scheduler.step(epoch + 1, ev[cfg.eval_metric] if cfg.eval_metric in ev else None)
                 row = dict(epoch=epoch, train_loss=tr['train_loss'], eval_loss=ev['eval_loss'], top1=ev['top1'], top5=ev['top5'],
-                           lr=self.optimizer.param_groups[0]['lr'], **{f"train_{k}": v for k, v in tr['parts'].items()})
+                           lr=self.optimizer.param_groups[0]['lr'], **{f"train_{k}": v for k, v in tr['parts'].items()},
+                           train_seconds=round(tr['seconds'], 3), train_images_per_s=round(tr['images'] / max(tr['seconds'], 1e-9), 1))
                 if self.ema is not None: row['ema_top1'] = self.evaluate(self.ema.module)['top1']
                 self.summary.append(row)
                 self.images += tr['images']; self.train_time += tr['seconds']

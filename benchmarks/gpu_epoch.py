@@ -1,0 +1,111 @@
+"""Epoch time of vit_6_4_32 on CIFAR-10, float vs W2A2 QAT, through the training engine (the numbers a GPU user gets).
+
+    python benchmarks/gpu_epoch.py DATA [--epochs 3] [--compile both|on|off] [--budget-s 420] [--out results.json]
+
+DATA is CIFAR-10 as class folders (`DATA/train/<class>/*.jpg`, `DATA/test/<class>/*.jpg`, or `train.tar`/`test.tar`,
+e.g. ../shared/data/cifar10). Every variant is one `qvit_nb.train.train` run of the study's recipe
+(configs/fp/vit_6_4_32_cifar10.yml: AdamW, RandAugment, mixup/cutmix, random erasing, label smoothing) with the
+engine's defaults for the device: on a GPU, bf16 autocast, the fused optimizer and the tensor-resident data path
+(the whole epoch augmented on the device). "W2A2" quantizes the weights and inputs of the four linears of every
+block with 2-bit per-tensor LSQ (learnable steps). Each run trains `--epochs` epochs (no cooldown); the first epoch
+carries the warm-up (cuDNN/cuBLAS autotuning, and compilation under `--compile`), so the steady epoch time is the
+median of the later ones. The ratio compares W2A2 with float in the same compile mode.
+
+Before the runs the script checks the quantizer's numerics on the device (forward bit-exact against
+`clamp(round(x/s))*s`, step and input gradients against the autograd reference) and prints the result.
+"""
+import argparse, json, statistics, sys, tempfile, time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from qvit_nb.quant import lsq_quantize, lsq_reference  # noqa: E402
+from qvit_nb.train import train  # noqa: E402
+
+CONFIG = REPO / 'configs' / 'fp' / 'vit_6_4_32_cifar10.yml'
+VARIANTS = {'float': {}, 'W2A2': dict(wq_enable=True, wq_bitw=2, aq_enable=True, aq_bitw=2, qmodules=['linear'])}
+
+
+def check_numerics(device) -> str:
+    "The LSQ forward and gradients on `device` against the reference, with the foundation tests' criteria."
+    g = torch.Generator(device='cpu').manual_seed(0)
+    x = (torch.randn(256, 64, generator=g) * 2).to(device)
+    s, gy = torch.tensor(0.37, device=device), torch.randn(256, 64, generator=g).to(device)
+    def grads(fn):
+        xi, si = x.clone().requires_grad_(), s.clone().requires_grad_()
+        y = fn(xi, si, 2, 1, 0.05)
+        y.backward(gy)
+        return y.detach(), xi.grad, si.grad
+    ours, ref = grads(lsq_quantize), grads(lsq_reference)
+    exact = torch.equal(ours[0], (x / s).clamp(-2, 1).round() * s)
+    rel = [((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(ours[1:], ref[1:])]
+    ok = exact and max(rel) <= 1e-6
+    return (f"numerics on {device}: forward bit-exact {exact}; relative error vs the autograd reference: input gradient "
+            f"{rel[0]:.1e}, step gradient {rel[1]:.1e} (limit 1e-6) -> {'OK' if ok else 'FAILED'}")
+
+
+def run_variant(name, compile_, data, epochs, out_dir, device, extra):
+    over = dict(dataset='folder', data_dir=str(data), epochs=epochs, cooldown_epochs=0, device=device, compile=compile_,
+                output=str(out_dir), experiment=f"{name}_{'compiled' if compile_ else 'eager'}", **VARIANTS[name], **extra)
+    if device.startswith('cuda'): torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    m = train(str(CONFIG), **over)
+    wall = time.perf_counter() - t0
+    rows = pd.read_csv(Path(m['run_dir']) / 'summary.csv')
+    secs = rows['train_seconds'].tolist()
+    steady = statistics.median(secs[1:]) if len(secs) > 1 else secs[0]
+    return dict(variant=name, compile=compile_, epochs=len(secs), first_epoch_s=secs[0], steady_epoch_s=steady,
+                images_per_s=m['train_images_per_s'] if len(secs) == 1 else rows['train_images_per_s'].iloc[1:].median(),
+                top1=m['final_top1'], wall_s=round(wall, 1),
+                peak_mem_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith('cuda') else None)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('data', help='CIFAR-10 class folders (train/ and test/, or train.tar and test.tar)')
+    p.add_argument('--epochs', type=int, default=3)
+    p.add_argument('--compile', choices=('both', 'on', 'off'), default='both')
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--workers', type=int, default=8, help='processes that decode the JPEGs once into memory')
+    p.add_argument('--max-images', type=int, default=0, help='subset per split, for a quick try (0: all)')
+    p.add_argument('--budget-s', type=float, default=420., help='skip the variants that would not finish in this time')
+    p.add_argument('--out', default=None, help='also write the rows as JSON here')
+    a = p.parse_args(argv)
+    t_start = time.perf_counter()
+    dev = torch.device(a.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU'
+    print(f"device {name}, torch {torch.__version__}", flush=True)
+    print(check_numerics(dev), flush=True)
+    modes = {'both': (False, True), 'on': (True,), 'off': (False,)}[a.compile]
+    extra = dict(workers=a.workers, max_images=a.max_images)
+    rows, last, compiled_before = [], 0., False
+    with tempfile.TemporaryDirectory() as tmp:
+        for compile_ in modes:
+            for variant in VARIANTS:
+                left = a.budget_s - (time.perf_counter() - t_start)
+                need = 1.2 * last + (90. if compile_ and not compiled_before else 0.)   # first compiled run: + compile time
+                if left < need:
+                    print(f"skipped {variant} ({'compiled' if compile_ else 'eager'}): {left:.0f} s of the budget left, "
+                          f"about {need:.0f} s needed", flush=True)
+                    continue
+                r = run_variant(variant, compile_, a.data, a.epochs, tmp, a.device, extra)
+                last, compiled_before = r['wall_s'], compiled_before or compile_
+                rows.append(r)
+                print(json.dumps(r), flush=True)
+                if a.out: Path(a.out).write_text(json.dumps(rows, indent=1))
+    df = pd.DataFrame(rows)
+    if df.empty: return 1
+    base = df[df.variant == 'float'].set_index('compile')['steady_epoch_s']
+    df['vs_float'] = [r.steady_epoch_s / base[r.compile] if r.compile in base else float('nan') for r in df.itertuples()]
+    print(f"\nvit_6_4_32, CIFAR-10 (50,000 train images{f', subset {a.max_images}' if a.max_images else ''}), batch 128, "
+          f"{name}, torch {torch.__version__}; steady epoch = median of epochs 2..{a.epochs}")
+    print(df[['variant', 'compile', 'first_epoch_s', 'steady_epoch_s', 'images_per_s', 'vs_float', 'top1', 'peak_mem_gb']]
+          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

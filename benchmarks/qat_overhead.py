@@ -8,6 +8,11 @@ machine noise hits all of them alike. Prints: variant, ms/step, images/s, ratio 
     python benchmarks/qat_overhead.py --brevitas            # also Brevitas QuantLinear (installed on demand, see below)
     python benchmarks/qat_overhead.py --inference           # eval-mode forward passes under no_grad
     python benchmarks/qat_overhead.py --compile             # torch.compile every variant (float32 too)
+    python benchmarks/qat_overhead.py --bf16-row            # add float32 under CPU bf16 autocast, for context
+
+"qvit-nb LSQ" is the default path: on CPUs with int8 dot-product instructions (VNNI/AMX) the forward product of
+each quantized linear runs on the int8 levels (exact int32 sums, `qvit_nb.quant.int8_linear`); the row
+"qvit-nb LSQ, fp32 products" times the same model with that switched off (`INT8_MATMUL = False`), side by side.
 
 Brevitas: when `import brevitas` fails, the script installs it with pip into its own directory,
 benchmarks/.brevitas (`pip install --target ... --no-deps brevitas dependencies==2.0.1 unfoldNd`, so it reuses
@@ -25,7 +30,8 @@ from torch import nn
 
 import qvit_nb  # noqa: F401  (registers the models)
 import timm
-from qvit_nb.quant import QConfig, lsq_reference, register_quantizer, LSQQuantizer, QUANTIZERS
+import qvit_nb.quant as quant
+from qvit_nb.quant import QConfig, lsq_reference, register_quantizer, LSQQuantizer, QUANTIZERS, use_int8_matmul
 from qvit_nb.qmodules import quantize_model
 
 
@@ -39,7 +45,7 @@ class NaiveLSQ(LSQQuantizer):
         g = 1.0 / (x.numel() // (step.numel() or 1) * self.qp) ** 0.5
         return lsq_reference(x, step, self.qn, self.qp, g, self.levels.binary)
 
-    def linear(self, x, weight, bias=None): return F.linear(self(x), weight, bias)   # no folded fast path
+    def folds_into_linear(self, x, weight): return False                            # no folded fast path
 
 
 @register_quantizer('naive_lsq')
@@ -102,6 +108,7 @@ def main():
     p.add_argument('--brevitas', action='store_true')
     p.add_argument('--inference', action='store_true', help='time eval-mode forward passes instead of train steps')
     p.add_argument('--compile', action='store_true', help='torch.compile every variant (compile time excluded)')
+    p.add_argument('--bf16-row', action='store_true', help='also time float32 under CPU bf16 autocast (not a QAT variant)')
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     load0 = os.getloadavg()[0]
@@ -117,25 +124,32 @@ def main():
         return m
 
     variants = {'float32': copy.deepcopy(base), 'qvit-nb LSQ': quantized('lsq')}
+    int8 = use_int8_matmul() and not a.compile
+    if int8: variants['qvit-nb LSQ, fp32 products'] = variants['qvit-nb LSQ']    # same model, INT8_MATMUL off
+    if a.bf16_row: variants['float32, bf16 autocast'] = variants['float32']
     if not a.no_naive: variants['naive autograd LSQ'] = quantized('naive_lsq')
     if a.brevitas and ensure_brevitas(): variants['brevitas QuantLinear'] = brevitas_model(base, a.bits, a.per_channel)
 
-    def make_step(m):
+    def make_step(m, int8_products=True, bf16=False):
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-        if a.inference:
-            m.eval()
-            def step():
+        def run():
+            if a.inference:
                 with torch.no_grad(): m(x)
-        else:
-            m.train()
-            def step():
+            else:
                 loss = F.cross_entropy(m(x), y)
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        def step():
+            quant.INT8_MATMUL = int8_products
+            try:
+                with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): run()
+            finally: quant.INT8_MATMUL = True
+        m.train(not a.inference)
         return step
 
     if a.compile:
         for k, m in variants.items(): variants[k] = torch.compile(m)
-    steps = {k: make_step(m) for k, m in variants.items()}
+    steps = {k: make_step(m, int8_products=k != 'qvit-nb LSQ, fp32 products', bf16=k == 'float32, bf16 autocast')
+             for k, m in variants.items()}
     times = {k: [] for k in steps}
     for i in range(a.warmup + a.steps):
         for k, f in steps.items():
@@ -146,11 +160,11 @@ def main():
     print(f"{a.model}, batch {a.batch}, {a.threads} threads, W{a.bits}A{a.bits} on "
           f"{'linear + attn' if a.attn else 'linear'}{', per-channel weights' if a.per_channel else ''}; {what}, "
           f"median of {a.steps} after {a.warmup} warm-up, interleaved{', torch.compile' if a.compile else ', eager'}; "
-          f"load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after")
-    print(f"{'variant':<24}{'ms/step':>10}{'images/s':>10}{'vs float32':>12}")
+          f"load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after; int8 forward products {'on' if int8 else 'off'}")
+    print(f"{'variant':<30}{'ms/step':>10}{'images/s':>10}{'vs float32':>12}")
     for k, ts in times.items():
         med = statistics.median(ts)
-        print(f"{k:<24}{med * 1e3:>10.1f}{a.batch / med:>10.1f}{med / ref:>11.3f}x")
+        print(f"{k:<30}{med * 1e3:>10.1f}{a.batch / med:>10.1f}{med / ref:>11.3f}x")
 
 
 if __name__ == '__main__':

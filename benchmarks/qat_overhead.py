@@ -124,7 +124,7 @@ def main():
         return m
 
     variants = {'float32': copy.deepcopy(base), 'qvit-nb LSQ': quantized('lsq')}
-    int8 = use_int8_matmul() and not a.compile
+    int8 = use_int8_matmul()
     if int8: variants['qvit-nb LSQ, fp32 products'] = variants['qvit-nb LSQ']    # same model, INT8_MATMUL off
     if a.bf16_row: variants['float32, bf16 autocast'] = variants['float32']
     if not a.no_naive: variants['naive autograd LSQ'] = quantized('naive_lsq')

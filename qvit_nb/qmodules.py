@@ -36,13 +36,19 @@ class _QuantWeight:
         self._wcache = (self._weight_key(), w)        # keyed after the call: a first call initialises the step
         return w
 
-    def int8_weight(self, w: torch.Tensor, x: torch.Tensor) -> Optional[PackedInt8Weight]:
-        "`w = quant_weight()` packed for the integer matmul (None where that does not apply); cached like `w` in eval."
+    def int8_step(self) -> Optional[torch.Tensor]:
+        "The weight quantizer's step when the weight's levels can feed the integer matmul, else None."
         wq = self.wq
         if not (isinstance(wq, LSQQuantizer) and wq.bias is None and wq.fits_int8 and use_int8_matmul()): return None
+        return wq.effective_step()
+
+    def int8_weight(self, w: torch.Tensor, x: torch.Tensor) -> Optional[PackedInt8Weight]:
+        "`w = quant_weight()` packed for the integer matmul (None where that does not apply); cached like `w` in eval."
+        step = self.int8_step()
+        if step is None: return None
         cache = not (self.training or torch.is_grad_enabled())
         if cache and self._pcache is not None and self._pcache[0] == self._weight_key(): return self._pcache[1]
-        packed = pack_int8_weight(w, wq.effective_step(), (x.numel() // x.shape[-1], x.shape[-1]))
+        packed = pack_int8_weight(w, step, (x.numel() // x.shape[-1], x.shape[-1]))
         self._pcache = (self._weight_key(), packed) if cache else None
         return packed
 
@@ -61,8 +67,9 @@ class QuantLinear(_QuantWeight, nn.Linear):
     def forward(self, x):
         w = self.quant_weight()
         if isinstance(self.aq, LSQQuantizer):
-            packed = self.int8_weight(w, x) if self.aq.folds_into_linear(x, w) and self.aq.fits_int8 else None
-            return self.aq.linear(x, w, self.bias, packed)
+            if not (self.aq.folds_into_linear(x, w) and self.aq.fits_int8): return self.aq.linear(x, w, self.bias)
+            if torch.compiler.is_compiling(): return self.aq.linear(x, w, self.bias, w_step=self.int8_step())  # the op packs
+            return self.aq.linear(x, w, self.bias, self.int8_weight(w, x))
         return F.linear(self.aq(x), w, self.bias)
 
     @classmethod

@@ -14,9 +14,9 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['INT8_MATMUL', 'QUANTIZERS', 'Levels', 'quant_levels', 'LSQFunction', 'lsq_quantize', 'lsq_reference', 'fits_int8',
-           'use_int8_matmul', 'int8_matmul_supported', 'PackedInt8Weight', 'pack_int8_weight', 'int8_linear',
-           'LSQLinearFunction', 'lsq_linear', 'LSQQuantizer', 'levels_with_overrides', 'register_quantizer', 'QConfig',
-           'make_quantizer']
+           'int8_matmul_supported', 'use_int8_matmul', 'PackedInt8Weight', 'pack_int8_weight', 'int8_linear',
+           'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'LSQQuantizer', 'levels_with_overrides',
+           'register_quantizer', 'QConfig', 'make_quantizer']
 
 # %% ../nbs/00_quant.ipynb #2d23b721
 class Levels(tuple):
@@ -149,18 +149,22 @@ def fits_int8(qn: int, qp: int) -> bool:
     "Whether the levels `-qn..qp` are int8 values."
     return qn <= 128 and qp <= 127
 
-def use_int8_matmul() -> bool:
-    "Integer forward products are on (`INT8_MATMUL`) and supported here."
-    return INT8_MATMUL and int8_matmul_supported()
-
-@functools.lru_cache(maxsize=None)
-def int8_matmul_supported() -> bool:
-    "oneDNN's int8 linear is built in and the CPU has int8 dot-product instructions (VNNI or AMX)."
+def _probe_int8_matmul() -> bool:
     try:
         torch.ops.onednn.qlinear_pointwise, torch.ops.onednn.qlinear_prepack
         fast = torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported()
     except (AttributeError, RuntimeError): return False
     return bool(torch.backends.mkldnn.is_available() and fast)
+
+_INT8_SUPPORTED = _probe_int8_matmul()     # probed once at import: compiled graphs read a plain constant
+
+def int8_matmul_supported() -> bool:
+    "oneDNN's int8 linear is built in and the CPU has int8 dot-product instructions (VNNI or AMX)."
+    return _INT8_SUPPORTED
+
+def use_int8_matmul() -> bool:
+    "Integer forward products are on (`INT8_MATMUL`) and supported here."
+    return INT8_MATMUL and _INT8_SUPPORTED
 
 class PackedInt8Weight(NamedTuple):
     "A weight's int8 levels in oneDNN's packed layout, with the per-output-channel `scale` (and zero points, all 0)."
@@ -194,35 +198,49 @@ class LSQLinearFunction(torch.autograd.Function):
     "`F.linear(lsq_quantize(x, step, qn, qp, grad_scale), weight, bias)` with the per-tensor step folded into the matmul."
     @staticmethod
     def forward(ctx, x, step, weight, bias, qn, qp, grad_scale, packed=None):
-        s = float(step)
-        xs = x / step.to(x.dtype)
-        q2 = xs.clamp(-qn, qp).round_().reshape(-1, xs.shape[-1])
-        out = int8_linear(q2, s, packed, bias) if packed is not None else \
-            torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
+        out, xs, q2 = _lsq_linear_forward(x, step, weight, bias, qn, qp, packed)
         ctx.save_for_backward(xs, q2, weight)
-        ctx.s, ctx.grad_scale, ctx.has_bias, ctx.bounds = s, grad_scale, bias is not None, _open_bounds(qn, qp)
-        return out.view(*x.shape[:-1], weight.shape[0])
+        ctx.s, ctx.grad_scale, ctx.has_bias, ctx.bounds = float(step), grad_scale, bias is not None, _open_bounds(qn, qp)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
         xs, q2, weight = ctx.saved_tensors
-        s, need = ctx.s, ctx.needs_input_grad
-        g2 = grad.reshape(-1, grad.shape[-1])
-        grad_x = grad_step = grad_w = grad_b = None
-        if need[2] or need[1]: grad_w = torch.mm(g2.t(), q2).mul_(s)          # dL/dW = grad^T (q * s)
-        if need[3] and ctx.has_bias: grad_b = g2.sum(0)
-        if need[0] or need[1]:
-            grad_x = torch.ops.aten.hardtanh_backward(torch.mm(g2, weight).view(xs.shape), xs, *ctx.bounds)  # masked dL/dy
-            if need[1]:
-                sum_gq = torch.dot(weight.reshape(-1), grad_w.reshape(-1)) / s  # sum(dL/dy * q)
-                grad_step = ((sum_gq - _dot(grad_x, xs, torch.Size())) * ctx.grad_scale).reshape(())
-        return grad_x if need[0] else None, grad_step, grad_w if need[2] else None, grad_b, None, None, None, None
+        return _lsq_linear_backward(grad, xs, q2, weight, ctx.s, ctx.grad_scale, ctx.bounds, ctx.has_bias,
+                                    ctx.needs_input_grad[:4]) + (None,) * 4
+
+def _lsq_linear_forward(x, step, weight, bias, qn, qp, packed):
+    "`(out, x/s, levels as 2-D)`; the levels' product with `weight` is int8 when `packed` is given."
+    s = float(step)
+    xs = x / step.to(x.dtype)
+    q2 = xs.clamp(-qn, qp).round_().reshape(-1, xs.shape[-1])
+    out = int8_linear(q2, s, packed, bias) if packed is not None else \
+        torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
+    return out.view(*x.shape[:-1], weight.shape[0]), xs, q2
+
+def _lsq_linear_backward(grad, xs, q2, weight, s, grad_scale, bounds, has_bias, need):
+    "Gradients for `(x, step, weight, bias)`; `s` is the step as a float, or as a tensor inside compiled graphs."
+    g2 = grad.reshape(-1, grad.shape[-1])
+    grad_x = grad_step = grad_w = grad_b = None
+    if need[2] or need[1]: grad_w = torch.mm(g2.t(), q2).mul_(s)          # dL/dW = grad^T (q * s)
+    if need[3] and has_bias: grad_b = g2.sum(0)
+    if need[0] or need[1]:
+        grad_x = torch.ops.aten.hardtanh_backward(torch.mm(g2, weight).view(xs.shape), xs, *bounds)  # masked dL/dy
+        if need[1]:
+            sum_gq = torch.dot(weight.reshape(-1), grad_w.reshape(-1)) / s  # sum(dL/dy * q)
+            grad_step = ((sum_gq - _dot(grad_x, xs, torch.Size())) * grad_scale).reshape(())
+    return grad_x if need[0] else None, grad_step, grad_w if need[2] else None, grad_b
 
 def lsq_linear(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], qn: int, qp: int,
-               grad_scale: float = 1.0, packed: Optional[PackedInt8Weight] = None) -> torch.Tensor:
+               grad_scale: float = 1.0, packed: Optional[PackedInt8Weight] = None,
+               w_step: Optional[torch.Tensor] = None) -> torch.Tensor:
     """`F.linear` of the LSQ-quantized `x` (scalar `step`, levels `-qn..qp`) with the step folded into the matmul;
-    given `packed` (`weight`'s integer levels, `pack_int8_weight`) the forward product runs in exact int8 arithmetic."""
-    if packed is not None and not fits_int8(qn, qp): packed = None
+    given `packed` (`weight`'s integer levels, `pack_int8_weight`) the forward product runs in exact int8 arithmetic.
+    Inside `torch.compile` the forward is one opaque op (`qvit_nb::lsq_linear`), which packs the weight itself from
+    `w_step` (its quantizer's step) when given."""
+    if not fits_int8(qn, qp): packed = w_step = None
+    if _compiling():
+        return torch.ops.qvit_nb.lsq_linear(x, step, weight, bias, w_step, int(qn), int(qp), float(grad_scale))[0]
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, step, weight, bias))):
         q = (x / step.to(x.dtype)).clamp_(-qn, qp).round_()
         q2 = q.reshape(-1, q.shape[-1])
@@ -230,6 +248,33 @@ def lsq_linear(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: 
         else: out = torch.addmm(bias, q2, weight.t(), alpha=float(step)) if bias is not None else torch.mm(q2, weight.t()).mul_(float(step))
         return out.view(*x.shape[:-1], weight.shape[0])
     return LSQLinearFunction.apply(x, step, weight, bias, int(qn), int(qp), float(grad_scale), packed)
+
+# %% ../nbs/00_quant.ipynb #7904a431
+@torch.library.custom_op('qvit_nb::lsq_linear', mutates_args=())
+def lsq_linear_op(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  w_step: Optional[torch.Tensor], qn: int, qp: int, grad_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "`lsq_linear`'s forward as one op: `(out, x/s, levels)`; int8 products when `w_step` (the weight's step) is given."
+    packed = pack_int8_weight(weight, w_step, (x.numel() // x.shape[-1], x.shape[-1])) if w_step is not None else None
+    out, xs, q2 = _lsq_linear_forward(x.detach(), step.detach(), weight.detach(), bias.detach() if bias is not None else None,
+                                      qn, qp, packed)
+    return out, xs, q2
+
+@lsq_linear_op.register_fake
+def _(x, step, weight, bias, w_step, qn, qp, grad_scale):
+    m = x.numel() // x.shape[-1]
+    return x.new_empty(*x.shape[:-1], weight.shape[0]), torch.empty_like(x), x.new_empty(m, x.shape[-1])
+
+def _lsq_linear_op_setup(ctx, inputs, output):
+    x, step, weight, bias, w_step, qn, qp, grad_scale = inputs
+    ctx.save_for_backward(output[1], output[2], weight, step)
+    ctx.grad_scale, ctx.has_bias, ctx.bounds = grad_scale, bias is not None, _open_bounds(qn, qp)
+
+def _lsq_linear_op_backward(ctx, grad, _grad_xs, _grad_q):
+    xs, q2, weight, step = ctx.saved_tensors
+    grads = _lsq_linear_backward(grad, xs, q2, weight, step, ctx.grad_scale, ctx.bounds, ctx.has_bias, (True,) * 4)
+    return grads + (None,) * 4
+
+lsq_linear_op.register_autograd(_lsq_linear_op_backward, setup_context=_lsq_linear_op_setup)
 
 # %% ../nbs/00_quant.ipynb #781d3cc3
 _EPS = 1e-8
@@ -307,20 +352,21 @@ class LSQQuantizer(nn.Module):
         return bool(self._forward_hooks or self._forward_pre_hooks)
 
     def folds_into_linear(self, x: torch.Tensor, weight: torch.Tensor) -> bool:
-        "Whether `linear` folds the step into the matmul: per tensor, on CPU, eager float32, no autocast, no hooks."
-        return not (self.per_channel or self.levels.binary or x.device.type != 'cpu' or _compiling() or self._has_hooks()
+        "Whether `linear` folds the step into the matmul: per tensor, on CPU, float32, no autocast, no hooks."
+        return not (self.per_channel or self.levels.binary or x.device.type != 'cpu' or self._has_hooks()
                     or not x.dtype == weight.dtype == torch.float32 or torch.is_autocast_enabled('cpu'))
 
     @property
     def fits_int8(self) -> bool: return fits_int8(self.qn, self.qp)
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-               packed: Optional[PackedInt8Weight] = None) -> torch.Tensor:
-        """`F.linear(self(x), weight, bias)`; per tensor on CPU in eager float32, the step folds into the matmul
-        (`lsq_linear`), and with `packed` (the weight's int8 levels) the forward product is an integer one."""
+               packed: Optional[PackedInt8Weight] = None, w_step: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`F.linear(self(x), weight, bias)`; per tensor on CPU in float32, the step folds into the matmul
+        (`lsq_linear`), and with `packed` (the weight's int8 levels; compiled: `w_step`, its step) the forward
+        product is an integer one."""
         if not self.folds_into_linear(x, weight): return F.linear(self(x), weight, bias)
         x, step, grad_scale = self._prepare(x)
-        return lsq_linear(x, step, weight, bias, self.qn, self.qp, grad_scale, packed)
+        return lsq_linear(x, step, weight, bias, self.qn, self.qp, grad_scale, packed, w_step)
 
     def extra_repr(self):
         kind = 'binary' if self.levels.binary else f"{'signed' if self.signed else 'unsigned'} {'sym' if self.symmetric else 'asym'}"

@@ -94,7 +94,7 @@ class LSQFunction(torch.autograd.Function):
         s = step.to(x.dtype)
         xs = x / s
         q, inside = _levels(xs, qn, qp, binary)
-        d = torch.addcmul(q, xs, inside, value=-1) if ctx.needs_input_grad[1] else None
+        d = torch.addcmul(q, xs, inside, value=-1, out=xs) if ctx.needs_input_grad[1] else None   # reuses x/s's memory
         ctx.save_for_backward(inside, d)
         ctx.step_shape, ctx.grad_scale = step.shape, grad_scale
         return q.mul_(s)
@@ -225,7 +225,8 @@ def _lsq_linear_backward(grad, xs, q2, weight, s, grad_scale, bounds, has_bias, 
     if need[2] or need[1]: grad_w = torch.mm(g2.t(), q2).mul_(s)          # dL/dW = grad^T (q * s)
     if need[3] and has_bias: grad_b = g2.sum(0)
     if need[0] or need[1]:
-        grad_x = torch.ops.aten.hardtanh_backward(torch.mm(g2, weight).view(xs.shape), xs, *bounds)  # masked dL/dy
+        gm = torch.mm(g2, weight).view(xs.shape)
+        grad_x = torch.ops.aten.hardtanh_backward.grad_input(gm, xs, *bounds, grad_input=gm)  # masked dL/dy, in place
         if need[1]:
             sum_gq = torch.dot(weight.reshape(-1), grad_w.reshape(-1)) / s  # sum(dL/dy * q)
             grad_step = ((sum_gq - _dot(grad_x, xs, torch.Size())) * grad_scale).reshape(())

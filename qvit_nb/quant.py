@@ -255,9 +255,7 @@ def lsq_linear_op(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bia
                   w_step: Optional[torch.Tensor], qn: int, qp: int, grad_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "`lsq_linear`'s forward as one op: `(out, x/s, levels)`; int8 products when `w_step` (the weight's step) is given."
     packed = pack_int8_weight(weight, w_step, (x.numel() // x.shape[-1], x.shape[-1])) if w_step is not None else None
-    out, xs, q2 = _lsq_linear_forward(x.detach(), step.detach(), weight.detach(), bias.detach() if bias is not None else None,
-                                      qn, qp, packed)
-    return out, xs, q2
+    return _lsq_linear_forward(x, step, weight, bias, qn, qp, packed)      # an op's body runs without autograd
 
 @lsq_linear_op.register_fake
 def _(x, step, weight, bias, w_step, qn, qp, grad_scale):

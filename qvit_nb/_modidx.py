@@ -270,6 +270,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'qvit_nb.qmodules.QuantLinear.from_float': ( 'qmodules.html#quantlinear.from_float',
                                                                                'qvit_nb/qmodules.py'),
                                   'qvit_nb.qmodules._QuantWeight': ('qmodules.html#_quantweight', 'qvit_nb/qmodules.py'),
+                                  'qvit_nb.qmodules._QuantWeight._eval_cached': ( 'qmodules.html#_quantweight._eval_cached',
+                                                                                  'qvit_nb/qmodules.py'),
                                   'qvit_nb.qmodules._QuantWeight._weight_key': ( 'qmodules.html#_quantweight._weight_key',
                                                                                  'qvit_nb/qmodules.py'),
                                   'qvit_nb.qmodules._QuantWeight.int8_step': ( 'qmodules.html#_quantweight.int8_step',

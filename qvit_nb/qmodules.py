@@ -26,15 +26,21 @@ class _QuantWeight:
     def _weight_key(self) -> tuple:
         return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (self.weight, *self.wq.parameters(), *self.wq.buffers()))
 
+    def _eval_cached(self, slot: str, make):
+        "`make()`, kept in `slot` per weight version in eval mode without gradients; recomputed (slot cleared) otherwise."
+        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
+            setattr(self, slot, None)
+            return make()
+        hit = getattr(self, slot)
+        if hit is not None and hit[0] == self._weight_key(): return hit[1]
+        value = make()
+        setattr(self, slot, (self._weight_key(), value))    # keyed after the call: a first call initialises the step
+        return value
+
     def quant_weight(self) -> torch.Tensor:
         "The quantized weight; computed once per parameter update in eval mode under `no_grad`."
-        if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling() or isinstance(self.wq, nn.Identity):
-            self._wcache = None
-            return self.wq(self.weight)
-        if self._wcache is not None and self._wcache[0] == self._weight_key(): return self._wcache[1]
-        w = self.wq(self.weight)
-        self._wcache = (self._weight_key(), w)        # keyed after the call: a first call initialises the step
-        return w
+        if isinstance(self.wq, nn.Identity): return self.weight
+        return self._eval_cached('_wcache', lambda: self.wq(self.weight))
 
     def int8_step(self) -> Optional[torch.Tensor]:
         "The weight quantizer's step when the weight's levels can feed the integer matmul, else None."
@@ -46,11 +52,7 @@ class _QuantWeight:
         "`w = quant_weight()` packed for the integer matmul (None where that does not apply); cached like `w` in eval."
         step = self.int8_step()
         if step is None: return None
-        cache = not (self.training or torch.is_grad_enabled())
-        if cache and self._pcache is not None and self._pcache[0] == self._weight_key(): return self._pcache[1]
-        packed = pack_int8_weight(w, step, (x.numel() // x.shape[-1], x.shape[-1]))
-        self._pcache = (self._weight_key(), packed) if cache else None
-        return packed
+        return self._eval_cached('_pcache', lambda: pack_int8_weight(w, step, (x.numel() // x.shape[-1], x.shape[-1])))
 
     def train(self, mode: bool = True):
         self._wcache = self._pcache = None

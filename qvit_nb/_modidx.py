@@ -367,6 +367,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'qvit_nb.runs': { 'qvit_nb.runs.Experiment': ('runs.html#experiment', 'qvit_nb/runs.py'),
                               'qvit_nb.runs.Experiment.deps': ('runs.html#experiment.deps', 'qvit_nb/runs.py'),
                               'qvit_nb.runs.Sweep': ('runs.html#sweep', 'qvit_nb/runs.py'),
+                              'qvit_nb.runs.Sweep.check': ('runs.html#sweep.check', 'qvit_nb/runs.py'),
                               'qvit_nb.runs.Sweep.config': ('runs.html#sweep.config', 'qvit_nb/runs.py'),
                               'qvit_nb.runs.SweepResult': ('runs.html#sweepresult', 'qvit_nb/runs.py'),
                               'qvit_nb.runs.SweepResult.failed': ('runs.html#sweepresult.failed', 'qvit_nb/runs.py'),

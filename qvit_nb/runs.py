@@ -133,6 +133,13 @@ class Sweep:
         return load_config(self.base, {**exp.overrides, **(common or {}), 'name': exp.name, 'tricks': exp.tricks,
                                        'output': str(output), **(extra or {})})
 
+    def check(self, where: str, common: Optional[dict] = None):
+        "Validate every experiment's config now, not hours into the sweep (a chained teacher stands in until it exists)."
+        for e in self.experiments:
+            links = {'use_kd': True, 'teacher': 'vit_6_4_32'} if e.teacher_from else {}
+            try: self.config(e, 'runs', links, common)
+            except ValueError as err: raise ValueError(f"experiment {e.name!r} {where}: {err}") from None
+
 def _unknown(what, bad, valid, where):
     close = difflib.get_close_matches(bad, valid, n=1)
     return ValueError(f"unknown {what} {bad!r} in {where}" + (f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(valid)}"))
@@ -188,10 +195,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     if executor not in EXECUTORS: raise _unknown('executor', executor, EXECUTORS, str(path))
     sweep = Sweep(str(d.get('name') or path.stem), path, base, _order(exps), int(d.get('workers', 1)), executor,
                   dict(d.get('slurm') or {}), d.get('threads'))
-    for e in sweep.experiments:        # every config must validate now, not hours into the sweep
-        links = {'use_kd': True, 'teacher': 'vit_6_4_32'} if e.teacher_from else {}
-        try: sweep.config(e, 'runs', links)
-        except ValueError as err: raise ValueError(f"experiment {e.name!r} in {path}: {err}") from None
+    sweep.check(f"in {path}")
     return sweep
 
 # %% ../nbs/08_runs.ipynb #31885f24
@@ -286,9 +290,7 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
     sweep = load_sweep(path)
     overrides = dict(overrides or {})
     for k in overrides: check_key(k)
-    for e in sweep.experiments:
-        try: sweep.config(e, 'runs', {'use_kd': True, 'teacher': 'vit_6_4_32'} if e.teacher_from else {}, overrides)
-        except ValueError as err: raise ValueError(f"experiment {e.name!r} with {overrides}: {err}") from None
+    if overrides: sweep.check(f"with {overrides}", overrides)
     workers = max(1, workers or sweep.workers)
     executor = executor or sweep.executor
     if executor not in EXECUTORS: raise _unknown('executor', executor, EXECUTORS, 'the command line')

@@ -154,9 +154,13 @@ def load_checkpoint(path: Union[str, Path]) -> dict:
     return ckpt
 
 # %% ../nbs/05_train.ipynb #f81e7d4e
+_ISSUED_IDS: set = set()
+
 def new_run_id(model: str = '') -> str:
-    "A unique, sortable run id: `YYYYmmdd-HHMMSS-xxxx[-model]`."
-    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}" + (f"-{model}" if model else '')
+    "A unique, sortable run id: `YYYYmmdd-HHMMSS-xxxx[-model]`, never repeated within a process (run directories are created exclusively, which catches other processes)."
+    while (rid := f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}") in _ISSUED_IDS: pass   # 4 hex digits: 50 ids in one second collide ~2% of the time
+    _ISSUED_IDS.add(rid)
+    return rid + (f"-{model}" if model else '')
 
 def _check_writable(d: Path):
     try: d.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,10 @@ carries the warm-up (cuDNN/cuBLAS autotuning, and compilation under `--compile`)
 median of the later ones. The ratio compares W2A2 with float in the same compile mode.
 
 Before the runs the script checks the quantizer's numerics on the device (forward bit-exact against
-`clamp(round(x/s))*s`, step and input gradients against the autograd reference) and prints the result.
+`clamp(round(x/s))*s`, step and input gradients against the autograd reference), then the fused kernels and the
+compiled-graph form (`_lsq_composed` under `torch.compile`) against the eager function, float32 and bf16, and prints
+the results. `--unfused-row` adds an eager W2A2 run with the fused quantizer kernels off (`FUSED_KERNELS = False`),
+side by side (they are CPU-only since this comparison on an H200: there they made the eager epoch slower).
 """
 import argparse, json, statistics, sys, tempfile, time
 from pathlib import Path
@@ -22,7 +25,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from qvit_nb.quant import lsq_quantize, lsq_reference  # noqa: E402
+import qvit_nb.quant as quant  # noqa: E402
+from qvit_nb.quant import LSQFunction, lsq_quantize, lsq_reference  # noqa: E402
 from qvit_nb.train import train  # noqa: E402
 
 CONFIG = REPO / 'configs' / 'fp' / 'vit_6_4_32_cifar10.yml'
@@ -47,17 +51,59 @@ def check_numerics(device) -> str:
             f"{rel[0]:.1e}, step gradient {rel[1]:.1e} (limit 1e-6) -> {'OK' if ok else 'FAILED'}")
 
 
+def check_kernels(device) -> list:
+    """The fused kernels (eager, large tensors) and the compiled-graph form against the unfused eager function on
+    `device`: forward and input gradient mismatches (0 expected); every path's step gradient against the exact
+    (float64) sum of the same float terms (1e-6 relative expected in float32; in bf16 a compiled graph may keep x/s
+    unrounded, a 2^-8 relative difference in its terms)."""
+    g = torch.Generator(device='cpu').manual_seed(1)
+    lines = []
+    for dtype, per_channel in ((torch.float32, False), (torch.float32, True), (torch.bfloat16, False)):
+        x = (torch.randn(128 * 65, 256, generator=g) * 2).to(device, dtype)            # above FUSED_MIN_NUMEL
+        s = (torch.rand(1, 256, generator=g) * 0.3 + 0.2 if per_channel else torch.tensor(0.37)).to(device)
+        gy = torch.randn(x.shape, generator=g).to(device, dtype)
+        def grads(fn, fused):
+            quant.FUSED_KERNELS = fused
+            try:
+                xi, si = x.clone().requires_grad_(), s.clone().requires_grad_()
+                y = fn(xi, si)
+                y.backward(gy)
+                return y.detach(), xi.grad, si.grad
+            finally: quant.FUSED_KERNELS = True
+        eager = grads(lambda a, b: LSQFunction.apply(a, b, 2, 1, 0.01, False), False)
+        xs = x / s.to(dtype)                                 # the step gradient of these float terms, summed exactly
+        inside = ((xs >= -2) & (xs <= 1)).to(dtype)
+        d = (xs.clamp(-2, 1).round() - xs * inside).double() * gy.double()
+        exact = (d.sum() if s.dim() == 0 else d.sum(0, keepdim=True)) * 0.01
+        rows = {'eager function': eager}
+        if device.type == 'cpu':                                # the fused kernels are CPU-only (qvit_nb.quant)
+            rows['fused kernels'] = grads(lambda a, b: LSQFunction.apply(a, b, 2, 1, 0.01, False), True)
+        rows['compiled graph (composed)'] = grads(torch.compile(lambda a, b: lsq_quantize(a, b, 2, 1, 0.01)), True)
+        for name, (y, gx, gs) in rows.items():
+            rel = ((gs.double() - exact).abs().max() / exact.abs().max()).item()
+            limit = 1e-6 if dtype == torch.float32 else 4e-3         # bf16: one rounding of x/s (2^-8) may differ
+            lines.append(f"{name} on {device}, {str(dtype)[6:]}{', per-channel' if per_channel else ''}: forward "
+                         f"mismatches {(y != eager[0]).sum().item()} of {y.numel()}, input-gradient mismatches "
+                         f"{(gx != eager[1]).sum().item()}, step gradient relative error {rel:.1e} "
+                         f"({'within' if rel <= limit else 'ABOVE'} {limit:.0e})")
+    return lines
+
+
 def run_variant(name, compile_, data, epochs, out_dir, device, extra):
+    fused, tag = not name.endswith('unfused quantizers'), name.replace(', ', '_').replace(' ', '-')
+    name = name.removesuffix(', unfused quantizers')
     over = dict(dataset='folder', data_dir=str(data), epochs=epochs, cooldown_epochs=0, device=device, compile=compile_,
-                output=str(out_dir), experiment=f"{name}_{'compiled' if compile_ else 'eager'}", **VARIANTS[name], **extra)
+                output=str(out_dir), experiment=f"{tag}_{'compiled' if compile_ else 'eager'}", **VARIANTS[name], **extra)
     if device.startswith('cuda'): torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    m = train(str(CONFIG), **over)
+    quant.FUSED_KERNELS = fused
+    try: m = train(str(CONFIG), **over)
+    finally: quant.FUSED_KERNELS = True
     wall = time.perf_counter() - t0
     rows = pd.read_csv(Path(m['run_dir']) / 'summary.csv')
     secs = rows['train_seconds'].tolist()
     steady = statistics.median(secs[1:]) if len(secs) > 1 else secs[0]
-    return dict(variant=name, compile=compile_, epochs=len(secs), first_epoch_s=secs[0], steady_epoch_s=steady,
+    return dict(variant=name if fused else f'{name}, unfused quantizers', compile=compile_, epochs=len(secs), first_epoch_s=secs[0], steady_epoch_s=steady,
                 images_per_s=m['train_images_per_s'] if len(secs) == 1 else rows['train_images_per_s'].iloc[1:].median(),
                 top1=m['final_top1'], wall_s=round(wall, 1),
                 peak_mem_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith('cuda') else None)
@@ -73,18 +119,20 @@ def main(argv=None):
     p.add_argument('--max-images', type=int, default=0, help='subset per split, for a quick try (0: all)')
     p.add_argument('--budget-s', type=float, default=420., help='skip the variants that would not finish in this time')
     p.add_argument('--out', default=None, help='also write the rows as JSON here')
+    p.add_argument('--unfused-row', action='store_true', help='also run W2A2 eager with the fused quantizer kernels off')
     a = p.parse_args(argv)
     t_start = time.perf_counter()
     dev = torch.device(a.device)
     name = torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU'
     print(f"device {name}, torch {torch.__version__}", flush=True)
     print(check_numerics(dev), flush=True)
+    for line in check_kernels(dev): print(line, flush=True)
     modes = {'both': (False, True), 'on': (True,), 'off': (False,)}[a.compile]
     extra = dict(workers=a.workers, max_images=a.max_images)
     rows, last, compiled_before = [], 0., False
     with tempfile.TemporaryDirectory() as tmp:
         for compile_ in modes:
-            for variant in VARIANTS:
+            for variant in [*VARIANTS, *(['W2A2, unfused quantizers'] if a.unfused_row and not compile_ else [])]:
                 left = a.budget_s - (time.perf_counter() - t_start)
                 need = 1.2 * last + (90. if compile_ and not compiled_before else 0.)   # first compiled run: + compile time
                 if left < need:

@@ -13,6 +13,9 @@ machine noise hits all of them alike. Prints: variant, ms/step, images/s, ratio 
 "qvit-nb LSQ" is the default path: on CPUs with int8 dot-product instructions (VNNI/AMX) the forward product of
 each quantized linear runs on the int8 levels (exact int32 sums, `qvit_nb.quant.int8_linear`); the row
 "qvit-nb LSQ, fp32 products" times the same model with that switched off (`INT8_MATMUL = False`), side by side.
+Quantizers that do not fold into a linear (attention's q/k/v/softmax, per-channel activations) run as two fused
+kernels per large tensor (`qvit_nb.quant.FUSED_KERNELS`, compiled once per process, before the timed steps); the
+row "qvit-nb LSQ, unfused quantizers" times the same model with them off, side by side.
 
 Brevitas: when `import brevitas` fails, the script installs it with pip into its own directory,
 benchmarks/.brevitas (`pip install --target ... --no-deps brevitas dependencies==2.0.1 unfoldNd`, so it reuses
@@ -126,11 +129,12 @@ def main():
     variants = {'float32': copy.deepcopy(base), 'qvit-nb LSQ': quantized('lsq')}
     int8 = use_int8_matmul()
     if int8: variants['qvit-nb LSQ, fp32 products'] = variants['qvit-nb LSQ']    # same model, INT8_MATMUL off
+    if a.attn: variants['qvit-nb LSQ, unfused quantizers'] = variants['qvit-nb LSQ']   # same model, FUSED_KERNELS off
     if a.bf16_row: variants['float32, bf16 autocast'] = variants['float32']
     if not a.no_naive: variants['naive autograd LSQ'] = quantized('naive_lsq')
     if a.brevitas and ensure_brevitas(): variants['brevitas QuantLinear'] = brevitas_model(base, a.bits, a.per_channel)
 
-    def make_step(m, int8_products=True, bf16=False):
+    def make_step(m, int8_products=True, fused=True, bf16=False):
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
         def run():
             if a.inference:
@@ -139,16 +143,17 @@ def main():
                 loss = F.cross_entropy(m(x), y)
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         def step():
-            quant.INT8_MATMUL = int8_products
+            quant.INT8_MATMUL, quant.FUSED_KERNELS = int8_products, fused
             try:
                 with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): run()
-            finally: quant.INT8_MATMUL = True
+            finally: quant.INT8_MATMUL, quant.FUSED_KERNELS = True, True
         m.train(not a.inference)
         return step
 
     if a.compile:
         for k, m in variants.items(): variants[k] = torch.compile(m)
-    steps = {k: make_step(m, int8_products=k != 'qvit-nb LSQ, fp32 products', bf16=k == 'float32, bf16 autocast')
+    steps = {k: make_step(m, int8_products=k != 'qvit-nb LSQ, fp32 products', fused=k != 'qvit-nb LSQ, unfused quantizers',
+                          bf16=k == 'float32, bf16 autocast')
              for k, m in variants.items()}
     times = {k: [] for k in steps}
     for i in range(a.warmup + a.steps):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_quant.ipynb #d8f648bf
 from __future__ import annotations
-import functools, math, os
+import functools, math, os, warnings
 from dataclasses import dataclass, asdict, replace
 from typing import Callable, NamedTuple, Optional
 
@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
-__all__ = ['INT8_MATMUL', 'QUANTIZERS', 'Levels', 'quant_levels', 'LSQFunction', 'lsq_quantize', 'lsq_reference', 'fits_int8',
-           'int8_matmul_supported', 'use_int8_matmul', 'PackedInt8Weight', 'pack_int8_weight', 'int8_linear',
-           'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'LSQQuantizer', 'levels_with_overrides',
-           'register_quantizer', 'QConfig', 'make_quantizer']
+__all__ = ['FUSED_KERNELS', 'FUSED_MIN_NUMEL', 'INT8_MATMUL', 'QUANTIZERS', 'Levels', 'quant_levels', 'fits_int8', 'LSQFunction',
+           'lsq_quantize', 'lsq_reference', 'int8_matmul_supported', 'use_int8_matmul', 'PackedInt8Weight',
+           'pack_int8_weight', 'int8_linear', 'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'LSQQuantizer',
+           'levels_with_overrides', 'register_quantizer', 'QConfig', 'make_quantizer']
 
 # %% ../nbs/00_quant.ipynb #2d23b721
 class Levels(tuple):
@@ -58,6 +58,67 @@ def quant_levels(bits: int, signed: bool = True, symmetric: bool = True) -> Leve
     return Levels(qn, qp)
 
 # %% ../nbs/00_quant.ipynb #fdfdcc1f
+FUSED_KERNELS = os.environ.get('QVIT_FUSED_KERNELS', '1') != '0'
+FUSED_MIN_NUMEL = 1 << 19      # below this, a compiled call's fixed cost (~75 us) outweighs the passes it saves
+
+def _fq_forward(x, s, bounds):
+    "Fake-quantize `x` (outer, C, inner) with `s` (C, 1) onto the levels `bounds[0]..bounds[1]`."
+    return (x / s).clamp(bounds[0], bounds[1]).round() * s
+
+def _fq_backward(grad, x, s, bounds):
+    "The straight-through gradient of `x` and the per-channel sum of the step's element derivatives, in float64."
+    xs = x / s
+    inside = ((xs >= bounds[0]) & (xs <= bounds[1])).to(x.dtype)
+    d = xs.clamp(bounds[0], bounds[1]).round() - xs * inside
+    return grad * inside, (grad.float() * d.float()).to(torch.float64).sum(dim=(0, 2))   # bf16 products exact in float32
+
+_FUSED_FAILED: set = set()        # device types where compiling the kernels failed: eager ops there from then on
+
+@functools.cache
+def _compiled(fn):   # rounding every bf16/fp16 intermediate to its dtype, as eager ops do, keeps the two paths equal
+    return torch.compile(fn, dynamic=True, fullgraph=True, options={'emulate_precision_casts': True})
+
+def _run_fused(fn, *args):
+    "`fn(*args)` as a compiled kernel; as eager ops where compiling fails (warned once per device type)."
+    device = args[0].device.type
+    if device not in _FUSED_FAILED:
+        try:
+            return _compiled(fn)(*args)
+        except Exception as e:
+            _FUSED_FAILED.add(device)
+            warnings.warn(f"qvit-nb: fused LSQ kernels are unavailable on {device} "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); using eager ops")
+    return fn(*args)
+
+def fits_int8(qn: int, qp: int) -> bool:
+    "Whether the levels `-qn..qp` are int8 values."
+    return qn <= 128 and qp <= 127
+
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+@functools.cache
+def _bounds(qn: int, qp: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor([-qn, qp], dtype=dtype, device=device)
+
+def _fused_view(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, binary: bool):
+    """`(x, step)` as a contiguous `(outer, C, inner)` tensor and a `(C, 1)` step of `x`'s dtype, `C` being the step's
+    one channel axis (1 per tensor), when `x` takes the fused kernels; else None. They take large float32 inputs, and
+    bf16/fp16 ones (autocast) with int8 levels (exact in those types), on the CPU, not binary."""
+    if not (FUSED_KERNELS and not binary and x.numel() >= FUSED_MIN_NUMEL and step.dtype == torch.float32
+            and (x.dtype == torch.float32 or x.dtype in _FUSED_DTYPES and fits_int8(qn, qp))
+            and x.device.type == 'cpu' and step.device.type == 'cpu' and step.dim() <= x.dim()): return None
+    channel_axes = [d for d, n in enumerate(step.shape) if n != 1]
+    if len(channel_axes) > 1: return None
+    x = x.contiguous()
+    if not channel_axes: x, s = x.view(1, 1, -1), step.reshape(1, 1)
+    else:
+        axis = x.dim() - step.dim() + channel_axes[0]
+        if x.shape[axis] != step.numel(): return None             # not broadcastable: eager ops raise the error
+        x, s = x.view(math.prod(x.shape[:axis]), x.shape[axis], -1), step.reshape(-1, 1)
+    # detached last: not views, so the compiled graphs do not guard on the shapes of the tensors they came from
+    return x.detach(), s.detach().to(x.dtype)
+
+# %% ../nbs/00_quant.ipynb #17e0fca9
 def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     "Sum `t` down to the broadcast `shape` of the step (a scalar for per-tensor, `(C,1,..)` for per-channel)."
     if t.shape == shape: return t
@@ -91,24 +152,36 @@ class LSQFunction(torch.autograd.Function):
     "Fake quantization with the STE for `x` and the LSQ gradient for `step` (see `lsq_quantize`)."
     @staticmethod
     def forward(ctx, x, step, qn, qp, grad_scale, binary):
+        ctx.step_shape, ctx.grad_scale = step.shape, grad_scale
+        fused = _fused_view(x, step, qn, qp, binary)
+        ctx.fused = fused is not None
+        if ctx.fused:
+            ctx.bounds = _bounds(qn, qp, x.dtype, x.device)
+            ctx.save_for_backward(*fused)
+            return _run_fused(_fq_forward, *fused, ctx.bounds).view(x.shape)
         s = step.to(x.dtype)
         xs = x / s
         q, inside = _levels(xs, qn, qp, binary)
         d = torch.addcmul(q, xs, inside, value=-1, out=xs) if ctx.needs_input_grad[1] else None   # reuses x/s's memory
         ctx.save_for_backward(inside, d)
-        ctx.step_shape, ctx.grad_scale = step.shape, grad_scale
         return q.mul_(s)
 
     @staticmethod
     def backward(ctx, grad):
-        inside, d = ctx.saved_tensors
-        grad_x = grad * inside if ctx.needs_input_grad[0] else None
-        grad_step = None
-        if ctx.needs_input_grad[1]:
-            grad_step = (_dot(grad, d, ctx.step_shape) * ctx.grad_scale).reshape(ctx.step_shape)
-        return grad_x, grad_step, None, None, None, None
+        if ctx.fused:
+            x, s = ctx.saved_tensors
+            grad_x, grad_step = _run_fused(_fq_backward, grad.contiguous().view(x.shape).detach(), x, s, ctx.bounds)
+            grad_x, grad_step = grad_x.view(grad.shape), (grad_step * ctx.grad_scale).float()
+        else:
+            inside, d = ctx.saved_tensors
+            grad_x = grad * inside if ctx.needs_input_grad[0] else None
+            grad_step = _dot(grad, d, ctx.step_shape) * ctx.grad_scale if ctx.needs_input_grad[1] else None
+        return (grad_x if ctx.needs_input_grad[0] else None,
+                grad_step.reshape(ctx.step_shape) if ctx.needs_input_grad[1] else None, None, None, None, None)
 
 def _quantize_no_grad(x, step, qn, qp, binary):
+    fused = _fused_view(x, step, qn, qp, binary)
+    if fused is not None: return _run_fused(_fq_forward, *fused, _bounds(qn, qp, x.dtype, x.device)).view(x.shape)
     s = step.to(x.dtype)
     if binary: return torch.where(x >= 0, s, -s)
     return (x / s).clamp_(-qn, qp).round_().mul_(s)
@@ -121,10 +194,13 @@ def _lsq_composed(x, step, qn, qp, grad_scale, binary):
     inside = ((xs >= -qn) & (xs <= qp)).to(x.dtype)        # clamp's gradient: 1 on the closed range
     q = torch.where(xs >= 0, 1.0, -1.0).to(x.dtype) if binary else xs.clamp(-qn, qp).round()
     d = q - xs * inside
-    # `(x - xd)` and `(s - sd)` are exactly 0, so their products are exactly 0 whatever order or FMA contraction the
-    # compiler picks (a first version, `q*sd + (gx - gx.detach())`, came out 1 ulp off on CUDA: the add was fused into
-    # an FMA); their derivatives are `inside` for x and `grad_scale * d` for the step.
-    return q * sd + (x - xd) * inside + (s - sd) * (d * grad_scale)
+    # `(x - xd)` and `(step - step.detach())` are exactly 0, so their products are exactly 0 whatever order or FMA
+    # contraction the compiler picks (a first version, `q*sd + (gx - gx.detach())`, came out 1 ulp off on CUDA: the
+    # add was fused into an FMA); their derivatives are `inside` for x and `grad_scale * d` for the step. The step's
+    # term is formed in the step's dtype and cast at the end, so under bf16 autocast its gradient is still summed in
+    # float32 (summed in bf16 it was 1.7e-3 off, measured).
+    wide = d.to(torch.promote_types(x.dtype, step.dtype))
+    return q * sd + (x - xd) * inside + ((step - step.detach()) * (wide * grad_scale)).to(x.dtype)
 
 def lsq_quantize(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, grad_scale: float = 1.0,
                  binary: bool = False) -> torch.Tensor:
@@ -144,10 +220,6 @@ def lsq_reference(x, step, qn, qp, grad_scale=1.0, binary=False):
 
 # %% ../nbs/00_quant.ipynb #4f35dc54
 INT8_MATMUL = os.environ.get('QVIT_INT8_MATMUL', '1') != '0'
-
-def fits_int8(qn: int, qp: int) -> bool:
-    "Whether the levels `-qn..qp` are int8 values."
-    return qn <= 128 and qp <= 127
 
 def _probe_int8_matmul() -> bool:
     try:
@@ -209,14 +281,16 @@ class LSQLinearFunction(torch.autograd.Function):
         return _lsq_linear_backward(grad, xs, q2, weight, ctx.s, ctx.grad_scale, ctx.bounds, ctx.has_bias,
                                     ctx.needs_input_grad[:4]) + (None,) * 4
 
+def _levels_product(q2, s: float, weight, bias, packed):
+    "`s * q2 @ weight^T + bias` for the 2-D levels `q2`: int8 products when `packed` is given, else one `addmm`."
+    if packed is not None: return int8_linear(q2, s, packed, bias)
+    return torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
+
 def _lsq_linear_forward(x, step, weight, bias, qn, qp, packed):
     "`(out, x/s, levels as 2-D)`; the levels' product with `weight` is int8 when `packed` is given."
-    s = float(step)
     xs = x / step.to(x.dtype)
     q2 = xs.clamp(-qn, qp).round_().reshape(-1, xs.shape[-1])
-    out = int8_linear(q2, s, packed, bias) if packed is not None else \
-        torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
-    return out.view(*x.shape[:-1], weight.shape[0]), xs, q2
+    return _levels_product(q2, float(step), weight, bias, packed).view(*x.shape[:-1], weight.shape[0]), xs, q2
 
 def _lsq_linear_backward(grad, xs, q2, weight, s, grad_scale, bounds, has_bias, need):
     "Gradients for `(x, step, weight, bias)`; `s` is the step as a float, or as a tensor inside compiled graphs."
@@ -243,11 +317,8 @@ def lsq_linear(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: 
     if _compiling():
         return torch.ops.qvit_nb.lsq_linear(x, step, weight, bias, w_step, int(qn), int(qp), float(grad_scale))[0]
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, step, weight, bias))):
-        q = (x / step.to(x.dtype)).clamp_(-qn, qp).round_()
-        q2 = q.reshape(-1, q.shape[-1])
-        if packed is not None: out = int8_linear(q2, float(step), packed, bias)
-        else: out = torch.addmm(bias, q2, weight.t(), alpha=float(step)) if bias is not None else torch.mm(q2, weight.t()).mul_(float(step))
-        return out.view(*x.shape[:-1], weight.shape[0])
+        q = (x / step.to(x.dtype)).clamp_(-qn, qp).round_()       # in place: x/s is not kept without gradients
+        return _levels_product(q.reshape(-1, q.shape[-1]), float(step), weight, bias, packed).view(*x.shape[:-1], weight.shape[0])
     return LSQLinearFunction.apply(x, step, weight, bias, int(qn), int(qp), float(grad_scale), packed)
 
 # %% ../nbs/00_quant.ipynb #7904a431

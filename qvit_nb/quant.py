@@ -75,8 +75,10 @@ def _fq_backward(grad, x, s, bounds):
 _FUSED_FAILED: set = set()        # device types where compiling the kernels failed: eager ops there from then on
 
 @functools.cache
-def _compiled(fn):   # rounding every bf16/fp16 intermediate to its dtype, as eager ops do, keeps the two paths equal
-    return torch.compile(fn, dynamic=True, fullgraph=True, options={'emulate_precision_casts': True})
+def _compiled(fn):
+    # Rounding every bf16/fp16 intermediate to its dtype, as eager ops do, keeps the two paths equal. Not
+    # `fullgraph`: past dynamo's recompile limit a new layout then runs as eager ops instead of raising.
+    return torch.compile(fn, dynamic=True, options={'emulate_precision_casts': True})
 
 def _run_fused(fn, *args):
     "`fn(*args)` as a compiled kernel; as eager ops where compiling fails (warned once per device type)."

@@ -345,7 +345,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qvit_nb.quant._fused_view': ('quant.html#_fused_view', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._identity': ('quant.html#_identity', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._levels': ('quant.html#_levels', 'qvit_nb/quant.py'),
-                               'qvit_nb.quant._levels_product': ('quant.html#_levels_product', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._lsq': ('quant.html#_lsq', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._lsq_composed': ('quant.html#_lsq_composed', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._lsq_linear_backward': ('quant.html#_lsq_linear_backward', 'qvit_nb/quant.py'),

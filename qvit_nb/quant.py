@@ -283,16 +283,14 @@ class LSQLinearFunction(torch.autograd.Function):
         return _lsq_linear_backward(grad, xs, q2, weight, ctx.s, ctx.grad_scale, ctx.bounds, ctx.has_bias,
                                     ctx.needs_input_grad[:4]) + (None,) * 4
 
-def _levels_product(q2, s: float, weight, bias, packed):
-    "`s * q2 @ weight^T + bias` for the 2-D levels `q2`: int8 products when `packed` is given, else one `addmm`."
-    if packed is not None: return int8_linear(q2, s, packed, bias)
-    return torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
-
 def _lsq_linear_forward(x, step, weight, bias, qn, qp, packed):
     "`(out, x/s, levels as 2-D)`; the levels' product with `weight` is int8 when `packed` is given."
+    s = float(step)
     xs = x / step.to(x.dtype)
     q2 = xs.clamp(-qn, qp).round_().reshape(-1, xs.shape[-1])
-    return _levels_product(q2, float(step), weight, bias, packed).view(*x.shape[:-1], weight.shape[0]), xs, q2
+    out = int8_linear(q2, s, packed, bias) if packed is not None else \
+        torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
+    return out.view(*x.shape[:-1], weight.shape[0]), xs, q2
 
 def _lsq_linear_backward(grad, xs, q2, weight, s, grad_scale, bounds, has_bias, need):
     "Gradients for `(x, step, weight, bias)`; `s` is the step as a float, or as a tensor inside compiled graphs."
@@ -319,8 +317,11 @@ def lsq_linear(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: 
     if _compiling():
         return torch.ops.qvit_nb.lsq_linear(x, step, weight, bias, w_step, int(qn), int(qp), float(grad_scale))[0]
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, step, weight, bias))):
-        q = (x / step.to(x.dtype)).clamp_(-qn, qp).round_()       # in place: x/s is not kept without gradients
-        return _levels_product(q.reshape(-1, q.shape[-1]), float(step), weight, bias, packed).view(*x.shape[:-1], weight.shape[0])
+        q = (x / step.to(x.dtype)).clamp_(-qn, qp).round_()
+        q2 = q.reshape(-1, q.shape[-1])
+        if packed is not None: out = int8_linear(q2, float(step), packed, bias)
+        else: out = torch.addmm(bias, q2, weight.t(), alpha=float(step)) if bias is not None else torch.mm(q2, weight.t()).mul_(float(step))
+        return out.view(*x.shape[:-1], weight.shape[0])
     return LSQLinearFunction.apply(x, step, weight, bias, int(qn), int(qp), float(grad_scale), packed)
 
 # %% ../nbs/00_quant.ipynb #7904a431

@@ -351,6 +351,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qvit_nb.quant._lsq_linear_forward': ('quant.html#_lsq_linear_forward', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._lsq_linear_op_backward': ('quant.html#_lsq_linear_op_backward', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._lsq_linear_op_setup': ('quant.html#_lsq_linear_op_setup', 'qvit_nb/quant.py'),
+                               'qvit_nb.quant._lsq_terms': ('quant.html#_lsq_terms', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._open_bounds': ('quant.html#_open_bounds', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._probe_int8_matmul': ('quant.html#_probe_int8_matmul', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._quantize_no_grad': ('quant.html#_quantize_no_grad', 'qvit_nb/quant.py'),

@@ -65,11 +65,15 @@ def _fq_forward(x, s, bounds):
     "Fake-quantize `x` (outer, C, inner) with `s` (C, 1) onto the levels `bounds[0]..bounds[1]`."
     return (x / s).clamp(bounds[0], bounds[1]).round() * s
 
+def _lsq_terms(xs, lo, hi, binary=False):
+    "LSQ's per-element terms of `xs = x/s`: the levels `q`, the straight-through mask `inside` and `d = dq/ds`."
+    inside = ((xs >= lo) & (xs <= hi)).to(xs.dtype)        # clamp's gradient: 1 on the closed range
+    q = torch.where(xs >= 0, 1.0, -1.0).to(xs.dtype) if binary else xs.clamp(lo, hi).round()
+    return q, inside, q - xs * inside
+
 def _fq_backward(grad, x, s, bounds):
     "The straight-through gradient of `x` and the per-channel sum of the step's element derivatives, in float64."
-    xs = x / s
-    inside = ((xs >= bounds[0]) & (xs <= bounds[1])).to(x.dtype)
-    d = xs.clamp(bounds[0], bounds[1]).round() - xs * inside
+    _, inside, d = _lsq_terms(x / s, bounds[0], bounds[1])
     return grad * inside, (grad.float() * d.float()).to(torch.float64).sum(dim=(0, 2))   # bf16 products exact in float32
 
 _FUSED_FAILED: set = set()        # device types where compiling the kernels failed: eager ops there from then on
@@ -96,8 +100,6 @@ def fits_int8(qn: int, qp: int) -> bool:
     "Whether the levels `-qn..qp` are int8 values."
     return qn <= 128 and qp <= 127
 
-_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
 @functools.cache
 def _bounds(qn: int, qp: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.tensor([-qn, qp], dtype=dtype, device=device)
@@ -107,7 +109,7 @@ def _fused_view(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, binary: b
     one channel axis (1 per tensor), when `x` takes the fused kernels; else None. They take large float32 inputs, and
     bf16/fp16 ones (autocast) with int8 levels (exact in those types), on the CPU, not binary."""
     if not (FUSED_KERNELS and not binary and x.numel() >= FUSED_MIN_NUMEL and step.dtype == torch.float32
-            and (x.dtype == torch.float32 or x.dtype in _FUSED_DTYPES and fits_int8(qn, qp))
+            and (x.dtype == torch.float32 or x.dtype in (torch.bfloat16, torch.float16) and fits_int8(qn, qp))
             and x.device.type == 'cpu' and step.device.type == 'cpu' and step.dim() <= x.dim()): return None
     channel_axes = [d for d, n in enumerate(step.shape) if n != 1]
     if len(channel_axes) > 1: return None
@@ -192,10 +194,7 @@ def _lsq_composed(x, step, qn, qp, grad_scale, binary):
     "`LSQFunction` as plain differentiable ops: the exact forward value plus zero-valued terms that carry its gradients."
     s = step.to(x.dtype)
     xd, sd = x.detach(), s.detach()
-    xs = xd / sd
-    inside = ((xs >= -qn) & (xs <= qp)).to(x.dtype)        # clamp's gradient: 1 on the closed range
-    q = torch.where(xs >= 0, 1.0, -1.0).to(x.dtype) if binary else xs.clamp(-qn, qp).round()
-    d = q - xs * inside
+    q, inside, d = _lsq_terms(xd / sd, -qn, qp, binary)
     # `(x - xd)` and `(step - step.detach())` are exactly 0, so their products are exactly 0 whatever order or FMA
     # contraction the compiler picks (a first version, `q*sd + (gx - gx.detach())`, came out 1 ulp off on CUDA: the
     # add was fused into an FMA); their derivatives are `inside` for x and `grad_scale * d` for the step. The step's

@@ -31,6 +31,18 @@ from qvit_nb.train import train  # noqa: E402
 
 CONFIG = REPO / 'configs' / 'fp' / 'vit_6_4_32_cifar10.yml'
 VARIANTS = {'float': {}, 'W2A2': dict(wq_enable=True, wq_bitw=2, aq_enable=True, aq_bitw=2, qmodules=['linear'])}
+UNFUSED = ', unfused quantizers'     # a variant name's suffix: the same run with quant.FUSED_KERNELS off
+
+
+def _grads(fn, x, s, gy, fused=True):
+    "`fn(x, s)`'s output and the gradients of `x` and `s` for the output gradient `gy`, fused kernels on or off."
+    quant.FUSED_KERNELS = fused
+    try:
+        xi, si = x.clone().requires_grad_(), s.clone().requires_grad_()
+        y = fn(xi, si)
+        y.backward(gy)
+        return y.detach(), xi.grad, si.grad
+    finally: quant.FUSED_KERNELS = True
 
 
 def check_numerics(device) -> str:
@@ -38,12 +50,7 @@ def check_numerics(device) -> str:
     g = torch.Generator(device='cpu').manual_seed(0)
     x = (torch.randn(256, 64, generator=g) * 2).to(device)
     s, gy = torch.tensor(0.37, device=device), torch.randn(256, 64, generator=g).to(device)
-    def grads(fn):
-        xi, si = x.clone().requires_grad_(), s.clone().requires_grad_()
-        y = fn(xi, si, 2, 1, 0.05)
-        y.backward(gy)
-        return y.detach(), xi.grad, si.grad
-    ours, ref = grads(lsq_quantize), grads(lsq_reference)
+    ours, ref = [_grads(lambda a, b: fn(a, b, 2, 1, 0.05), x, s, gy) for fn in (lsq_quantize, lsq_reference)]
     exact = torch.equal(ours[0], (x / s).clamp(-2, 1).round() * s)
     rel = [((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(ours[1:], ref[1:])]
     ok = exact and max(rel) <= 1e-6
@@ -62,23 +69,16 @@ def check_kernels(device) -> list:
         x = (torch.randn(128 * 65, 256, generator=g) * 2).to(device, dtype)            # above FUSED_MIN_NUMEL
         s = (torch.rand(1, 256, generator=g) * 0.3 + 0.2 if per_channel else torch.tensor(0.37)).to(device)
         gy = torch.randn(x.shape, generator=g).to(device, dtype)
-        def grads(fn, fused):
-            quant.FUSED_KERNELS = fused
-            try:
-                xi, si = x.clone().requires_grad_(), s.clone().requires_grad_()
-                y = fn(xi, si)
-                y.backward(gy)
-                return y.detach(), xi.grad, si.grad
-            finally: quant.FUSED_KERNELS = True
-        eager = grads(lambda a, b: LSQFunction.apply(a, b, 2, 1, 0.01, False), False)
+        function = lambda a, b: LSQFunction.apply(a, b, 2, 1, 0.01, False)
+        eager = _grads(function, x, s, gy, fused=False)
         xs = x / s.to(dtype)                                 # the step gradient of these float terms, summed exactly
         inside = ((xs >= -2) & (xs <= 1)).to(dtype)
         d = (xs.clamp(-2, 1).round() - xs * inside).double() * gy.double()
         exact = (d.sum() if s.dim() == 0 else d.sum(0, keepdim=True)) * 0.01
         rows = {'eager function': eager}
         if device.type == 'cpu':                                # the fused kernels are CPU-only (qvit_nb.quant)
-            rows['fused kernels'] = grads(lambda a, b: LSQFunction.apply(a, b, 2, 1, 0.01, False), True)
-        rows['compiled graph (composed)'] = grads(torch.compile(lambda a, b: lsq_quantize(a, b, 2, 1, 0.01)), True)
+            rows['fused kernels'] = _grads(function, x, s, gy)
+        rows['compiled graph (composed)'] = _grads(torch.compile(lambda a, b: lsq_quantize(a, b, 2, 1, 0.01)), x, s, gy)
         for name, (y, gx, gs) in rows.items():
             rel = ((gs.double() - exact).abs().max() / exact.abs().max()).item()
             limit = 1e-6 if dtype == torch.float32 else 4e-3         # bf16: one rounding of x/s (2^-8) may differ
@@ -89,9 +89,8 @@ def check_kernels(device) -> list:
     return lines
 
 
-def run_variant(name, compile_, data, epochs, out_dir, device, extra):
-    fused, tag = not name.endswith('unfused quantizers'), name.replace(', ', '_').replace(' ', '-')
-    name = name.removesuffix(', unfused quantizers')
+def run_variant(label, compile_, data, epochs, out_dir, device, extra):
+    name, fused, tag = label.removesuffix(UNFUSED), not label.endswith(UNFUSED), label.replace(', ', '_').replace(' ', '-')
     over = dict(dataset='folder', data_dir=str(data), epochs=epochs, cooldown_epochs=0, device=device, compile=compile_,
                 output=str(out_dir), experiment=f"{tag}_{'compiled' if compile_ else 'eager'}", **VARIANTS[name], **extra)
     if device.startswith('cuda'): torch.cuda.reset_peak_memory_stats()
@@ -103,7 +102,7 @@ def run_variant(name, compile_, data, epochs, out_dir, device, extra):
     rows = pd.read_csv(Path(m['run_dir']) / 'summary.csv')
     secs = rows['train_seconds'].tolist()
     steady = statistics.median(secs[1:]) if len(secs) > 1 else secs[0]
-    return dict(variant=name if fused else f'{name}, unfused quantizers', compile=compile_, epochs=len(secs), first_epoch_s=secs[0], steady_epoch_s=steady,
+    return dict(variant=label, compile=compile_, epochs=len(secs), first_epoch_s=secs[0], steady_epoch_s=steady,
                 images_per_s=m['train_images_per_s'] if len(secs) == 1 else rows['train_images_per_s'].iloc[1:].median(),
                 top1=m['final_top1'], wall_s=round(wall, 1),
                 peak_mem_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith('cuda') else None)
@@ -132,7 +131,7 @@ def main(argv=None):
     rows, last, compiled_before = [], 0., False
     with tempfile.TemporaryDirectory() as tmp:
         for compile_ in modes:
-            for variant in [*VARIANTS, *(['W2A2, unfused quantizers'] if a.unfused_row and not compile_ else [])]:
+            for variant in [*VARIANTS, *([f'W2A2{UNFUSED}'] if a.unfused_row and not compile_ else [])]:
                 left = a.budget_s - (time.perf_counter() - t_start)
                 need = 1.2 * last + (90. if compile_ and not compiled_before else 0.)   # first compiled run: + compile time
                 if left < need:

@@ -11,7 +11,7 @@ __all__ = ['DATASETS', 'DIGITS_SPLIT', 'DATASET_STATS', 'CROPS', 'RAND_OPS', 'PI
            'build_loaders']
 
 # %% ../nbs/04_data.ipynb #3687d749
-import difflib, inspect, math, os, pickle, random, re
+import difflib, inspect, io, math, os, pickle, random, re, tarfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -52,22 +52,75 @@ def dataset_name(name:str) -> str:
     return key
 
 # %% ../nbs/04_data.ipynb #393c2e20
-def _safe_dtype(*args, **kwargs):
-    dtype = np.dtype(*args, **kwargs)
-    if dtype.hasobject: raise pickle.UnpicklingError(f"refusing object dtype {dtype} in a dataset pickle")
-    return dtype
-
 try: from numpy._core import multiarray as _multiarray, numeric as _numeric   # numpy >= 2
 except ImportError: from numpy.core import multiarray as _multiarray, numeric as _numeric
-_NUMPY_GLOBALS = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): _safe_dtype}
-for _mod in ('numpy.core', 'numpy._core'):
-    _NUMPY_GLOBALS[(f'{_mod}.multiarray', '_reconstruct')] = _multiarray._reconstruct
-    _NUMPY_GLOBALS[(f'{_mod}.multiarray', 'scalar')] = _multiarray.scalar
-    _NUMPY_GLOBALS[(f'{_mod}.numeric', '_frombuffer')] = _numeric._frombuffer
-_NUMPY_GLOBALS[('_codecs', 'encode')] = __import__('codecs').encode  # how protocol 2 spells bytes
 
-class SafeUnpickler(pickle.Unpickler):
-    "Unpickler that only rebuilds plain containers and numpy arrays; any other global is refused."
+def _refuse(what): raise pickle.UnpicklingError(f"refusing {what}: not the shape of a CIFAR batch")
+
+def _plain_dtype(dtype) -> np.dtype:
+    "`dtype` if it is a plain number dtype (bool, int, uint, float; no fields, subarrays or objects), else refuse."
+    if not (isinstance(dtype, np.dtype) and dtype.kind in 'biuf' and dtype.names is None and dtype.subdtype is None):
+        _refuse(f"dtype {dtype!r}")
+    return dtype
+
+def _shape(shape, ndim=2) -> tuple:
+    if not (isinstance(shape, tuple) and len(shape) <= ndim and all(type(n) is int and 0 <= n < 2**31 for n in shape)):
+        _refuse(f"array shape {shape!r}")
+    return shape
+
+def _nbytes(data, shape, dtype):
+    if not isinstance(data, (bytes, bytearray, str)) or len(data) != math.prod(shape) * dtype.itemsize:
+        _refuse(f"{type(data).__name__} of {len(data) if hasattr(data, '__len__') else '?'} bytes for a {shape} {dtype} array")
+
+def _dtype(spec, align=False, copy=False):
+    "`numpy.dtype` as a pickle calls it; its state (flags, byte order) is checked when it is set (BUILD)."
+    if not isinstance(spec, str) or len(spec) > 4: _refuse(f"dtype spec {spec!r}")
+    try: dtype = np.dtype(spec)
+    except TypeError: _refuse(f"dtype spec {spec!r}")
+    return _plain_dtype(dtype)      # shared, never mutated: its state is compared, not set (see `_build`)
+
+def _reconstruct(subtype, shape, code):
+    if not (subtype is np.ndarray and shape == (0,) and code in (b'b', 'b')): _refuse(f"array constructor {subtype!r}{shape!r}")
+    return _multiarray._reconstruct(np.ndarray, (0,), b'b')
+
+def _scalar(dtype, data):
+    _nbytes(data, (), _plain_dtype(dtype))
+    return _multiarray.scalar(dtype, data.encode('latin1') if isinstance(data, str) else data)
+
+def _frombuffer(buf, dtype, shape, order):
+    _nbytes(buf, _shape(shape), _plain_dtype(dtype))
+    if order not in ('C', 'F'): _refuse(f"array order {order!r}")
+    return _numeric._frombuffer(bytes(buf), dtype, shape, order)
+
+def _latin1(text, encoding='latin1'):
+    if not isinstance(text, str) or encoding not in ('latin1', 'latin-1'): _refuse(f"codecs.encode({encoding!r})")
+    return text.encode('latin1')
+
+_NUMPY_GLOBALS = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): _dtype, ('_codecs', 'encode'): _latin1}
+for _mod in ('numpy.core', 'numpy._core'):
+    _NUMPY_GLOBALS.update({(f'{_mod}.multiarray', '_reconstruct'): _reconstruct, (f'{_mod}.multiarray', 'scalar'): _scalar,
+                           (f'{_mod}.numeric', '_frombuffer'): _frombuffer})
+
+def _build(self):
+    "The BUILD opcode for the only two objects a CIFAR pickle sets state on: plain dtypes and 1-2-D number arrays."
+    state, obj = self.stack.pop(), self.stack[-1]
+    if isinstance(obj, np.dtype):
+        # numpy trusts a dtype's state: crafted flags made it read pointers out of plain bytes (a SIGSEGV, or a leaked
+        # heap address). Only the state numpy itself writes for this very dtype is accepted.
+        if not (isinstance(state, tuple) and state == obj.__reduce__()[2]): _refuse(f"dtype state {state!r}")
+    elif type(obj) is np.ndarray:
+        if not (isinstance(state, tuple) and len(state) == 5 and type(state[0]) is int and type(state[3]) is bool):
+            _refuse("array state")
+        _, shape, dtype, _, data = state
+        _nbytes(data, _shape(shape), _plain_dtype(dtype))
+        obj.__setstate__(state)
+    else: _refuse(f"state for a {type(obj).__name__}")
+
+class SafeUnpickler(pickle._Unpickler):
+    """Unpickler that rebuilds only plain containers, str/bytes/numbers and 1-2-D number arrays, checking every numpy
+    call and every state it sets; any other global is refused. Python's own implementation, so `BUILD` can be checked."""
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: _build}
+
     def find_class(self, module, name):
         if (module, name) in _NUMPY_GLOBALS: return _NUMPY_GLOBALS[(module, name)]
         raise pickle.UnpicklingError(
@@ -75,10 +128,12 @@ class SafeUnpickler(pickle.Unpickler):
             "numpy arrays")
 
 def safe_pickle_load(path) -> object:
-    "Load a dataset pickle with `SafeUnpickler` (latin1 for Python 2 pickles, as torchvision does)."
-    with open(path, 'rb') as f:
-        try: return SafeUnpickler(f, encoding='latin1').load()
-        except pickle.UnpicklingError as e: raise pickle.UnpicklingError(f"{path}: {e}") from None
+    "Load a dataset pickle with `SafeUnpickler` (latin1 for Python 2 pickles, as torchvision does); any damage is an `UnpicklingError`."
+    data = io.BytesIO(Path(path).read_bytes())      # in memory: a damaged length field cannot make a read allocate more
+    try: return SafeUnpickler(data, encoding='latin1').load()
+    except pickle.UnpicklingError as e: raise pickle.UnpicklingError(f"{path}: {e}") from None
+    except (Exception, RecursionError) as e:        # truncated or garbled: struct, index, unicode, value errors ...
+        raise pickle.UnpicklingError(f"{path}: damaged or not a dataset pickle ({type(e).__name__}: {str(e)[:200]})") from None
 
 # %% ../nbs/04_data.ipynb #e97e2ee9
 class InMemoryDataset(Dataset):
@@ -188,9 +243,19 @@ def load_folder(data_dir, split:str='train') -> ImageDataset:
     except (RuntimeError, AssertionError, OSError, KeyError) as e:
         raise _layout_error('folder', path, f'could not read images ({e})') from None
     if len(ds) == 0: raise _layout_error('folder', path, 'found no images')
+    outside = [n for n in _tar_member_names(ds.reader) if Path(n).is_absolute() or '..' in Path(n).parts]
+    if outside:
+        raise _layout_error('folder', path, f"{len(outside)} tar member(s) point outside the archive's root, e.g. "
+                            f"{outside[0]!r}; refusing it (members must be relative paths class/image.jpg)")
     c2i = getattr(ds.reader, 'class_to_idx', None) or getattr(ds.reader, 'class_name_to_idx', {})
     ds.classes = [c for c, _ in sorted(c2i.items(), key=lambda kv: kv[1])]
     return ds
+
+def _tar_member_names(reader):
+    "The member names of the images a tar reader found (none for a folder reader)."
+    for s in getattr(reader, 'samples', []):
+        ti = s if isinstance(s, tarfile.TarInfo) else s[0] if len(s) and isinstance(s[0], tarfile.TarInfo) else None
+        if ti is not None: yield ti.name
 
 def reset_tar_handles(worker_id:int=None):
     "`DataLoader` `worker_init_fn`: drop tar handles a worker inherited from its parent (they share one file offset)."
@@ -591,8 +656,17 @@ def build_loaders(dataset:str='digits', data_dir=None, img_size:int=32, batch_si
     if name == 'folder' and folder_split_path(data_dir, 'train') == folder_split_path(data_dir, 'test'):
         raise _layout_error('folder', data_dir, 'no separate train and test splits')
     classes = _classes(train)
+    if list(classes) != list(_classes(evals)):     # labels are indices into each split's own list: they would not match
+        only = {s: sorted(set(a) - set(b)) for s, a, b in (('train', classes, _classes(evals)), ('test', _classes(evals), classes))}
+        raise _layout_error(name, data_dir, "the train and test splits have different classes (" +
+                            '; '.join(f"only in {s}: {', '.join(map(repr, v[:5]))}{' ...' if len(v) > 5 else ''}"
+                                      for s, v in only.items() if v) + "; a class folder without images is no class)")
     if num_classes is not None and num_classes < len(classes):
         raise ValueError(f"num_classes={num_classes} but {name} has {len(classes)} classes")
+    if len(train) < batch_size * world_size:
+        per = f"{batch_size} per process x {world_size} processes" if world_size > 1 else str(batch_size)
+        raise ValueError(f"batch_size {per} is larger than the {len(train)} training images: an epoch would run no step "
+                         f"(the last partial batch is dropped); use batch_size <= {len(train) // world_size} or more images")
     if pipeline == 'auto':
         fits = isinstance(train, InMemoryDataset) or \
             (_decoded_bytes(train) + _decoded_bytes(evals)) <= max_memory_mb * 2**20

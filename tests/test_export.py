@@ -1,0 +1,48 @@
+"""Export of trained runs (the demo's kinds: a float model, 2-bit activations, W2A2 with quantized attention,
+per-channel 2-bit weights) to ONNX, with parity under ONNX Runtime on the whole digits test split."""
+import contextlib, io, subprocess, sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from qvit_nb.train import train
+from qvit_nb.export import export_run, load_run_model, onnx_parity, model_storage
+from qvit_nb.dashboard import run_eval_data
+
+TINY = dict(dataset='digits', model='vit_2_4_32', epochs=1, batch_size=64, aa=None, mixup=0., cutmix=0., reprob=0.,
+            workers=0, amp=False, warmup_epochs=0, cooldown_epochs=0, lr=1e-3)
+RUNS = {'float': {},
+        'a2': dict(aq_enable=True, aq_bitw=2, aq_asym=True),
+        'w2a2_attn': dict(aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2, attn_q=True, aq_learnable_bias=True),
+        'w2_per_channel': dict(wq_enable=True, wq_bitw=2, wq_per_channel=True)}
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp('runs')
+    with contextlib.redirect_stdout(io.StringIO()):
+        for name, over in RUNS.items(): train(output=str(out), experiment=name, **TINY, **over)
+    return out
+
+
+@pytest.mark.parametrize('name', list(RUNS))
+def test_exported_run_matches_the_trained_model_on_the_test_split(runs, name):
+    path, size = export_run(runs / name)
+    assert path == runs / name / 'model.onnx' and path.stat().st_size > 0
+    model = load_run_model(runs / name)
+    parity = onnx_parity(model, path, run_eval_data(runs / name, max_images=10_000, batch_size=120))
+    print(name, parity.to_dict('records'), size)
+    assert parity.images.tolist() == [360, 360]                    # the whole digits test split
+    assert parity.ok.all(), parity
+    if name != 'float': assert size['ratio'] > 1.5
+
+
+def test_export_of_a_missing_or_damaged_checkpoint_says_so(runs, tmp_path):
+    import shutil
+    bad = tmp_path / 'bad'; shutil.copytree(runs / 'a2', bad)
+    for f in ('model_best.pth.tar', 'last.pth.tar'): (bad / f).write_bytes(b'not a checkpoint')
+    with pytest.raises(ValueError, match='unreadable'): export_run(bad)
+    assert not (bad / 'model.onnx').exists()
+    with pytest.raises(ValueError, match='not a run directory'): export_run(tmp_path / 'nowhere')

@@ -441,6 +441,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qvit_nb.train.build_teacher': ('train.html#build_teacher', 'qvit_nb/train.py'),
                                'qvit_nb.train.check_inputs': ('train.html#check_inputs', 'qvit_nb/train.py'),
                                'qvit_nb.train.check_model_name': ('train.html#check_model_name', 'qvit_nb/train.py'),
+                               'qvit_nb.train.check_resume': ('train.html#check_resume', 'qvit_nb/train.py'),
                                'qvit_nb.train.dist_env': ('train.html#dist_env', 'qvit_nb/train.py'),
                                'qvit_nb.train.gpu_fast_paths': ('train.html#gpu_fast_paths', 'qvit_nb/train.py'),
                                'qvit_nb.train.load_checkpoint': ('train.html#load_checkpoint', 'qvit_nb/train.py'),

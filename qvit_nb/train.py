@@ -32,7 +32,7 @@ from .config import TrainConfig, load_config, save_config, config_hash
 __all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'quant_configs', 'check_model_name', 'build_model',
            'build_teacher', 'build_criterion', 'atomic_write', 'save_checkpoint', 'previous_checkpoint',
            'CheckpointError', 'load_checkpoint', 'new_run_id', 'resolve_run_dir', 'seed_epoch', 'resolve_device',
-           'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'check_inputs', 'Run', 'train']
+           'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'check_resume', 'check_inputs', 'Run', 'train']
 
 # %% ../nbs/05_train.ipynb #0dc59e11
 def quant_configs(cfg: TrainConfig, wq_bits: Optional[int] = None, aq_bits: Optional[int] = None):
@@ -243,17 +243,20 @@ def _fmt(v): return f"{v:.6g}" if isinstance(v, float) else v
 
 def _duration(s: float) -> str: return time.strftime('%H:%M:%S', time.gmtime(max(0., s))) if s < 86400 else f"{s / 86400:.1f} days"
 
-def check_inputs(cfg: TrainConfig):
-    "Every file and folder the config reads exists: checked before any data loads or file is written (ValueError naming key and path)."
-    for key in ('teacher_checkpoint', 'initial_checkpoint'):
-        p = Path(getattr(cfg, key) or '')
-        if getattr(cfg, key) and not p.is_file():
-            raise ValueError(f"{key} {p} {'is a directory, not a checkpoint file' if p.is_dir() else 'does not exist'}")
+def check_resume(cfg: TrainConfig):
+    "The checkpoint or run directory `resume` names exists (checked before the run directory is resolved)."
     if cfg.resume and cfg.resume != 'last' and not Path(cfg.resume).is_file() and not previous_checkpoint(cfg.resume).is_file():
         raise ValueError(f"resume checkpoint {cfg.resume} does not exist")
     if cfg.resume == 'last' and cfg.experiment and not (Path(cfg.output or 'runs') / cfg.experiment).is_dir():
         raise ValueError(f"resume: run directory {Path(cfg.output or 'runs') / cfg.experiment} does not exist "
                          f"(--experiment names a run directory under --output {cfg.output or 'runs'})")
+
+def check_inputs(cfg: TrainConfig):
+    "Every checkpoint and data folder the config reads exists (ValueError naming the key and the path); checked before any data loads."
+    for key in ('teacher_checkpoint', 'initial_checkpoint'):
+        p = Path(getattr(cfg, key) or '')
+        if getattr(cfg, key) and not p.is_file():
+            raise ValueError(f"{key} {p} {'is a directory, not a checkpoint file' if p.is_dir() else 'does not exist'}")
     name = dataset_name(cfg.dataset)
     if name != 'digits' and not cfg.data_dir: raise ValueError(f"dataset {cfg.dataset!r} needs data_dir (the DATA positional): {DATASETS[name]}")
     if name != 'digits' and not cfg.download and not Path(cfg.data_dir).expanduser().exists():
@@ -271,7 +274,7 @@ class Run:
         if self.world > 1 and self.device.type == 'cuda': self.device = torch.device('cuda', self.local_rank)
         check_model_name(cfg.model)
         if cfg.use_kd: check_model_name(cfg.teacher)
-        check_inputs(cfg)
+        check_resume(cfg)
         if cfg.mixup > 0 or cfg.cutmix > 0:
             per_rank = cfg.batch_size // self.world
             if per_rank % 2: raise ValueError(f"batch_size {cfg.batch_size} gives {per_rank} images per process: mixup/cutmix need an even number")
@@ -510,10 +513,12 @@ class Run:
     def fit(self) -> dict:
         cfg, t_start = self.cfg, time.perf_counter()
         self.wall = self.train_time = 0.; self.images = 0
+        self.summary, self.best, self.skipped = [], None, 0      # so a run that fails before _setup still writes its metrics.json
         self.run_id = self.run_dir.name
         try:
             if self.is_main:    # the resolved config is recorded first, so even a run that fails to start says what it was
                 save_config(cfg, self.run_dir / 'args.yaml.tmp'); os.replace(self.run_dir / 'args.yaml.tmp', self.run_dir / 'args.yaml')
+            check_inputs(self.cfg)       # before any data loads; the run directory records the config and the failure
             self._setup()
             self._log(f"run {self.run_id}: {'resuming from ' + str(self.resume_from) + ' at epoch ' + str(self.start_epoch + 1) if self.resume_from else 'starting'} "
                       f"in {self.run_dir}")

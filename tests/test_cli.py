@@ -24,18 +24,23 @@ def test_help_imports_neither_torch_nor_timm():
     assert not heavy, heavy
 
 
-def test_missing_input_files_are_refused_before_anything_runs(tmp_path, capsys):
+def test_missing_input_files_are_refused_before_any_data_loads(tmp_path, capsys, monkeypatch):
+    import qvit_nb.train
+    def no_data(*a, **k): raise AssertionError('data loaded before the inputs were checked')
+    monkeypatch.setattr(qvit_nb.train, 'build_loaders', no_data)
     ck = tmp_path / 'teacher' / 'model_best.pth.tar'
     cases = [(['--use-kd', '--teacher', 'vit_2_4_32', '--teacher-checkpoint', str(ck)], f"teacher_checkpoint {ck} does not exist"),
              (['--initial-checkpoint', str(tmp_path)], f"initial_checkpoint {tmp_path} is a directory, not a checkpoint file"),
+             (['--dataset', 'folder', '--data-dir', str(tmp_path / 'images')], f"data_dir {tmp_path / 'images'} does not exist"),
              (['--resume', str(ck)], f"resume checkpoint {ck} does not exist"),
-             (['--experiment', 'never', '--resume'], f"resume: run directory {tmp_path / 'out' / 'never'} does not exist"),
-             (['--dataset', 'folder', str(tmp_path / 'images')], f"data_dir {tmp_path / 'images'} does not exist")]
+             (['--experiment', 'never', '--resume'], f"resume: run directory {tmp_path / 'out' / 'never'} does not exist")]
     for argv, message in cases:
         code = qvit(['train', *cli_flags(TINY), '--output', str(tmp_path / 'out'), *argv])
         err = capsys.readouterr().err
         assert code == 2 and message in err and 'Traceback' not in err, (argv, err)
-        assert not (tmp_path / 'out').exists(), argv                  # nothing written: no output folder, no run directory
+    runs = sorted((tmp_path / 'out').iterdir())
+    assert len(runs) == 3, runs                       # the three fresh runs record the failure; resuming writes nothing
+    assert all(json.loads((r / 'metrics.json').read_text())['status'] == 'failed' for r in runs)
 
 
 def test_a_value_after_a_bool_flag_is_refused_not_taken_as_data(capsys):

@@ -8,8 +8,7 @@ import argparse, os, sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import __version__
-from .config import parse_train_args
+from . import __version__     # no torch, timm or pandas here: `qvit --help` answers at once
 
 # %% auto #0
 __all__ = ['COMMANDS', 'USAGE', 'CLIError', 'cmd_train', 'cmd_report', 'cmd_sweep', 'parse_set', 'cmd_demo', 'cmd_dashboard',
@@ -26,8 +25,9 @@ def _repo_file(rel: str) -> Path:
     raise CLIError(f"{rel} not found (looked in {Path.cwd()} and next to the qvit_nb package)")
 
 def cmd_train(argv: Sequence[str]) -> int:
-    from qvit_nb.train import train
+    from qvit_nb.config import parse_train_args
     cfg = parse_train_args(list(argv))
+    from qvit_nb.train import train
     train(cfg)
     return 0
 
@@ -35,20 +35,19 @@ def _sub_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=f"qvit {prog}", description=description, allow_abbrev=False)
 
 def cmd_report(argv: Sequence[str]) -> int:
-    from qvit_nb.runs import render_report
     p = _sub_parser('report', "Render the results table of the runs under RUNS_DIR.")
     p.add_argument('runs_dir', nargs='?', default='runs')
     p.add_argument('--format', default='md', choices=['md', 'csv', 'html'])
     p.add_argument('--out', default=None, help='write to this file instead of standard output')
     a = p.parse_args(argv)
     if not Path(a.runs_dir).is_dir(): raise CLIError(f"runs directory {a.runs_dir} does not exist")
+    from qvit_nb.runs import render_report
     text = render_report(a.runs_dir, a.format)
     if a.out: Path(a.out).write_text(text); print(f"wrote {a.out}")
     else: print(text)
     return 0
 
 def cmd_sweep(argv: Sequence[str]) -> int:
-    from qvit_nb.runs import run_sweep, render_report
     p = _sub_parser('sweep', "Run every experiment of a sweep file as a papermill notebook (finished ones are skipped).")
     p.add_argument('file')
     p.add_argument('--workers', type=int, default=None, help='parallel local runs (default: the sweep file, else 1)')
@@ -56,7 +55,12 @@ def cmd_sweep(argv: Sequence[str]) -> int:
     p.add_argument('--output', default=None, help='parent directory of the runs (default: runs/)')
     p.add_argument('--only', nargs='+', default=None, help='run just these experiments (and what they chain from)')
     p.add_argument('--set', nargs='+', default=[], metavar='KEY=VALUE', help='config keys for every experiment, e.g. data_dir=/data/cifar10')
+    p.add_argument('--dry-run', action='store_true', help='print the experiments, their chains and configs; train nothing')
     a = p.parse_args(argv)
+    from qvit_nb.runs import run_sweep, render_report, sweep_plan
+    if a.dry_run:
+        print(sweep_plan(a.file, output=a.output, only=a.only, overrides=parse_set(a.set)))
+        return 0
     res = run_sweep(a.file, output=a.output, workers=a.workers, executor=a.executor, only=a.only, overrides=parse_set(a.set))
     print(render_report(res.runs_dir, 'md'))
     return 1 if res.failed else 0
@@ -79,12 +83,12 @@ def cmd_demo(argv: Sequence[str]) -> int:
     return cmd_sweep([str(_repo_file('configs/sweeps/demo.yml')), '--output', a.output, '--workers', str(a.workers)])
 
 def cmd_dashboard(argv: Sequence[str]) -> int:
-    from qvit_nb.dashboard import accuracy_dashboard
     p = _sub_parser('dashboard', "Write the accuracy dashboard of RUNS_DIR as a standalone HTML file.")
     p.add_argument('runs_dir', nargs='?', default='runs')
     p.add_argument('--html', required=True, help='output HTML file')
     a = p.parse_args(argv)
     if not Path(a.runs_dir).is_dir(): raise CLIError(f"runs directory {a.runs_dir} does not exist")
+    from qvit_nb.dashboard import accuracy_dashboard
     accuracy_dashboard(a.runs_dir).to_html(a.html)
     print(f"wrote {a.html}")
     return 0
@@ -96,7 +100,7 @@ USAGE = """usage: qvit {train,demo,sweep,report,dashboard} ...
 
   train      one experiment: qvit train -c CONFIG [--model M] [DATA] [flags]   (qvit train -h lists every flag)
   demo       offline demo (digits): float teacher, 2-bit-activation KD student, results table
-  sweep      run a sweep file's experiments as papermill notebooks: qvit sweep FILE [--workers N]
+  sweep      run a sweep file's experiments as papermill notebooks: qvit sweep FILE [--workers N] [--dry-run]
   report     results table of a runs directory: qvit report [RUNS_DIR] [--format md|csv|html]
   dashboard  accuracy dashboard as standalone HTML: qvit dashboard RUNS_DIR --html out.html
 """
@@ -114,13 +118,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"qvit: error: unknown command {cmd!r}" + (f"; did you mean {close[0]!r}?" if close else '') +
               f" (valid: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    from qvit_nb.train import TrainingDiverged, CheckpointError
     try: return COMMANDS[cmd](rest)
     except SystemExit as e: return e.code if isinstance(e.code, int) else 2
-    except (TrainingDiverged, CheckpointError) as e:       # the run's own state: status 1 (checked before ValueError)
-        print(f"qvit {cmd}: failed: {e}", file=sys.stderr); return 1
-    except (CLIError, ValueError) as e:
-        print(f"qvit {cmd}: error: {e}", file=sys.stderr); return 2
+    except Exception as e:
+        train = sys.modules.get('qvit_nb.train')          # only a command that imported the engine can raise its errors
+        if train is not None and isinstance(e, (train.TrainingDiverged, train.CheckpointError)):   # the run's own state: 1
+            print(f"qvit {cmd}: failed: {e}", file=sys.stderr); return 1
+        if isinstance(e, (CLIError, ValueError)):
+            print(f"qvit {cmd}: error: {e}", file=sys.stderr); return 2
+        raise
 
 # %% ../nbs/07_cli.ipynb #76173395
 if __name__ == '__main__': sys.exit(main())

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'GROUPS', 'FIELDS', 'FIELD_TYPES', 'YAML_MAX_BYTES',
-           'YAML_MAX_NODES', 'HASH_EXCLUDED', 'TrainConfig', 'check_key', 'validate_config', 'load_config',
-           'save_config', 'config_hash', 'config_keys', 'build_parser', 'parse_train_args']
+           'YAML_MAX_NODES', 'HASH_EXCLUDED', 'STUDY_ALIASES', 'TrainConfig', 'check_key', 'validate_config',
+           'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser', 'parse_train_args']
 
 # %% ../nbs/06_config.ipynb #397713fc
 import argparse, difflib, hashlib, json, math, re, sys
@@ -405,8 +405,22 @@ class _TrainArgumentParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         return super().parse_known_args(self._normalize(sys.argv[1:] if args is None else list(args)), namespace)
 
+    def _check_flag_values(self, args):
+        "`--aq-enable true` would make `true` the DATA path: flags without a value are refused when one follows them."
+        for flag, value in zip(args, args[1:]):
+            action = self._option_string_actions.get(flag)
+            if not isinstance(action, argparse._StoreConstAction) or value.lower() not in _TRUE + _FALSE: continue
+            name = flag[5:] if flag.startswith('--no-') else flag[2:]
+            self.error(f"{flag} takes no value, got '{flag} {value}'" + (
+                f"; bool flags are --{name} (true) or --no-{name} (false)" if isinstance(action.const, bool) else ''))
+
     def parse_args(self, args=None, namespace=None):
+        self._check_flag_values(self._normalize(sys.argv[1:] if args is None else list(args)))
         ns, extras = self.parse_known_args(args, namespace)
+        stray = [e for e in extras if not e.startswith('-')]
+        if stray and getattr(ns, 'data', None) is not None:
+            self.error(f"one DATA positional is allowed, got {', '.join(map(repr, [ns.data, *stray]))} "
+                       "(a flag's value may be missing its flag; use --data-dir for the dataset root)")
         if extras:
             flags = [o for a in self._actions for o in a.option_strings]
             bad = next((e for e in extras if e.startswith('-')), extras[0])
@@ -419,6 +433,9 @@ def _help(f) -> str:
     md, default = f.metadata, (f.default if f.default is not MISSING else f.default_factory())
     h = md['help'] + (f" [{', '.join(map(str, md['choices']))}]" if md['choices'] else '')
     return h + f" (default: {default})".replace('%', '%%')
+
+STUDY_ALIASES = {'use_relu': ('act_layer', 'relu'), 'use_token_kd': ('kd_type', 'last'),
+                 'use_distill_head': ('distill_head', True), 'replace_ln_by_bn': ('norm_layer', 'batchnorm')}
 
 def build_parser(prog: str = 'qvit train') -> argparse.ArgumentParser:
     "The `qvit train` parser: -c CONFIG, positional DATA, one flag per `TrainConfig` field."
@@ -443,6 +460,10 @@ def build_parser(prog: str = 'qvit train') -> argparse.ArgumentParser:
         if f.name == 'resume': kw = dict(nargs='?', const='last')
         g.add_argument(*names, dest=f.name, metavar=f.name.upper(), help=_help(f), **kw)
         if get_origin(tp) is Union: g.add_argument('--no-' + flag[2:], dest=f.name, action='store_const', const=None, help=argparse.SUPPRESS)
+    study = p.add_argument_group('study flags', "the original study's spellings of some keys")
+    for alias, (key, value) in STUDY_ALIASES.items():
+        study.add_argument('--' + alias.replace('_', '-'), dest=key, action='store_const', const=value,
+                           help=f"same as {'--' + key.replace('_', '-') if value is True else '--' + key.replace('_', '-') + ' ' + value}")
     return p
 
 def parse_train_args(argv=None) -> TrainConfig:

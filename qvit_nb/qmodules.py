@@ -15,8 +15,8 @@ from torch import nn
 from .quant import LSQQuantizer, PackedInt8Weight, QConfig, make_quantizer, pack_int8_weight, quant_levels, use_int8_matmul
 
 # %% auto #0
-__all__ = ['PRESETS', 'QuantLinear', 'QuantConv2d', 'Attention', 'parse_qmodule', 'quantize_model', 'activation_quantizers',
-           'quant_summary']
+__all__ = ['PRESETS', 'UNINITIALISED', 'QuantLinear', 'QuantConv2d', 'Attention', 'parse_qmodule', 'quantize_model',
+           'activation_quantizers', 'quant_summary']
 
 # %% ../nbs/01_qmodules.ipynb #f29972d6
 class _QuantWeight:
@@ -285,13 +285,16 @@ def quantize_model(model: nn.Module, wq: Optional[QConfig] = None, aq: Optional[
     return model
 
 # %% ../nbs/01_qmodules.ipynb #19167cf3
+UNINITIALISED = 'uninitialised'   # quant_summary's step of an LSQ quantizer that has not seen data yet
+
 def _describe(q: nn.Module) -> tuple:
-    if isinstance(q, nn.Identity): return None, '', float('nan')
+    "`(bits, levels, step)` of one quantizer: step is the (mean) learned step, `UNINITIALISED`, or None without one."
+    if isinstance(q, nn.Identity): return None, '', None
     bits, levels = getattr(q, 'bits', None), getattr(q, 'levels', None)
     lv = '' if levels is None else ('{-1,+1}' if levels.binary else f"{{{','.join(map(str, levels.values()))}}}"
                                      if levels.n_levels <= 8 else f"{-levels.qn}..{levels.qp}")
-    step = float('nan')
-    if isinstance(q, LSQQuantizer) and bool(q.initialized): step = q.effective_step().mean().item()
+    step = None
+    if isinstance(q, LSQQuantizer): step = q.effective_step().mean().item() if bool(q.initialized) else UNINITIALISED
     return bits, lv, step
 
 def activation_quantizers(model: nn.Module) -> dict:
@@ -304,7 +307,7 @@ def activation_quantizers(model: nn.Module) -> dict:
     return out
 
 def quant_summary(model: nn.Module) -> pd.DataFrame:
-    "One row per quantized place: module, kind, weight bits/levels/step, activation bits/levels/step."
+    "One row per quantized place: module, kind, weight bits/levels/step, activation bits/levels/step (`'uninitialised'` before data)."
     rows = []
     for name, m in model.named_modules():
         if isinstance(m, (QuantLinear, QuantConv2d)):
@@ -315,6 +318,9 @@ def quant_summary(model: nn.Module) -> pd.DataFrame:
             for slot in _SLOTS:
                 ab, al, as_ = _describe(getattr(m, slot))
                 rows.append(dict(module=f"{name}.{slot.removesuffix('_quant')}", kind='attention', w_bits=None, w_levels='',
-                                 w_step=float('nan'), a_bits=ab, a_levels=al, a_step=as_))
+                                 w_step=None, a_bits=ab, a_levels=al, a_step=as_))
     cols = ['module', 'kind', 'w_bits', 'w_levels', 'w_step', 'a_bits', 'a_levels', 'a_step']
-    return pd.DataFrame(rows, columns=cols)
+    df = pd.DataFrame(rows, columns=cols).astype({'w_bits': 'Int64', 'a_bits': 'Int64'})     # 4, not 4.0; <NA>: no quantizer
+    for c in ('w_step', 'a_step'):      # numbers once every step is initialised; until then the text says which are not
+        if not df[c].map(lambda v: v == UNINITIALISED).any(): df[c] = df[c].astype('Float64')
+    return df

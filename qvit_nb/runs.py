@@ -13,7 +13,7 @@ import yaml
 
 # %% auto #0
 __all__ = ['EXECUTORS', 'network_label', 'tricks_label', 'load_runs', 'results_table', 'render_report', 'Experiment', 'Sweep',
-           'load_sweep', 'train_notebook', 'execute_experiment', 'SweepResult', 'run_sweep']
+           'load_sweep', 'train_notebook', 'execute_experiment', 'SweepResult', 'run_sweep', 'sweep_plan']
 
 # %% ../nbs/08_runs.ipynb #e6e9a86e
 def _read_json(p: Path) -> Optional[dict]:
@@ -49,12 +49,13 @@ def load_runs(runs_dir: Union[str, Path] = 'runs') -> pd.DataFrame:
         m, rd = _read_json(mf), mf.parent
         if not m: continue
         args = _read_args(rd) or {k: m[k] for k in ('model', 'tricks', 'name') if m.get(k)}
-        rows.append(dict(network=network_label(args), tricks=tricks_label(args), best_top1=m.get('best_top1'),
+        rows.append(dict(network=network_label(args), tricks=tricks_label(args), dataset=m.get('dataset') or args.get('dataset', ''),
+                         best_top1=m.get('best_top1'),
                          final_top1=m.get('final_top1'), epochs=m.get('epochs'), planned_epochs=m.get('planned_epochs'),
                          run_id=m.get('run_id', rd.name), output_dir=str(rd), status=m.get('status'),
                          sweep=m.get('sweep') or (rd.parent.name if (rd.parent / 'sweep.json').exists() else ''),
                          name=m.get('name') or args.get('name', ''), error=m.get('error'), config_hash=m.get('config_hash')))
-    cols = ['network', 'tricks', 'best_top1', 'final_top1', 'epochs', 'planned_epochs', 'run_id', 'output_dir', 'status',
+    cols = ['network', 'tricks', 'dataset', 'best_top1', 'final_top1', 'epochs', 'planned_epochs', 'run_id', 'output_dir', 'status',
             'sweep', 'name', 'error', 'config_hash']
     return pd.DataFrame(rows, columns=cols)
 
@@ -65,7 +66,7 @@ def results_table(runs: Union[pd.DataFrame, str, Path] = 'runs') -> pd.DataFrame
     epochs = sorted(set(df.planned_epochs.dropna().astype(int))) if len(df) else []
     acc = f"Accuracy@{epochs[0]} epochs" if len(epochs) == 1 else 'Accuracy'
     fmt = lambda v: '' if v is None or pd.isna(v) else f"{v:.2f}"
-    out = pd.DataFrame({'Network': df.network, 'Tricks': df.tricks, acc: df.best_top1.map(fmt),
+    out = pd.DataFrame({'Network': df.network, 'Tricks': df.tricks, 'Dataset': df.dataset, acc: df.best_top1.map(fmt),
                         'Last': df.final_top1.map(fmt), 'Run ID': df.run_id, 'Output Dir': df.output_dir,
                         'Status': df.status, 'Sweep': df.sweep})
     return out.sort_values(['Sweep', 'Run ID'], kind='stable').reset_index(drop=True)
@@ -99,7 +100,7 @@ from dataclasses import dataclass, field
 import multiprocessing
 
 from .config import TrainConfig, load_config, config_hash, check_key
-from .train import atomic_write, new_run_id
+from .train import atomic_write, new_run_id, PROGRESS_FILE
 
 _SWEEP_KEYS = ('name', 'base', 'workers', 'executor', 'slurm', 'experiments', 'grid', 'threads')
 _EXP_KEYS = ('name', 'tricks', 'overrides', 'teacher_from', 'init_from')
@@ -283,20 +284,12 @@ class _Slurm:
 
 def _done(job) -> bool: return job.done()
 
-def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, workers: Optional[int] = None,
-              executor: Optional[str] = None, only: Optional[Sequence[str]] = None, overrides: Optional[dict] = None,
-              verbose: bool = True) -> SweepResult:
-    "Run the sweep file's experiments (chains in order, finished ones reused); `overrides` apply to all of them."
+def _prepare(path, only: Optional[Sequence[str]], overrides: Optional[dict]) -> tuple:
+    "`(sweep, overrides, experiments)`: the sweep file and the `--set` keys checked, `only` (plus what it chains from) selected."
     sweep = load_sweep(path)
     overrides = dict(overrides or {})
     for k in overrides: check_key(k)
     if overrides: sweep.check(f"with {overrides}", overrides)
-    workers = max(1, workers or sweep.workers)
-    executor = executor or sweep.executor
-    if executor not in EXECUTORS: raise _unknown('executor', executor, EXECUTORS, 'the command line')
-    out = Path(output or 'runs')
-    sweep_dir = out / sweep.name
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     exps = sweep.experiments
     if only:
         by = {e.name: e for e in exps}
@@ -307,10 +300,42 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
             keep.add(n); [add(d) for d in by[n].deps]
         for n in only: add(n)
         exps = [e for e in exps if e.name in keep]
+    return sweep, overrides, exps
+
+def _chain_links(e: Experiment, run_dir, teacher_model) -> dict:
+    "The keys an experiment's chain sets, from `run_dir(name)` and `teacher_model(name)` of the experiments it links to."
+    extra = {}
+    if e.teacher_from:
+        extra.update(use_kd=True, teacher=teacher_model(e.teacher_from),
+                     teacher_checkpoint=str(Path(run_dir(e.teacher_from)) / 'model_best.pth.tar'))
+    if e.init_from: extra['initial_checkpoint'] = str(Path(run_dir(e.init_from)) / 'model_best.pth.tar')
+    return extra
+
+def _new_lines(path: Path, offsets: dict) -> list:
+    "Complete lines appended to `path` since the last call (the byte offset is kept in `offsets`)."
+    try:
+        with open(path, 'rb') as f:
+            f.seek(offsets.get(path, 0)); chunk = f.read()
+    except OSError: return []
+    done = chunk.rfind(b'\n') + 1
+    offsets[path] = offsets.get(path, 0) + done
+    return chunk[:done].decode(errors='replace').splitlines()
+
+def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, workers: Optional[int] = None,
+              executor: Optional[str] = None, only: Optional[Sequence[str]] = None, overrides: Optional[dict] = None,
+              verbose: bool = True, progress_every: float = 5.0) -> SweepResult:
+    "Run the sweep file's experiments (chains in order, finished ones reused); `overrides` apply to all of them. Every `progress_every` seconds, the running experiments' new progress lines are printed, prefixed by `[name]`."
+    sweep, overrides, exps = _prepare(path, only, overrides)
+    workers = max(1, workers or sweep.workers)
+    executor = executor or sweep.executor
+    if executor not in EXECUTORS: raise _unknown('executor', executor, EXECUTORS, 'the command line')
+    out = Path(output or 'runs')
+    sweep_dir = out / sweep.name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     threads = sweep.threads or max(1, (os.cpu_count() or 1) // workers)
     pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) if executor == 'local'
             else _Slurm(sweep_dir / '.submitit', sweep.slurm))
-    records, running, pending = {}, {}, list(exps)
+    records, running, pending, run_dirs, offsets = {}, {}, list(exps), {}, {}
     say = (lambda *a: print(*a, flush=True)) if verbose else (lambda *a: None)
     t0 = time.time()
     try:
@@ -323,12 +348,8 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
                     _update_registry(sweep_dir, e.name, records[e.name]); pending.remove(e); say(f"[{e.name}] not run: {records[e.name]['error']}")
                     continue
                 if any(d not in records for d in e.deps): continue
-                extra = {}
-                if e.teacher_from:
-                    t = records[e.teacher_from]
-                    extra.update(use_kd=True, teacher=_read_args(Path(t['run_dir'])).get('model'),
-                                 teacher_checkpoint=str(Path(t['run_dir']).resolve() / 'model_best.pth.tar'))
-                if e.init_from: extra['initial_checkpoint'] = str(Path(records[e.init_from]['run_dir']).resolve() / 'model_best.pth.tar')
+                run_dir = lambda n: Path(records[n]['run_dir']).resolve()
+                extra = _chain_links(e, run_dir, lambda n: _read_args(run_dir(n)).get('model'))
                 cfg = sweep.config(e, sweep_dir.resolve(), extra, overrides)
                 h = config_hash(cfg)
                 if (done := _finished_run(sweep_dir, h)) is not None:
@@ -341,11 +362,17 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
                             config_hash=h, threads=threads)
                 say(f"[{e.name}] starting run {run_id}")
                 running[pool.submit(_locked_execute, spec)] = e.name
+                run_dirs[e.name] = Path(spec['run_dir'])
                 pending.remove(e)
             if not running: continue
-            if executor == 'local': finished = wait(list(running), return_when=FIRST_COMPLETED).done
-            else:
-                while not (finished := [j for j in running if _done(j)]): time.sleep(1)
+            while True:
+                if executor == 'local': finished = wait(list(running), timeout=progress_every, return_when=FIRST_COMPLETED).done
+                else:
+                    deadline = time.time() + progress_every
+                    while not (finished := [j for j in running if _done(j)]) and time.time() < deadline: time.sleep(1)
+                for name in running.values():
+                    for line in _new_lines(run_dirs[name] / PROGRESS_FILE, offsets): say(f"[{name}] {line}")
+                if finished: break
             for job in finished:
                 name = running.pop(job)
                 try: rec = job.result()
@@ -360,3 +387,22 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
     say(f"sweep {sweep.name}: {sum(r['status'] == 'finished' for r in records.values())} finished, "
         f"{len([r for r in records.values() if r['status'] != 'finished'])} failed, {time.time() - t0:.1f}s")
     return SweepResult(sweep, sweep_dir, records)
+
+def sweep_plan(path: Union[str, Path], output: Union[str, Path, None] = None, only: Optional[Sequence[str]] = None,
+               overrides: Optional[dict] = None) -> str:
+    "What `run_sweep` would do, without training: the experiments in chain order, their links, the config keys that differ from the defaults, and which are already finished."
+    sweep, overrides, exps = _prepare(path, only, overrides)
+    sweep_dir = Path(output or 'runs').resolve() / sweep.name
+    defaults = TrainConfig().to_dict()
+    done, models = {}, {}
+    lines = [f"sweep {sweep.name}: {len(exps)} experiment(s) in chain order, runs under {sweep_dir}"]
+    for e in exps:
+        run_dir = lambda n: done.get(n) or sweep_dir / f"<run of {n}>"
+        cfg = sweep.config(e, sweep_dir, _chain_links(e, run_dir, models.get), overrides)
+        models[e.name] = cfg.model
+        found = _finished_run(sweep_dir, config_hash(cfg)) if all(d in done for d in e.deps) and sweep_dir.is_dir() else None
+        if found is not None: done[e.name] = found
+        links = ', '.join(f"{k} {v}" for k, v in (('teacher_from', e.teacher_from), ('init_from', e.init_from)) if v)
+        lines.append(f"[{e.name}]" + (f" {links}" if links else '') + (f" (already finished in {found}: skipped)" if found else ''))
+        lines += [f"    {k}: {v}" for k, v in cfg.to_dict().items() if v != defaults[k] and k not in ('name', 'output')]
+    return '\n'.join(lines)

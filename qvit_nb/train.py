@@ -25,14 +25,14 @@ import qvit_nb.models  # noqa: F401  (registers the compact transformers with ti
 from .quant import QConfig
 from .qmodules import quantize_model, quant_summary, activation_quantizers
 from .distill import DistillLoss, ClassificationLoss, forward_with_embeddings, load_teacher, check_state_dict, is_quantizer_key
-from .data import build_loaders, build_mixup, kwargs_for
+from .data import build_loaders, build_mixup, kwargs_for, dataset_name, DATASETS
 from .config import TrainConfig, load_config, save_config, config_hash
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'quant_configs', 'check_model_name', 'build_model', 'build_teacher',
-           'build_criterion', 'atomic_write', 'save_checkpoint', 'previous_checkpoint', 'CheckpointError',
-           'load_checkpoint', 'new_run_id', 'resolve_run_dir', 'seed_epoch', 'resolve_device', 'dist_env',
-           'gpu_fast_paths', 'TrainingDiverged', 'Run', 'train']
+__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'quant_configs', 'check_model_name', 'build_model',
+           'build_teacher', 'build_criterion', 'atomic_write', 'save_checkpoint', 'previous_checkpoint',
+           'CheckpointError', 'load_checkpoint', 'new_run_id', 'resolve_run_dir', 'seed_epoch', 'resolve_device',
+           'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'check_resume', 'check_inputs', 'Run', 'train']
 
 # %% ../nbs/05_train.ipynb #0dc59e11
 def quant_configs(cfg: TrainConfig, wq_bits: Optional[int] = None, aq_bits: Optional[int] = None):
@@ -237,7 +237,30 @@ class TrainingDiverged(RuntimeError):
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'eval_loss', 'top1', 'top5', 'lr']
 TIMING_COLUMNS = ['train_seconds', 'train_images_per_s']   # per-epoch wall time: the only columns that differ between reruns
 
+PROGRESS_FILE = 'progress.log'   # the run directory's progress lines: plan, every log_interval steps, every epoch
+
 def _fmt(v): return f"{v:.6g}" if isinstance(v, float) else v
+
+def _duration(s: float) -> str: return time.strftime('%H:%M:%S', time.gmtime(max(0., s))) if s < 86400 else f"{s / 86400:.1f} days"
+
+def check_resume(cfg: TrainConfig):
+    "The checkpoint or run directory `resume` names exists (checked before the run directory is resolved)."
+    if cfg.resume and cfg.resume != 'last' and not Path(cfg.resume).is_file() and not previous_checkpoint(cfg.resume).is_file():
+        raise ValueError(f"resume checkpoint {cfg.resume} does not exist")
+    if cfg.resume == 'last' and cfg.experiment and not (Path(cfg.output or 'runs') / cfg.experiment).is_dir():
+        raise ValueError(f"resume: run directory {Path(cfg.output or 'runs') / cfg.experiment} does not exist "
+                         f"(--experiment names a run directory under --output {cfg.output or 'runs'})")
+
+def check_inputs(cfg: TrainConfig):
+    "Every checkpoint and data folder the config reads exists (ValueError naming the key and the path); checked before any data loads."
+    for key in ('teacher_checkpoint', 'initial_checkpoint'):
+        p = Path(getattr(cfg, key) or '')
+        if getattr(cfg, key) and not p.is_file():
+            raise ValueError(f"{key} {p} {'is a directory, not a checkpoint file' if p.is_dir() else 'does not exist'}")
+    name = dataset_name(cfg.dataset)
+    if name != 'digits' and not cfg.data_dir: raise ValueError(f"dataset {cfg.dataset!r} needs data_dir (the DATA positional): {DATASETS[name]}")
+    if name != 'digits' and not cfg.download and not Path(cfg.data_dir).expanduser().exists():
+        raise ValueError(f"data_dir {cfg.data_dir} does not exist; dataset {cfg.dataset!r} expects {DATASETS[name]}")
 
 class Run:
     "One experiment: data, model, loss, optimizer, schedule, run directory; `fit()` trains it."
@@ -251,6 +274,7 @@ class Run:
         if self.world > 1 and self.device.type == 'cuda': self.device = torch.device('cuda', self.local_rank)
         check_model_name(cfg.model)
         if cfg.use_kd: check_model_name(cfg.teacher)
+        check_resume(cfg)
         if cfg.mixup > 0 or cfg.cutmix > 0:
             per_rank = cfg.batch_size // self.world
             if per_rank % 2: raise ValueError(f"batch_size {cfg.batch_size} gives {per_rank} images per process: mixup/cutmix need an even number")
@@ -275,6 +299,25 @@ class Run:
 
     def _say(self, msg):
         if self.rank == 0: print(msg, flush=True)
+
+    def _log(self, line: str, echo: bool = True):
+        "A progress line: printed (unless `echo` is off), and appended to the run directory's progress.log (which sweeps relay)."
+        if not self.is_main: return
+        if echo: print(line, flush=True)
+        with contextlib.suppress(OSError), open(self.run_dir / PROGRESS_FILE, 'a') as f: f.write(line + '\n')
+
+    def plan(self) -> str:
+        "What the schedule will do: epochs (the cooldown timm adds), warmup, steps per epoch and batch size."
+        cfg, cool = self.cfg, self.num_epochs - self.cfg.epochs
+        return (f"plan: {self.num_epochs} epochs" + (f" ({cfg.epochs} + {cool} cooldown)" if cool else '') +
+                f", warmup {cfg.warmup_epochs} epochs, {len(self.train_loader)} steps/epoch of {cfg.batch_size}")
+
+    def _warnings(self) -> list:
+        cfg = self.cfg
+        if cfg.warmup_epochs >= cfg.epochs:
+            return [f"warning: warmup_epochs {cfg.warmup_epochs} >= epochs {cfg.epochs}: the learning rate never reaches lr {cfg.lr:g} "
+                    f"(it is still warming up from warmup_lr {cfg.warmup_lr:g}); lower --warmup-epochs"]
+        return []
 
     # --- building -------------------------------------------------------------------------------------------
     def _setup(self):
@@ -380,7 +423,8 @@ class Run:
         model.train()
         sums, n, t0 = {}, 0, time.perf_counter()
         params = [p for g in self.optimizer.param_groups for p in g['params']]
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch}", leave=False, disable=not self.is_main or None, dynamic_ncols=True)
+        steps, tty = len(self.train_loader), self.is_main and sys.stderr.isatty()     # a terminal gets tqdm, logs get lines
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.num_epochs}", leave=False, disable=not tty, dynamic_ncols=True)
         for step, (x, y) in enumerate(bar):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if self.mixup is not None: x, y = self.mixup(x, y)
@@ -403,12 +447,19 @@ class Run:
             if self.ema is not None: self.ema.update(self.model, step=epoch * len(self.train_loader) + step)
             bs = x.shape[0]; n += bs
             for k, v in parts.items(): sums[k] = sums.get(k, 0.) + v.item() * bs
-            if self.is_main and bar.disable is False: bar.set_postfix(loss=f"{loss.item():.4f}")
+            if tty: bar.set_postfix(loss=f"{loss.item():.4f}")
+            if self.is_main and ((step + 1) % cfg.log_interval == 0 or step + 1 == steps):
+                self._progress(epoch, step + 1, steps, sums['total'] / n, n * self.world, time.perf_counter() - t0, echo=not tty)
         dt = time.perf_counter() - t0
         stats = torch.tensor([sums.get('total', 0.), float(n)], dtype=torch.float64)
         if self.world > 1: dist.all_reduce(stats)
         return dict(train_loss=(stats[0] / stats[1].clamp_min(1)).item(), images=int(stats[1].item()), seconds=dt,
                     parts={k: v / max(n, 1) for k, v in sums.items() if k != 'total'})
+
+    def _progress(self, epoch, step, steps, loss, images, seconds, echo=True):
+        left = (steps - step) + (self.num_epochs - epoch - 1) * steps             # training steps still to go in the run
+        self._log(f"epoch {epoch + 1}/{self.num_epochs} step {step}/{steps} | loss {loss:.4f} | {images / max(seconds, 1e-9):.0f} img/s"
+                  f" | ETA {_duration(seconds / step * left)}", echo)
 
     @torch.no_grad()
     def evaluate(self, model: Optional[nn.Module] = None) -> dict:
@@ -462,14 +513,16 @@ class Run:
     def fit(self) -> dict:
         cfg, t_start = self.cfg, time.perf_counter()
         self.wall = self.train_time = 0.; self.images = 0
+        self.summary, self.best, self.skipped = [], None, 0      # so a run that fails before _setup still writes its metrics.json
         self.run_id = self.run_dir.name
         try:
             if self.is_main:    # the resolved config is recorded first, so even a run that fails to start says what it was
                 save_config(cfg, self.run_dir / 'args.yaml.tmp'); os.replace(self.run_dir / 'args.yaml.tmp', self.run_dir / 'args.yaml')
+            check_inputs(self.cfg)       # before any data loads; the run directory records the config and the failure
             self._setup()
-            if self.is_main:
-                print(f"run {self.run_id}: {'resuming from ' + str(self.resume_from) + ' at epoch ' + str(self.start_epoch) if self.resume_from else 'starting'} "
-                      f"in {self.run_dir}", flush=True)
+            self._log(f"run {self.run_id}: {'resuming from ' + str(self.resume_from) + ' at epoch ' + str(self.start_epoch + 1) if self.resume_from else 'starting'} "
+                      f"in {self.run_dir}")
+            for line in [self.plan(), *self._warnings()]: self._log(line)
             self.write_metrics('running')
             for epoch in range(self.start_epoch, self.num_epochs):
                 tr = self.train_epoch(epoch)
@@ -490,19 +543,20 @@ class Run:
                     self._write_summary()
                     self.wall = time.perf_counter() - t_start
                     self.write_metrics('running')
-                    print(f"epoch {epoch + 1}/{self.num_epochs} | train loss {tr['train_loss']:.4f} | eval loss {ev['eval_loss']:.4f} "
-                          f"top1 {ev['top1']:.2f} top5 {ev['top5']:.2f} | lr {row['lr']:.3g} | {tr['seconds']:.1f}s "
-                          f"{tr['images'] / max(tr['seconds'], 1e-9):.0f} img/s", flush=True)
+                    self._log(f"epoch {epoch + 1}/{self.num_epochs} | train loss {tr['train_loss']:.4f} | eval loss {ev['eval_loss']:.4f} "
+                              f"top1 {ev['top1']:.2f} top5 {ev['top5']:.2f} | lr {row['lr']:.3g} | {tr['seconds']:.1f}s "
+                              f"{tr['images'] / max(tr['seconds'], 1e-9):.0f} img/s")
             self.wall = time.perf_counter() - t_start
             self.write_metrics('finished')
-            if self.is_main: print(f"run {self.run_id} finished: best top1 {self.metrics['best_top1']:.2f} "
-                                   f"(epoch {self.metrics['best_epoch'] + 1}/{self.num_epochs}), final {self.metrics['final_top1']:.2f}; "
-                                   f"files in {self.run_dir}", flush=True)
+            self._log(f"run {self.run_id} finished: best top1 {self.metrics['best_top1']:.2f} "
+                      f"(epoch {self.metrics['best_epoch'] + 1}/{self.num_epochs}), final {self.metrics['final_top1']:.2f}; "
+                      f"files in {self.run_dir}")
             return self.metrics
         except BaseException as e:
             self.wall = time.perf_counter() - t_start
             if self.run_dir.exists() and not isinstance(e, KeyboardInterrupt):
                 with contextlib.suppress(Exception): self.write_metrics('failed', f"{type(e).__name__}: {e}")
+                self._log(f"run {self.run_id} failed: {type(e).__name__}: {e}", echo=False)
             raise
         finally:
             if self.world > 1 and dist.is_initialized(): dist.destroy_process_group()

@@ -79,4 +79,4 @@ def test_qvit_sweep_and_report_cli(tmp_path):
     assert '| tiny' in r.stdout or 'tiny' in r.stdout
     r = subprocess.run([sys.executable, '-m', 'qvit_nb.cli', 'report', str(tmp_path / 'runs'), '--format', 'csv'],
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and r.stdout.splitlines()[0].startswith('Network,Tricks,Accuracy@1 epochs')
+    assert r.returncode == 0 and r.stdout.splitlines()[0].startswith('Network,Tricks,Dataset,Accuracy@1 epochs')

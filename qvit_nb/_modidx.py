@@ -6,6 +6,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'qvit_nb.cli._sub_parser': ('cli.html#_sub_parser', 'qvit_nb/cli.py'),
                              'qvit_nb.cli.cmd_dashboard': ('cli.html#cmd_dashboard', 'qvit_nb/cli.py'),
                              'qvit_nb.cli.cmd_demo': ('cli.html#cmd_demo', 'qvit_nb/cli.py'),
+                             'qvit_nb.cli.cmd_export': ('cli.html#cmd_export', 'qvit_nb/cli.py'),
                              'qvit_nb.cli.cmd_report': ('cli.html#cmd_report', 'qvit_nb/cli.py'),
                              'qvit_nb.cli.cmd_sweep': ('cli.html#cmd_sweep', 'qvit_nb/cli.py'),
                              'qvit_nb.cli.cmd_train': ('cli.html#cmd_train', 'qvit_nb/cli.py'),

@@ -12,7 +12,7 @@ from . import __version__     # no torch, timm or pandas here: `qvit --help` ans
 
 # %% auto #0
 __all__ = ['COMMANDS', 'USAGE', 'CLIError', 'cmd_train', 'cmd_report', 'cmd_sweep', 'parse_set', 'cmd_demo', 'cmd_dashboard',
-           'main']
+           'cmd_export', 'main']
 
 # %% ../nbs/07_cli.ipynb #983b2d40
 class CLIError(Exception):
@@ -95,14 +95,33 @@ def cmd_dashboard(argv: Sequence[str]) -> int:
 
 COMMANDS = {'train': cmd_train, 'demo': cmd_demo, 'sweep': cmd_sweep, 'report': cmd_report, 'dashboard': cmd_dashboard}
 
+# %% ../nbs/07_cli.ipynb #31ce2a7e
+def cmd_export(argv: Sequence[str]) -> int:
+    p = _sub_parser('export', "Export a run's trained model (best checkpoint) to ONNX: quantized tensors as "
+                              "QuantizeLinear -> Clip -> DequantizeLinear, weights as int8 levels.")
+    p.add_argument('run_dir')
+    p.add_argument('--format', default='onnx', choices=['onnx'])
+    p.add_argument('-o', '--output', default=None, help='the ONNX file (default: RUN_DIR/model.onnx)')
+    p.add_argument('--checkpoint', default='best', choices=['best', 'last'])
+    a = p.parse_args(argv)
+    if not Path(a.run_dir).is_dir(): raise CLIError(f"run directory {a.run_dir} does not exist")
+    from qvit_nb.export import export_run, OPSET
+    path, size = export_run(a.run_dir, a.output, a.checkpoint)
+    print(f"wrote {path} (ONNX opset {OPSET}); model storage {size['bytes'] / 1e3:,.1f} KB at its bit widths, "
+          f"{size['float32_bytes'] / 1e3:,.1f} KB in float32 ({size['ratio']:.1f}x smaller)")
+    return 0
+
+COMMANDS['export'] = cmd_export
+
 # %% ../nbs/07_cli.ipynb #60ad432b
-USAGE = """usage: qvit {train,demo,sweep,report,dashboard} ...
+USAGE = """usage: qvit {train,demo,sweep,report,dashboard,export} ...
 
   train      one experiment: qvit train -c CONFIG [--model M] [DATA] [flags]   (qvit train -h lists every flag)
   demo       offline demo (digits): float teacher, 2-bit-activation KD student, results table
   sweep      run a sweep file's experiments as papermill notebooks: qvit sweep FILE [--workers N] [--dry-run]
   report     results table of a runs directory: qvit report [RUNS_DIR] [--format md|csv|html]
   dashboard  accuracy dashboard as standalone HTML: qvit dashboard RUNS_DIR --html out.html
+  export     a run's trained model as ONNX (int8 levels, QDQ): qvit export RUN_DIR [-o FILE]
 """
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

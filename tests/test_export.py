@@ -46,3 +46,13 @@ def test_export_of_a_missing_or_damaged_checkpoint_says_so(runs, tmp_path):
     with pytest.raises(ValueError, match='unreadable'): export_run(bad)
     assert not (bad / 'model.onnx').exists()
     with pytest.raises(ValueError, match='not a run directory'): export_run(tmp_path / 'nowhere')
+
+
+def test_qvit_export_writes_the_file_and_prints_the_storage(runs, tmp_path, capsys):
+    from qvit_nb.cli import main
+    assert main(['export', str(runs / 'w2a2_attn'), '-o', str(tmp_path / 'w2a2.onnx')]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / 'w2a2.onnx').is_file() and 'ONNX opset 18' in out and 'KB at its bit widths' in out
+    assert main(['export', str(tmp_path / 'nowhere')]) == 2
+    assert main(['export', str(runs / 'a2'), '-o', str(tmp_path / 'missing' / 'x.onnx')]) == 2
+    assert 'does not exist' in capsys.readouterr().err

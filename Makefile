@@ -1,9 +1,10 @@
-# Two entry points: `make demo` (set up, then run the offline demo job) and `make test` (set up, then every check).
+# Entry points: `make demo` (set up, then run the offline demo job), `make test` (set up, then every check) and
+# `make lab` (set up, then JupyterLab on the notebooks in nbs/).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test setup sync-check
+.PHONY: demo test lab setup sync-check
 
 setup: $(VENV)/.installed
 
@@ -16,6 +17,10 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/qvit demo
+
+# Interactive use: each notebook in nbs/ is a runnable tutorial of its layer (JupyterLab is a project dependency).
+lab: setup
+	$(BIN)/jupyter lab --notebook-dir=nbs
 
 # Notebooks must be stripped and the package in sync with them: clean + export may not change anything.
 sync-check: setup

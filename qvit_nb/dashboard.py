@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_dashboard.ipynb #140dbd0f
 from __future__ import annotations
-import difflib, html, json, math
+import contextlib, difflib, html, importlib, io, json, math, shutil, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -13,23 +13,26 @@ import numpy as np
 import pandas as pd
 import ipywidgets as W
 import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.io.base_renderers import PlotlyRenderer
 from plotly.subplots import make_subplots
 import torch
 import yaml
 from torch import nn
 
 from .quant import LSQQuantizer, Levels
-from .qmodules import QuantLinear, QuantConv2d, Attention, activation_quantizers
+from .qmodules import QuantLinear, QuantConv2d, Attention, activation_quantizers, quant_summary
 from .data import build_loaders, kwargs_for
 from .config import TrainConfig, load_config
-from .train import build_model, load_checkpoint
+from .train import build_model, load_checkpoint, train
 from .runs import load_runs, results_table, network_label, tricks_label
 
 # %% auto #0
 __all__ = ['TRACES', 'activation_layers', 'LayerActivations', 'collect_activations', 'check_layer', 'activation_histogram',
            'activation_figure', 'activation_table', 'activation_snapshot', 'load_run', 'run_eval_data', 'read_summary',
-           'run_label', 'accuracy_curves', 'accuracy_bars', 'html_page', 'layer_select_html', 'ActivationDashboard',
-           'activation_dashboard', 'AccuracyDashboard', 'accuracy_dashboard']
+           'run_label', 'accuracy_curves', 'accuracy_bars', 'value_range', 'html_page', 'layer_select_html',
+           'ReportRenderer', 'use_report_renderer', 'ActivationDashboard', 'activation_dashboard', 'AccuracyDashboard',
+           'accuracy_dashboard', 'demo_runs']
 
 # %% ../nbs/09_dashboard.ipynb #47d87b70
 def activation_layers(model: nn.Module) -> dict[str, LSQQuantizer]:
@@ -289,8 +292,16 @@ def accuracy_bars(run_dirs) -> go.Figure:
     fig = go.Figure([go.Bar(x=labels, y=df.best_top1.tolist(), name='best top-1'),
                      go.Bar(x=labels, y=df.final_top1.tolist(), name='final top-1')])
     fig.update_layout(barmode='group', title='final and best top-1', yaxis_title='top-1 (%)', height=380,
-                      margin=dict(t=60, l=60, r=20, b=40))
+                      margin=dict(t=60, l=60, r=20, b=40), yaxis_range=value_range(df.best_top1.tolist() + df.final_top1.tolist()))
     return fig
+
+def value_range(values, margin: float = 0.25, min_margin: float = 0.5) -> Optional[list]:
+    "A y range around `values` (NaN/None ignored) that starts near the smallest, so close accuracies look different; None if empty."
+    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
+    if not v: return None
+    lo, hi = min(v), max(v)
+    pad = max(margin * (hi - lo), min_margin)
+    return [max(0., lo - pad), hi + pad]
 
 # %% ../nbs/09_dashboard.ipynb #1b05ab91
 def html_page(title: str, parts: Sequence[Union[go.Figure, pd.DataFrame, str]]) -> str:
@@ -327,6 +338,26 @@ def _write(path, text) -> Path:
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True); path.write_text(text, encoding='utf-8')
     return path
 
+# %% ../nbs/09_dashboard.ipynb #643017bb
+class ReportRenderer(PlotlyRenderer):
+    "plotly's mimetype plus standalone HTML (plotly.js inlined with the first figure, nothing fetched) for each figure."
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.plotlyjs_sent = False
+    def to_mimebundle(self, fig_dict):
+        bundle = super().to_mimebundle(fig_dict)
+        bundle['text/html'] = pio.to_html(fig_dict, config=self.config, include_plotlyjs=not self.plotlyjs_sent,
+                                          include_mathjax=False, full_html=False, default_width='100%', validate=False)
+        self.plotlyjs_sent = True
+        return bundle
+
+def use_report_renderer() -> ReportRenderer:
+    "Register `ReportRenderer` as plotly renderer `qvit_report` and make it the default (once per notebook kernel)."
+    if not isinstance(pio.renderers['qvit_report'] if 'qvit_report' in pio.renderers else None, ReportRenderer):
+        pio.renderers['qvit_report'] = ReportRenderer()
+    pio.renderers.default = 'qvit_report'
+    return pio.renderers['qvit_report']
+
 # %% ../nbs/09_dashboard.ipynb #58956984
 def _sources(run_or_model) -> dict:
     if isinstance(run_or_model, nn.Module): return {'model': run_or_model}
@@ -355,15 +386,17 @@ class ActivationDashboard:
         self.run.layout.display = None if len(self.sources) > 1 else 'none'
         self.batches = W.IntSlider(value=batches, min=1, max=max(batches, 8), description='batches')
         self.layer = W.Dropdown(description='layer', layout=W.Layout(width='50%'))
-        self.table = W.HTML()
+        self.table, self.note = W.HTML(), W.HTML()
+        self.run.value = next((k for k in self.sources if self._has_acts(k)), self.run.value)   # skip float/weight-only runs
         self.acts = self._collect()
         self._set_layers(layer)
-        self.fig = go.FigureWidget(activation_figure(self.acts[self.layer.value], bins=bins))
-        self._show_table()
+        self.fig = go.FigureWidget(activation_figure(self.acts[self.layer.value], bins=bins) if self.acts else None)
+        self._plot = W.Box([self.fig])
+        self._draw(); self._show_table()
         self.run.observe(lambda _: self._on_data(), 'value')
         self.batches.observe(lambda _: self._on_data(), 'value')
         self.layer.observe(lambda _: self._draw(), 'value')
-        self.widget = W.VBox([W.HBox([self.run, self.layer]), self.batches, self.fig, self.table])
+        self.widget = W.VBox([W.HBox([self.run, self.layer]), self.batches, self.note, self._plot, self.table])
 
     def _model(self, key):
         src = self.sources[key]
@@ -371,8 +404,21 @@ class ActivationDashboard:
         if key not in self._models: self._models[key] = load_run(src, self.checkpoint)[0]
         return self._models[key]
 
+    def _has_acts(self, key) -> bool: return bool(activation_layers(self._model(key)))
+
+    def explain(self) -> str:
+        "Why the current run shows no histogram ('' when it shows one)."
+        if self.acts: return ''
+        model = self._model(self.run.value)
+        what = f"only its weights are quantized ({len(quant_summary(model))} weight quantizers)" if len(quant_summary(model)) else "it is a float model"
+        others = [k for k in self.sources if k != self.run.value and self._has_acts(k)]
+        return (f"{self.run.value!r} has no quantized activations to show: {what}. " +
+                (f"Pick a run that quantizes activations: {', '.join(others)}." if others else
+                 "Train with activation quantization (aq_enable=True, or attn_q=True) to see histograms."))
+
     def _collect(self) -> dict:
         key = (self.run.value, self.batches.value)
+        if not self._has_acts(self.run.value): return {}
         if key not in self._acts:
             src, data = self.sources[self.run.value], self.data
             if data is None:
@@ -385,11 +431,11 @@ class ActivationDashboard:
     def _set_layers(self, layer=None):
         names = list(self.acts)
         keep = layer if layer is not None else self.layer.value
-        if layer is not None: check_layer(layer, names)
+        if layer is not None and names: check_layer(layer, names)
         self._busy = True
         try:
             self.layer.options = names
-            self.layer.value = keep if keep in names else names[0]
+            self.layer.value = keep if keep in names else names[0] if names else None
         finally: self._busy = False
 
     def _on_data(self):
@@ -399,6 +445,10 @@ class ActivationDashboard:
 
     def _draw(self):
         if self._busy: return
+        self.note.value = html.escape(self.explain())
+        self._plot.layout.display = None if self.acts else 'none'
+        self.layer.layout.display = None if self.acts else 'none'
+        if not self.acts: return
         h = activation_histogram(self.acts[self.layer.value], self.bins)
         with self.fig.batch_update():
             for trace, kind in zip(self.fig.data, TRACES):
@@ -409,7 +459,7 @@ class ActivationDashboard:
             self.fig.layout.xaxis.range = list(h['range'])
 
     def _show_table(self):
-        self.table.value = activation_table(self.acts).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)
+        self.table.value = activation_table(self.acts).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0) if self.acts else ''
 
     def select(self, run: Optional[str] = None, layer: Optional[str] = None, batches: Optional[int] = None) -> 'ActivationDashboard':
         "Set the controls from code (as a click would)."
@@ -423,16 +473,19 @@ class ActivationDashboard:
     def table_frame(self) -> pd.DataFrame: return activation_table(self.acts)
 
     def to_html(self, path: Union[str, Path]) -> Path:
-        "A standalone page of the current run: every layer behind a dropdown, and the per-layer table."
+        "A standalone page of the current run: every layer behind a dropdown, and the per-layer table (or why there is none)."
+        title = f"qvit-nb activations: {self.run.value} ({self.batches.value} batches)"
+        if not self.acts: return _write(path, html_page(title, [f"<p>{html.escape(self.explain())}</p>"]))
         fig = activation_figure(self.acts, self.layer.value, self.bins)
         fig.layout.meta = {**fig.layout.meta, 'div_id': 'qvit-activations'}
-        return _write(path, html_page(f"qvit-nb activations: {self.run.value} ({self.batches.value} batches)",
-                                      [layer_select_html(fig, 'qvit-activations'), fig, activation_table(self.acts)]))
+        return _write(path, html_page(title, [layer_select_html(fig, 'qvit-activations'), fig, activation_table(self.acts)]))
 
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
 
 def activation_dashboard(run_or_model, data=None, batches: int = 4, layer: Optional[str] = None, **kwargs) -> ActivationDashboard:
-    "Activation histograms of a run directory, a directory of runs, a list of runs or a model (`data`: batch, DataLoader or None for the run's eval data)."
+    """Activation histograms of a run directory, a directory of runs, a list of runs or a model (`data`: batch, DataLoader
+    or None for the run's eval data). A directory of runs opens on its first run that quantizes activations; a run
+    without any (a float teacher, weight-only) shows why instead of a histogram."""
     return ActivationDashboard(run_or_model, data, batches=batches, layer=layer, **kwargs)
 
 # %% ../nbs/09_dashboard.ipynb #121f8d07
@@ -521,3 +574,24 @@ class AccuracyDashboard:
 def accuracy_dashboard(runs_dir: Union[str, Path] = 'runs', metric: str = 'top1') -> AccuracyDashboard:
     "Accuracy across the runs under `runs_dir`: multi-select with a text filter, curves, bars, results table, Re-scan."
     return AccuracyDashboard(runs_dir, metric)
+
+# %% ../nbs/09_dashboard.ipynb #9e909334
+def _train_tiny_demo(out: Path):
+    common = dict(output=str(out), dataset='digits', model='vit_2_4_32', epochs=2, batch_size=32, max_images=128, aa=None,
+                  mixup=0., cutmix=0., reprob=0., workers=0, amp=False, warmup_epochs=0, cooldown_epochs=0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(experiment='teacher', tricks='baseline', **common)
+        train(experiment='student', tricks='act 2b', aq_enable=True, aq_bitw=2, aq_asym=True, **common)
+
+def demo_runs(repo: Union[str, Path, None] = None, fallback: Union[str, Path, None] = None) -> Path:
+    """The demo's runs folder: `runs/demo` under `repo` (default: the working directory, its parent, or the repository
+    holding the package) once `qvit demo` has run; else a tiny demo trained once into `fallback` (a temporary folder)."""
+    bases = [Path(repo)] if repo is not None else [Path.cwd(), Path.cwd().parent,
+                                                   Path(importlib.import_module('qvit_nb').__file__).resolve().parents[1]]
+    for base in bases:
+        if len(load_runs(base / 'runs' / 'demo')): return base / 'runs' / 'demo'
+    out = Path(fallback) if fallback is not None else Path(tempfile.gettempdir()) / 'qvit-tiny-demo'
+    if list(load_runs(out).status) != ['finished', 'finished']:
+        shutil.rmtree(out, ignore_errors=True)
+        _train_tiny_demo(out)
+    return out

@@ -13,7 +13,8 @@ import yaml
 
 # %% auto #0
 __all__ = ['EXECUTORS', 'network_label', 'tricks_label', 'load_runs', 'results_table', 'render_report', 'Experiment', 'Sweep',
-           'load_sweep', 'train_notebook', 'execute_experiment', 'SweepResult', 'run_sweep', 'sweep_plan']
+           'load_sweep', 'train_notebook', 'report_config', 'quiet_expected_warnings', 'execute_experiment',
+           'SweepResult', 'run_sweep', 'sweep_plan']
 
 # %% ../nbs/08_runs.ipynb #e6e9a86e
 def _read_json(p: Path) -> Optional[dict]:
@@ -200,6 +201,8 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     return sweep
 
 # %% ../nbs/08_runs.ipynb #31885f24
+import logging
+
 def train_notebook() -> Path:
     "The parameterized training notebook (`nbs/experiments/train.ipynb` of the repository)."
     for base in (Path(__file__).resolve().parents[1], Path.cwd()):
@@ -209,25 +212,45 @@ def train_notebook() -> Path:
 
 def _metrics(run_dir: Path) -> dict: return _read_json(Path(run_dir) / 'metrics.json') or {}
 
+def report_config(params: dict) -> dict:
+    "The keys of `params` that differ from `TrainConfig`'s defaults: the template's one parameter, short enough to read."
+    default = TrainConfig().to_dict()
+    return {k: v for k, v in params.items() if k not in default or v != default[k]}
+
+class _ExpectedOnCPU(logging.Filter):
+    "Drops torch's 'No CUDA runtime is found' record (see `quiet_expected_warnings`)."
+    def filter(self, record) -> bool: return not record.getMessage().startswith('No CUDA runtime is found')
+
+def quiet_expected_warnings():
+    """Silence log lines a CPU-only run is expected to print: `torch.utils.cpp_extension` logs 'No CUDA runtime is
+    found' when it is imported (by torch.compile's C++ kernels) on a machine with a CUDA toolkit but no GPU."""
+    import torch
+    if torch.cuda.is_available(): return
+    log = logging.getLogger('torch.utils.cpp_extension')
+    if not any(isinstance(f, _ExpectedOnCPU) for f in log.filters): log.addFilter(_ExpectedOnCPU())
+
 def execute_experiment(spec: dict) -> dict:
-    "Run one experiment spec (`name`, `params`, `run_dir`, `threads`) through papermill; returns its outcome."
+    """Run one experiment spec (`name`, `params`, `run_dir`, `threads`) through papermill; returns its outcome.
+    The status is train()'s, from `metrics.json`: a run that finished training is `finished` even if a later report
+    cell fails (that error is kept as `report_error`)."""
     import papermill as pm
     run_dir = Path(spec['run_dir']); run_dir.mkdir(parents=True, exist_ok=True)
     if spec.get('threads'): os.environ['OMP_NUM_THREADS'] = os.environ['QVIT_NUM_THREADS'] = str(spec['threads'])
     error = None
     try:
-        pm.execute_notebook(str(train_notebook()), str(run_dir / 'train.ipynb'), parameters=spec['params'],
+        pm.execute_notebook(str(train_notebook()), str(run_dir / 'train.ipynb'), parameters=dict(config=report_config(spec['params'])),
                             progress_bar=False, log_output=False, cwd=str(run_dir), kernel_name='python3')
     except Exception as e:                                   # the executed notebook keeps the traceback
         error = f"{type(e).__name__}: {getattr(e, 'evalue', None) or str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
     m = _metrics(run_dir)
-    if error is None and m.get('status') != 'finished': error = f"run ended with status {m.get('status')!r}"
-    if error is not None and m.get('status') != 'failed':   # died before train() could record it (killed, bad input)
+    out = dict(name=spec['name'], run_dir=str(run_dir), best_top1=m.get('best_top1'))
+    if m.get('status') == 'finished': return dict(out, status='finished', error=None, report_error=error)
+    if error is None: error = f"run ended with status {m.get('status')!r}"
+    if m.get('status') != 'failed':                          # died before train() could record it (killed, bad input)
         m = {**m, 'status': 'failed', 'error': m.get('error') or error, 'run_id': run_dir.name, 'run_dir': str(run_dir),
              'name': spec['name'], 'config_hash': spec.get('config_hash')}
         atomic_write(run_dir / 'metrics.json', json.dumps(m, indent=2))
-    return dict(name=spec['name'], run_dir=str(run_dir), status='failed' if error else 'finished',
-                error=m.get('error') if error else None, best_top1=m.get('best_top1'))
+    return dict(out, status='failed', error=m.get('error'), report_error=None)
 
 # %% ../nbs/08_runs.ipynb #09a59058
 @dataclass

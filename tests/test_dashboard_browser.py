@@ -1,6 +1,8 @@
-"""The dashboards in a real browser: Voila serves a notebook that shows `activation_dashboard` of a tiny trained run,
-headless Debian chromium (driven by Playwright, never a downloaded browser) waits for the histogram, picks another
-layer and checks the plot changed; the exported standalone HTML pages render in the same chromium without a kernel.
+"""The dashboards and notebooks in a real browser: Voila serves the shipped app `dashboards/activations.ipynb` on a
+folder of runs whose first run is a float model, headless Debian chromium (driven by Playwright, never a downloaded
+browser) waits for the histogram of the quantized run, picks another layer and checks the plot changed, then picks
+the float run and reads why it has none; JupyterLab opens a notebook of `nbs/`, runs all its cells and shows no
+error; the exported standalone HTML pages render in the same chromium without a kernel.
 Screenshots go to pytest's tmp dir. Skips (with the reason) only when /usr/bin/chromium is missing: `.ci/run`
 installs it with `apt-get install chromium`."""
 import contextlib, io, json, os, shutil, signal, socket, subprocess, sys, time
@@ -53,43 +55,77 @@ def _free_port() -> int:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
-def _notebook(path: Path, run_dir: Path):
-    import nbformat
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import torch; torch.set_num_threads(1)\n"
-                                          "from qvit_nb.dashboard import activation_dashboard"),
-                nbformat.v4.new_code_cell(f"activation_dashboard({str(run_dir)!r}, batches=1, max_images=64, batch_size=32, "
-                                          f"layer={LAYER0!r})")]
-    nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
-    nbformat.write(nb, path)
+@pytest.fixture(scope='module')
+def mixed_runs(tiny_run, tmp_path_factory):
+    "A folder as `qvit demo` leaves it: a float run ('afloat', listed first) next to the quantized tiny run."
+    import torch
+    from qvit_nb.train import train
+    out = tmp_path_factory.mktemp('mixed')
+    shutil.copytree(tiny_run, out / 'tiny')
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(output=str(out), experiment='afloat', dataset='digits', model='vit_2_4_32', epochs=1, batch_size=32,
+              max_images=32, aa=None, mixup=0., cutmix=0., reprob=0., workers=0, amp=False, warmup_epochs=0,
+              cooldown_epochs=0, tricks='float')
+    return out
+
+
+def _env(tmp: Path, **extra) -> dict:
+    "The repository first on the path, and every Jupyter directory (runtime, config, settings) in `tmp`."
+    return {**os.environ, 'PYTHONPATH': os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep),
+            'JUPYTER_RUNTIME_DIR': str(tmp / 'jupyter-runtime'), 'JUPYTER_CONFIG_DIR': str(tmp / 'jupyter-config'),
+            'JUPYTER_PLATFORM_DIRS': '1', 'OMP_NUM_THREADS': '1', **extra}
 
 
 @contextlib.contextmanager
-def voila(notebook: Path, tmp: Path):
-    "Voila serving `notebook` on 127.0.0.1 at a free port; the server and its kernels are stopped on exit."
-    port = _free_port()
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep),
-           'JUPYTER_RUNTIME_DIR': str(tmp / 'jupyter-runtime'), 'JUPYTER_PLATFORM_DIRS': '1', 'OMP_NUM_THREADS': '1'}
-    log = open(tmp / 'voila.log', 'w')
-    proc = subprocess.Popen([sys.executable, '-m', 'voila', str(notebook), '--no-browser', f'--port={port}',
-                             '--Voila.ip=127.0.0.1', '--ServerApp.ip=127.0.0.1'],
-                            cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def _serve(name: str, args: list, port: int, cwd: Path, env: dict, tmp: Path):
+    "`python -m <args>` listening on 127.0.0.1:`port`; the server and its kernels are stopped on exit."
+    log = open(tmp / f'{name}.log', 'w')
+    proc = subprocess.Popen([sys.executable, '-m', *args], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:
-            if proc.poll() is not None: raise RuntimeError(f"voila exited ({proc.returncode}): {(tmp / 'voila.log').read_text()[-2000:]}")
+            if proc.poll() is not None: raise RuntimeError(f"{name} exited ({proc.returncode}): {(tmp / f'{name}.log').read_text()[-2000:]}")
             with contextlib.suppress(OSError):
                 socket.create_connection(('127.0.0.1', port), timeout=1).close(); break
-            if time.monotonic() > deadline: raise TimeoutError(f"voila did not listen on port {port} within 60 s")
+            if time.monotonic() > deadline: raise TimeoutError(f"{name} did not listen on port {port} within 90 s")
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/"
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)          # voila shuts its kernels down on SIGTERM
+            proc.send_signal(signal.SIGTERM)          # both servers shut their kernels down on SIGTERM
             try: proc.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL); proc.wait(5)
         log.close()
+
+
+@contextlib.contextmanager
+def voila(notebook: Path, tmp: Path, **env):
+    "Voila serving `notebook` on 127.0.0.1 at a free port (`env`: extra environment for its kernel)."
+    port = _free_port()
+    with _serve('voila', ['voila', str(notebook), '--no-browser', f'--port={port}', '--Voila.ip=127.0.0.1',
+                          '--ServerApp.ip=127.0.0.1'], port, tmp, _env(tmp, **env), tmp) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def jupyterlab(root: Path, tmp: Path):
+    """JupyterLab on 127.0.0.1 at a free port, no token, serving `root`; runtime, config and settings in `tmp`.
+    Autosave is off, so running a notebook of `nbs/` never writes its outputs back."""
+    port = _free_port()
+    settings = tmp / 'lab-settings'
+    for plugin, value in {'docmanager-extension/plugin': {'autosave': False},
+                          # every cell in the DOM; the notebooks carry no kernelspec: start the default kernel, no dialog
+                          'notebook-extension/tracker': {'windowingMode': 'none', 'autoStartDefaultKernel': True}}.items():
+        f = settings / '@jupyterlab' / f'{plugin}.jupyterlab-settings'
+        f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps(value))
+    env = _env(tmp, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(tmp / 'lab-workspaces'))
+    with _serve('jupyterlab', ['jupyterlab', '--no-browser', f'--ServerApp.port={port}', '--ServerApp.port_retries=0',
+                               '--ServerApp.ip=127.0.0.1', '--IdentityProvider.token=', '--ServerApp.password=',
+                               f'--ServerApp.root_dir={root}', *(['--allow-root'] if os.geteuid() == 0 else [])],
+                 port, root, env, tmp) as url:
+        yield url
 
 
 def _plot_state(page) -> dict:
@@ -102,23 +138,26 @@ def _plot_state(page) -> dict:
     }""")
 
 
-def test_voila_activation_dashboard(tiny_run, browser, tmp_path):
+STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+APP = REPO / 'dashboards' / 'activations.ipynb'
+
+
+def _dropdown(page, label: str):
+    return page.locator('.widget-dropdown').filter(has=page.locator('label', has_text=label)).locator('select')
+
+
+def test_voila_activation_dashboard(mixed_runs, browser, tmp_path):
     t0 = time.monotonic()
-    nb = tmp_path / 'activations.ipynb'
-    _notebook(nb, tiny_run)
-    with voila(nb, tmp_path) as url:
+    with voila(APP, tmp_path, QVIT_RUNS=str(mixed_runs)) as url:
         page = browser.new_page()
         try:
             page.goto(url, wait_until='domcontentloaded', timeout=60_000)
-            page.wait_for_selector(BARS, timeout=90_000)      # kernel start, imports, data, collection
-            page.wait_for_function(f"() => (document.querySelector('.js-plotly-plot .gtitle') || {{}}).textContent"
-                                   f"?.startsWith({LAYER0!r})", timeout=15_000)
+            page.wait_for_selector(BARS, timeout=120_000)     # kernel start, imports, data, collection
+            assert _dropdown(page, 'run').input_value() == 'tiny'    # not the float run listed first
             before = _plot_state(page)
             assert len(before['bars']) > 10, before            # the histogram bars are drawn
             page.screenshot(path=str(tmp_path / 'voila-before.png'), full_page=True)
-            layer = page.locator('.widget-dropdown', has_text='layer').locator('select')
-            assert layer.input_value() == LAYER0
-            layer.select_option(LAYER1)
+            _dropdown(page, 'layer').select_option(LAYER1)
             page.wait_for_function(f"() => document.querySelector('.js-plotly-plot .gtitle').textContent.startsWith({LAYER1!r})",
                                    timeout=30_000)
             page.wait_for_timeout(300)                         # let plotly finish redrawing the bars
@@ -126,9 +165,37 @@ def test_voila_activation_dashboard(tiny_run, browser, tmp_path):
             assert after['y'] != before['y']                   # new histogram data reached the browser
             assert after['bars'] != before['bars'] and len(after['bars']) > 10   # and the drawn bars changed
             page.screenshot(path=str(tmp_path / 'voila-after.png'), full_page=True)
+            _dropdown(page, 'run').select_option('afloat')     # the float run: a sentence, never an error box
+            page.get_by_text("it is a float model").wait_for(timeout=60_000)
+            assert page.locator(STDERR).count() == 0
+            page.screenshot(path=str(tmp_path / 'voila-float.png'), full_page=True)
         finally: page.close()
     print(f"voila test: {time.monotonic() - t0:.1f} s; screenshots in {tmp_path}")
-    assert time.monotonic() - t0 < 150
+
+
+def test_jupyterlab_runs_a_notebook_without_errors(browser, tmp_path):
+    "The issue's first contact: open a notebook of nbs/ in JupyterLab, Run > Run All Cells, no error output."
+    name = '04_data.ipynb'                # a few seconds of compute
+    with jupyterlab(REPO / 'nbs', tmp_path) as url:
+        page = browser.new_page()
+        try:
+            page.goto(f"{url}lab/tree/{name}", wait_until='domcontentloaded', timeout=90_000)
+            page.wait_for_selector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
+            import nbformat
+            n_code = sum(c.cell_type == 'code' for c in nbformat.read(REPO / 'nbs' / name, as_version=4).cells)
+            page.wait_for_function(f"() => document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length === {n_code}",
+                                   timeout=60_000)                    # every cell rendered (windowing off)
+            page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
+            page.locator('.lm-Menu-itemLabel', has_text='Run All Cells').first.click()
+            page.wait_for_function("""() => {
+                const p = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());
+                const idle = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]');
+                return idle && p.length && p.every(t => /^\\[\\d+\\]:$/.test(t)); }""", timeout=300_000)
+            page.screenshot(path=str(tmp_path / 'jupyterlab.png'), full_page=True)
+            errors = [t for t in page.locator(STDERR).all_inner_texts() if 'Traceback' in t or 'Error' in t]
+            assert not errors, errors[0][-2000:]
+            assert page.locator('.jp-NotebookPanel .jp-OutputArea-output').count() > 0    # the tutorial's outputs
+        finally: page.close()
 
 
 def test_exported_html_renders_without_kernel(tiny_run, browser, tmp_path):

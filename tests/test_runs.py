@@ -1,7 +1,6 @@
 """Sweeps as papermill runs: failures recorded without stopping the others, re-runs skip what finished, chains,
-the submitit executor, the report, and the template notebook's parameters."""
-import json, subprocess, sys
-from dataclasses import fields
+the submitit executor, the report, the template notebook's one parameter, and the report a weight-only run writes."""
+import json, logging, re, subprocess, sys
 from pathlib import Path
 
 import nbformat
@@ -9,7 +8,7 @@ import pytest
 import yaml
 
 from qvit_nb.config import TrainConfig
-from qvit_nb.runs import load_runs, render_report, run_sweep, train_notebook
+from qvit_nb.runs import load_runs, quiet_expected_warnings, render_report, report_config, run_sweep, train_notebook
 
 TINY = dict(dataset='digits', model='vit_2_4_32', epochs=1, warmup_epochs=0, cooldown_epochs=0, batch_size=32,
             max_images=64, aa=None, mixup=0.0, cutmix=0.0, reprob=0.0, workers=0, amp=False, drop_path=0.0,
@@ -22,14 +21,64 @@ def write_sweep(d: Path, **sweep):
     return d / 'sweep.yml'
 
 
-def test_template_notebook_has_every_config_key():
+def test_template_takes_one_config_parameter():
+    "The report opens with one short parameter, the run's config as a dict; the template builds TrainConfig from it."
     nb = nbformat.read(train_notebook(), as_version=4)
     params = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
-    assert len(params) == 1
+    assert len(params) == 1 and len(params[0].source.splitlines()) <= 5
     ns = {}
     exec(params[0].source, ns)
-    assert sorted(k for k in ns if not k.startswith('__')) == sorted(f.name for f in fields(TrainConfig))
-    assert TrainConfig.from_dict({f.name: ns[f.name] for f in fields(TrainConfig)}) == TrainConfig()
+    assert sorted(k for k in ns if not k.startswith('__')) == ['config'] and ns['config'] == {}
+    assert any('TrainConfig.from_dict(config)' in c.source for c in nb.cells if c.cell_type == 'code')
+    # papermill gets only what differs from the defaults, and that rebuilds the full config
+    cfg = TrainConfig.from_dict({**TINY, 'aq_enable': True, 'experiment': 'x'})
+    short = report_config(cfg.to_dict())
+    assert short['aq_enable'] is True and set(short) <= {*TINY, 'aq_enable', 'experiment'}
+    assert TrainConfig.from_dict(short) == cfg
+
+
+def test_quiet_expected_warnings_drops_only_the_cpu_cuda_line(caplog):
+    import torch
+    if torch.cuda.is_available(): pytest.skip("a GPU is visible: the 'No CUDA runtime is found' line is not expected here")
+    log = logging.getLogger('torch.utils.cpp_extension')
+    quiet_expected_warnings(); quiet_expected_warnings()
+    with caplog.at_level(logging.WARNING, logger='torch.utils.cpp_extension'):
+        log.warning("No CUDA runtime is found, using CUDA_HOME='%s'", '/usr/local/cuda')
+        log.warning('another warning')
+    assert [r.getMessage() for r in caplog.records] == ['another warning']
+    assert sum(type(f).__name__ == '_ExpectedOnCPU' for f in log.filters) == 1
+
+
+def test_weight_only_run_report_finishes_and_keeps_its_figures(tmp_path, monkeypatch):
+    """A weight-only run through papermill: `finished`, its report says why there is no activation histogram, shows no
+    CPU-only warning, keeps its figure in plain nbconvert HTML (plotly.js inlined, nothing fetched), and a report
+    cell that fails after training is kept as `report_error` without failing the run."""
+    from nbconvert import HTMLExporter
+    import qvit_nb.runs as runs
+    template = nbformat.read(train_notebook(), as_version=4)
+    template.cells += [nbformat.v4.new_code_cell("import torch.utils.cpp_extension   # where a CUDA toolkit but no GPU: the CPU-only line"),
+                       nbformat.v4.new_code_cell("raise RuntimeError('a report cell broke after training')")]
+    nbformat.write(template, tmp_path / 'train.ipynb')
+    monkeypatch.setattr(runs, 'train_notebook', lambda: tmp_path / 'train.ipynb')
+    cfg = TrainConfig.from_dict({**TINY, 'output': str(tmp_path / 'runs'), 'experiment': 'w2', 'wq_enable': True, 'wq_bitw': 2})
+    rec = runs.execute_experiment(dict(name='w2', params=cfg.to_dict(), run_dir=str(tmp_path / 'runs' / 'w2'), threads=1))
+    assert rec['status'] == 'finished' and rec['error'] is None, rec
+    assert 'a report cell broke after training' in rec['report_error']
+    assert json.loads((tmp_path / 'runs' / 'w2' / 'metrics.json').read_text())['status'] == 'finished'
+    nb = nbformat.read(tmp_path / 'runs' / 'w2' / 'train.ipynb', as_version=4)
+    code = [c for c in nb.cells if c.cell_type == 'code']
+    errors = [i for i, c in enumerate(code) for o in c.outputs if o.output_type == 'error']
+    assert errors == [len(code) - 1]                                 # only the appended cell failed
+    text = json.dumps([c.outputs for c in code])
+    assert 'Only the weights are quantized' in text and 'No CUDA runtime' not in text
+    stderr = [o.text for c in code for o in c.outputs if o.get('name') == 'stderr']
+    assert not stderr, stderr
+    injected = [c for c in code if 'injected-parameters' in c.metadata.get('tags', [])]
+    assert len(injected) == 1 and len(injected[0].source) < 1000     # a short header, not a page of defaults
+    html, _ = HTMLExporter().from_notebook_node(nb)
+    assert html.count('Plotly.newPlot(') >= 1 and html.count('* plotly.js v') == 1   # the curves, plotly.js once
+    srcs = re.findall(r"<script[^>]+src=[\"']?(https?://[^\"' >]+)", html)
+    assert all('require' in u or 'mathjax' in u for u in srcs), srcs   # only nbconvert's own page scripts, never the figures'
 
 
 def test_sweep_failure_chain_rerun_and_report(tmp_path):

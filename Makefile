@@ -20,7 +20,7 @@ demo: setup
 
 # Interactive use: each notebook in nbs/ is a runnable tutorial of its layer (JupyterLab is a project dependency).
 lab: setup
-	$(BIN)/jupyter lab --notebook-dir=nbs
+	$(BIN)/jupyter lab --notebook-dir=nbs $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Notebooks must be stripped and the package in sync with them: clean + export may not change anything.
 sync-check: setup

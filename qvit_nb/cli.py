@@ -148,4 +148,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise
 
 # %% ../nbs/07_cli.ipynb #76173395
-if __name__ == '__main__': sys.exit(main())
+if __name__ == '__main__' and 'IPython' not in sys.modules: sys.exit(main())     # `python -m qvit_nb.cli`, not a notebook kernel

@@ -367,6 +367,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qvit_nb.quant._run_fused': ('quant.html#_run_fused', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._size_class': ('quant.html#_size_class', 'qvit_nb/quant.py'),
                                'qvit_nb.quant._sum_to': ('quant.html#_sum_to', 'qvit_nb/quant.py'),
+                               'qvit_nb.quant._vec_width': ('quant.html#_vec_width', 'qvit_nb/quant.py'),
                                'qvit_nb.quant.fast_path_measurements': ('quant.html#fast_path_measurements', 'qvit_nb/quant.py'),
                                'qvit_nb.quant.fast_path_settings': ('quant.html#fast_path_settings', 'qvit_nb/quant.py'),
                                'qvit_nb.quant.fast_paths': ('quant.html#fast_paths', 'qvit_nb/quant.py'),

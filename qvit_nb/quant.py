@@ -151,11 +151,21 @@ def _fq_backward(grad, x, s, bounds):
 
 _FUSED_FAILED: set = set()        # device types where compiling the kernels failed: eager ops there from then on
 
+def _vec_width() -> int:
+    "Bits of the vector ISA inductor generates C++ for here (it follows `ATEN_CPU_CAPABILITY`); 0 where none."
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+        return int(pick_vec_isa().bit_width())
+    except Exception: return 0
+
 @functools.cache
 def _compiled(fn):
     # Rounding every bf16/fp16 intermediate to its dtype, as eager ops do, keeps the two paths equal. Not
     # `fullgraph`: past dynamo's recompile limit a new layout then runs as eager ops instead of raising.
-    return torch.compile(fn, dynamic=True, options={'emulate_precision_casts': True})
+    # The vector width is named explicitly because it then enters the on-disk cache key: torch 2.14's inductor
+    # keyed its cached kernels without `ATEN_CPU_CAPABILITY`, and a process under `avx2` loaded the AVX-512
+    # kernel built by an earlier one and returned garbage for half the elements (found by test_cpu_capability).
+    return torch.compile(fn, dynamic=True, options={'emulate_precision_casts': True, 'cpp.simdlen': _vec_width() or None})
 
 def _run_fused(fn, *args):
     "`fn(*args)` as a compiled kernel; as eager ops where compiling fails (warned once per device type)."

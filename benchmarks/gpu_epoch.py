@@ -63,7 +63,7 @@ def check_kernels(device) -> list:
     g = torch.Generator(device='cpu').manual_seed(1)
     lines = []
     for dtype, per_channel in ((torch.float32, False), (torch.float32, True), (torch.bfloat16, False)):
-        x = (torch.randn(128 * 65, 256, generator=g) * 2).to(device, dtype)            # above FUSED_MIN_NUMEL
+        x = (torch.randn(128 * 65, 256, generator=g) * 2).to(device, dtype)            # above the fused kernels' 2^19-element floor
         s = (torch.rand(1, 256, generator=g) * 0.3 + 0.2 if per_channel else torch.tensor(0.37)).to(device)
         gy = torch.randn(x.shape, generator=g).to(device, dtype)
         function = lambda a, b: LSQFunction.apply(a, b, 2, 1, 0.01, False)

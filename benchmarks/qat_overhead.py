@@ -10,7 +10,8 @@ machine noise hits all of them alike. Prints: variant, ms/step, images/s, ratio 
     python benchmarks/qat_overhead.py --compile             # torch.compile every variant (float32 too)
     python benchmarks/qat_overhead.py --bf16-row            # add float32 under CPU bf16 autocast, for context
 
-"qvit-nb LSQ" is the default path, with every machine-dependent fast path on `'auto'` (`qvit_nb.quant.fast_paths`):
+"qvit-nb LSQ" is the default path, every machine-dependent fast path as set (`'auto'` unless `QVIT_INT8_MATMUL` or
+`QVIT_FUSED_KERNELS` say otherwise; `qvit_nb.quant.fast_paths`):
 in eval without gradients (`--inference`) the forward product of each quantized linear runs on the int8 levels
 (`int8_linear`, oneDNN) where a one-time measurement at that shape showed int8 faster than float32 here; the row
 "qvit-nb LSQ, fp32 products" is the same model with int8 switched off (`fast_paths(int8=False)`). Training never
@@ -180,7 +181,7 @@ def main():
     if not a.no_naive: variants['naive autograd LSQ'] = quantized('naive_lsq')
     if a.brevitas and ensure_brevitas(): variants['brevitas QuantLinear'] = brevitas_model(base, a.bits, a.per_channel)
 
-    def make_step(m, int8_products='auto', fused='auto', bf16=False):
+    def make_step(m, int8_products=None, fused=None, bf16=False):
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
         def run():
             if a.inference:
@@ -195,8 +196,8 @@ def main():
 
     if a.compile:
         for k, m in variants.items(): variants[k] = torch.compile(m)
-    steps = {k: make_step(m, int8_products=False if k == 'qvit-nb LSQ, fp32 products' else 'auto',
-                          fused=False if k == 'qvit-nb LSQ, unfused quantizers' else 'auto', bf16=k == 'float32, bf16 autocast')
+    steps = {k: make_step(m, int8_products=False if k == 'qvit-nb LSQ, fp32 products' else None,     # None: as set
+                          fused=False if k == 'qvit-nb LSQ, unfused quantizers' else None, bf16=k == 'float32, bf16 autocast')
              for k, m in variants.items()}
     times = {k: [] for k in steps}
     for i in range(a.warmup + a.steps):

@@ -14,7 +14,7 @@ median of the later ones. The ratio compares W2A2 with float in the same compile
 Before the runs the script checks the quantizer's numerics on the device (forward bit-exact against
 `clamp(round(x/s))*s`, step and input gradients against the autograd reference), then the fused kernels and the
 compiled-graph form (`_lsq_composed` under `torch.compile`) against the eager function, float32 and bf16, and prints
-the results. `--unfused-row` adds an eager W2A2 run with the fused quantizer kernels off (`FUSED_KERNELS = False`),
+the results. `--unfused-row` adds an eager W2A2 run with the fused quantizer kernels off (`fast_paths(fused=False)`),
 side by side (they are CPU-only since this comparison on an H200: there they made the eager epoch slower).
 """
 import argparse, json, statistics, sys, tempfile, time
@@ -25,24 +25,21 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import qvit_nb.quant as quant  # noqa: E402
-from qvit_nb.quant import LSQFunction, lsq_quantize, lsq_reference  # noqa: E402
+from qvit_nb.quant import fast_paths, LSQFunction, lsq_quantize, lsq_reference  # noqa: E402
 from qvit_nb.train import train  # noqa: E402
 
 CONFIG = REPO / 'configs' / 'fp' / 'vit_6_4_32_cifar10.yml'
 VARIANTS = {'float': {}, 'W2A2': dict(wq_enable=True, wq_bitw=2, aq_enable=True, aq_bitw=2, qmodules=['linear'])}
-UNFUSED = ', unfused quantizers'     # a variant name's suffix: the same run with quant.FUSED_KERNELS off
+UNFUSED = ', unfused quantizers'     # a variant name's suffix: the same run with the fused kernels off (fast_paths)
 
 
 def _grads(fn, x, s, gy, fused=True):
-    "`fn(x, s)`'s output and the gradients of `x` and `s` for the output gradient `gy`, fused kernels on or off."
-    quant.FUSED_KERNELS = fused
-    try:
+    "`fn(x, s)`'s output and the gradients of `x` and `s` for the output gradient `gy`, fused kernels forced on or off."
+    with fast_paths(fused=fused):
         xi, si = x.clone().requires_grad_(), s.clone().requires_grad_()
         y = fn(xi, si)
         y.backward(gy)
         return y.detach(), xi.grad, si.grad
-    finally: quant.FUSED_KERNELS = True
 
 
 def check_numerics(device) -> str:
@@ -66,7 +63,7 @@ def check_kernels(device) -> list:
     g = torch.Generator(device='cpu').manual_seed(1)
     lines = []
     for dtype, per_channel in ((torch.float32, False), (torch.float32, True), (torch.bfloat16, False)):
-        x = (torch.randn(128 * 65, 256, generator=g) * 2).to(device, dtype)            # above FUSED_MIN_NUMEL
+        x = (torch.randn(128 * 65, 256, generator=g) * 2).to(device, dtype)            # above the fused kernels' 2^19-element floor
         s = (torch.rand(1, 256, generator=g) * 0.3 + 0.2 if per_channel else torch.tensor(0.37)).to(device)
         gy = torch.randn(x.shape, generator=g).to(device, dtype)
         function = lambda a, b: LSQFunction.apply(a, b, 2, 1, 0.01, False)
@@ -95,9 +92,7 @@ def run_variant(label, compile_, data, epochs, out_dir, device, extra):
                 output=str(out_dir), experiment=f"{tag}_{'compiled' if compile_ else 'eager'}", **VARIANTS[name], **extra)
     if device.startswith('cuda'): torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    quant.FUSED_KERNELS = fused
-    try: m = train(str(CONFIG), **over)
-    finally: quant.FUSED_KERNELS = True
+    with fast_paths(fused='auto' if fused else False): m = train(str(CONFIG), **over)
     wall = time.perf_counter() - t0
     rows = pd.read_csv(Path(m['run_dir']) / 'summary.csv')
     secs = rows['train_seconds'].tolist()

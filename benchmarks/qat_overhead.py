@@ -10,12 +10,18 @@ machine noise hits all of them alike. Prints: variant, ms/step, images/s, ratio 
     python benchmarks/qat_overhead.py --compile             # torch.compile every variant (float32 too)
     python benchmarks/qat_overhead.py --bf16-row            # add float32 under CPU bf16 autocast, for context
 
-"qvit-nb LSQ" is the default path: on CPUs with int8 dot-product instructions (VNNI/AMX) the forward product of
-each quantized linear runs on the int8 levels (exact int32 sums, `qvit_nb.quant.int8_linear`); the row
-"qvit-nb LSQ, fp32 products" times the same model with that switched off (`INT8_MATMUL = False`), side by side.
-Quantizers that do not fold into a linear (attention's q/k/v/softmax, per-channel activations) run as two fused
-kernels per large tensor (`qvit_nb.quant.FUSED_KERNELS`, compiled once per process, before the timed steps); the
-row "qvit-nb LSQ, unfused quantizers" times the same model with them off, side by side.
+"qvit-nb LSQ" is the default path, every machine-dependent fast path as set (`'auto'` unless `QVIT_INT8_MATMUL` or
+`QVIT_FUSED_KERNELS` say otherwise; `qvit_nb.quant.fast_paths`):
+in eval without gradients (`--inference`) the forward product of each quantized linear runs on the int8 levels
+(`int8_linear`, oneDNN) where a one-time measurement at that shape showed int8 faster than float32 here; the row
+"qvit-nb LSQ, fp32 products" is the same model with int8 switched off (`fast_paths(int8=False)`). Training never
+uses int8 products. Quantizers that do not fold into a linear (attention's q/k/v/softmax, per-channel
+activations) run as two fused kernels per large tensor where measured faster (compiled once per process, during
+the warm-up steps); the row "qvit-nb LSQ, unfused quantizers" is the same model with them off (`fused=False`).
+
+The run prints the machine first (CPU model and the vector/int8 flags, ATen's CPU capability, the vector ISA
+inductor compiles for, the oneDNN implementation chosen for an int8 product: `ref_int8` is its slow reference
+kernel) and, after the table, every fast-path measurement taken and which implementation each row used.
 
 Brevitas: when `import brevitas` fails, the script installs it with pip into its own directory,
 benchmarks/.brevitas (`pip install --target ... --no-deps brevitas dependencies==2.0.1 unfoldNd`, so it reuses
@@ -24,7 +30,7 @@ if the install fails (no network) it says so and leaves Brevitas out. The header
 (`os.getloadavg`) before and after: other processes on the same cores inflate every variant alike, but noisy
 medians still mean "measure again".
 """
-import argparse, copy, importlib.util, os, statistics, subprocess, sys, time
+import argparse, copy, importlib.util, os, platform, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import torch
@@ -33,8 +39,8 @@ from torch import nn
 
 import qvit_nb  # noqa: F401  (registers the models)
 import timm
-import qvit_nb.quant as quant
-from qvit_nb.quant import QConfig, lsq_reference, register_quantizer, LSQQuantizer, QUANTIZERS, use_int8_matmul
+from qvit_nb.quant import (QConfig, lsq_reference, register_quantizer, LSQQuantizer, fast_paths, fast_path_measurements,
+                           fast_path_settings, int8_matmul_supported, int8_linear, pack_int8_weight, _vec_width)
 from qvit_nb.qmodules import quantize_model
 
 
@@ -97,6 +103,45 @@ def ensure_brevitas():
     return True
 
 
+def cpu_description() -> str:
+    "The CPU model and the flags that decide which kernels are fast: vector width and int8 dot products."
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name') and model in ('', platform.machine(), platform.processor()): model = line.split(':', 1)[1].strip()
+            if line.startswith(('flags', 'Features')): flags = set(line.split(':', 1)[1].split())
+    except OSError: pass
+    wanted = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_tile', 'amx_int8', 'amx_bf16',
+              'asimd', 'sve']
+    return f"{model}; {os.cpu_count()} logical CPUs; flags: {' '.join(f for f in wanted if f in flags) or 'none of the vector/int8 ones'}"
+
+
+def onednn_impls(fn) -> str:
+    "The implementations oneDNN reports (its verbose log) for the primitives `fn` executes, e.g. `brg:avx512_core_amx_int8`."
+    sys.stdout.flush()
+    with tempfile.TemporaryFile() as f:
+        saved = os.dup(1); os.dup2(f.fileno(), 1)
+        try:
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON): fn()
+        finally:
+            sys.stdout.flush(); os.dup2(saved, 1); os.close(saved)
+        f.seek(0); lines = f.read().decode(errors='replace').splitlines()
+    found = []
+    for line in lines:
+        parts = line.split(',')
+        if 'exec' in parts and len(parts) > parts.index('exec') + 3:
+            i = parts.index('exec'); found.append(f"{parts[i + 2]}: {parts[i + 3]}")
+    return '; '.join(dict.fromkeys(found)) or 'not reported'
+
+
+def int8_impl() -> str:
+    "oneDNN's implementation for a tiny int8 product (cheap even where it is the slow reference kernel)."
+    if not int8_matmul_supported(): return 'not built in'
+    q, w = torch.randint(-1, 2, (16, 64)).float(), torch.randint(-1, 2, (64, 64)).float()
+    packed = pack_int8_weight(w, torch.tensor(1.0), (16, 64))
+    return onednn_impls(lambda: int8_linear(q, 1.0, packed))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--model', default='vit_6_4_32')
@@ -126,15 +171,17 @@ def main():
         with torch.no_grad(): m(x[:8])
         return m
 
+    print(f"CPU: {cpu_description()}")
+    print(f"torch {torch.__version__}, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}, inductor vector width "
+          f"{_vec_width() or 'none'} bits; oneDNN int8 product: {int8_impl()}; fast paths {fast_path_settings()}", flush=True)
     variants = {'float32': copy.deepcopy(base), 'qvit-nb LSQ': quantized('lsq')}
-    int8 = use_int8_matmul()
-    if int8: variants['qvit-nb LSQ, fp32 products'] = variants['qvit-nb LSQ']    # same model, INT8_MATMUL off
-    if a.attn: variants['qvit-nb LSQ, unfused quantizers'] = variants['qvit-nb LSQ']   # same model, FUSED_KERNELS off
+    if a.inference: variants['qvit-nb LSQ, fp32 products'] = variants['qvit-nb LSQ']   # same model, int8 off
+    if a.attn: variants['qvit-nb LSQ, unfused quantizers'] = variants['qvit-nb LSQ']   # same model, fused kernels off
     if a.bf16_row: variants['float32, bf16 autocast'] = variants['float32']
     if not a.no_naive: variants['naive autograd LSQ'] = quantized('naive_lsq')
     if a.brevitas and ensure_brevitas(): variants['brevitas QuantLinear'] = brevitas_model(base, a.bits, a.per_channel)
 
-    def make_step(m, int8_products=True, fused=True, bf16=False):
+    def make_step(m, int8_products=None, fused=None, bf16=False):
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
         def run():
             if a.inference:
@@ -143,17 +190,14 @@ def main():
                 loss = F.cross_entropy(m(x), y)
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         def step():
-            quant.INT8_MATMUL, quant.FUSED_KERNELS = int8_products, fused
-            try:
-                with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): run()
-            finally: quant.INT8_MATMUL, quant.FUSED_KERNELS = True, True
+            with fast_paths(int8=int8_products, fused=fused), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): run()
         m.train(not a.inference)
         return step
 
     if a.compile:
         for k, m in variants.items(): variants[k] = torch.compile(m)
-    steps = {k: make_step(m, int8_products=k != 'qvit-nb LSQ, fp32 products', fused=k != 'qvit-nb LSQ, unfused quantizers',
-                          bf16=k == 'float32, bf16 autocast')
+    steps = {k: make_step(m, int8_products=False if k == 'qvit-nb LSQ, fp32 products' else None,     # None: as set
+                          fused=False if k == 'qvit-nb LSQ, unfused quantizers' else None, bf16=k == 'float32, bf16 autocast')
              for k, m in variants.items()}
     times = {k: [] for k in steps}
     for i in range(a.warmup + a.steps):
@@ -165,11 +209,21 @@ def main():
     print(f"{a.model}, batch {a.batch}, {a.threads} threads, W{a.bits}A{a.bits} on "
           f"{'linear + attn' if a.attn else 'linear'}{', per-channel weights' if a.per_channel else ''}; {what}, "
           f"median of {a.steps} after {a.warmup} warm-up, interleaved{', torch.compile' if a.compile else ', eager'}; "
-          f"load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after; int8 forward products {'on' if int8 else 'off'}")
+          f"load average {load0:.2f} before, {os.getloadavg()[0]:.2f} after")
     print(f"{'variant':<30}{'ms/step':>10}{'images/s':>10}{'vs float32':>12}")
     for k, ts in times.items():
         med = statistics.median(ts)
         print(f"{k:<30}{med * 1e3:>10.1f}{a.batch / med:>10.1f}{med / ref:>11.3f}x")
+    measured = fast_path_measurements()
+    print("fast-path measurements (once per process and size class; 'on' = at least 10% faster than what it replaces):")
+    for key, m in measured.items():
+        print(f"  {' '.join(map(str, key)):<34} {'on ' if m.wins else 'off'}  {m.fast_s * 1e3:9.3f} ms vs {m.ref_s * 1e3:9.3f} ms at {m.shape}")
+    if not measured: print("  none taken")
+    int8_on = any(m.wins for k, m in measured.items() if str(k[0]).startswith('int8'))
+    fused_on = any(m.wins for k, m in measured.items() if k[0] == 'fused')
+    print("implementations: float32: ATen addmm (BLAS); qvit-nb LSQ: "
+          f"{'int8 products (oneDNN) where measured faster' if int8_on else 'float32 products (folded step, ATen addmm)'}"
+          f"{'; fused quantizer kernels (inductor C++)' if fused_on else '; eager quantizer ops' if a.attn or a.per_channel else ''}")
 
 
 if __name__ == '__main__':

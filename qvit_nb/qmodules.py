@@ -19,6 +19,8 @@ __all__ = ['PRESETS', 'UNINITIALISED', 'QuantLinear', 'QuantConv2d', 'Attention'
            'activation_quantizers', 'quant_summary']
 
 # %% ../nbs/01_qmodules.ipynb #f29972d6
+from .quant import int8_products_allowed
+
 class _QuantWeight:
     "Mixin: `quant_weight()` is `wq(weight)`, cached in eval mode without gradients."
     _wcache = _pcache = None
@@ -43,16 +45,22 @@ class _QuantWeight:
         return self._eval_cached('_wcache', lambda: self.wq(self.weight))
 
     def int8_step(self) -> Optional[torch.Tensor]:
-        "The weight quantizer's step when the weight's levels can feed the integer matmul, else None."
+        """The weight quantizer's step where the weight's levels may feed the integer matmul, else None: in eval without
+        gradients only (training would repack a changing weight every step), with integer products not switched off."""
         wq = self.wq
-        if not (isinstance(wq, LSQQuantizer) and wq.bias is None and wq.fits_int8 and use_int8_matmul()): return None
+        if self.training or torch.is_grad_enabled() or not (
+            isinstance(wq, LSQQuantizer) and wq.bias is None and wq.fits_int8 and int8_products_allowed()): return None
         return wq.effective_step()
 
     def int8_weight(self, w: torch.Tensor, x: torch.Tensor) -> Optional[PackedInt8Weight]:
-        "`w = quant_weight()` packed for the integer matmul (None where that does not apply); cached like `w` in eval."
+        """`w = quant_weight()` packed for the integer matmul, cached per weight version, where `int8_step` allows it and
+        int8 products were measured faster here at this shape (`use_int8_matmul`); else None."""
         step = self.int8_step()
-        if step is None: return None
-        return self._eval_cached('_pcache', lambda: pack_int8_weight(w, step, (x.numel() // x.shape[-1], x.shape[-1])))
+        m, k = x.numel() // x.shape[-1], x.shape[-1]
+        if step is None or not use_int8_matmul(m, k, w.shape[0]):
+            self._pcache = None
+            return None
+        return self._eval_cached('_pcache', lambda: pack_int8_weight(w, step, (m, k)))
 
     def train(self, mode: bool = True):
         self._wcache = self._pcache = None
@@ -70,7 +78,7 @@ class QuantLinear(_QuantWeight, nn.Linear):
         w = self.quant_weight()
         if isinstance(self.aq, LSQQuantizer):
             if not (self.aq.folds_into_linear(x, w) and self.aq.fits_int8): return self.aq.linear(x, w, self.bias)
-            if torch.compiler.is_compiling(): return self.aq.linear(x, w, self.bias, w_step=self.int8_step())  # the op packs
+            if torch.compiler.is_compiling(): return self.aq.linear(x, w, self.bias, w_step=self.int8_step())  # the op decides
             return self.aq.linear(x, w, self.bias, self.int8_weight(w, x))
         return F.linear(self.aq(x), w, self.bias)
 

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
-__all__ = ['FUSED_KERNELS', 'FUSED_MIN_NUMEL', 'INT8_MATMUL', 'QUANTIZERS', 'Levels', 'quant_levels', 'fits_int8', 'LSQFunction',
-           'lsq_quantize', 'lsq_reference', 'int8_matmul_supported', 'use_int8_matmul', 'PackedInt8Weight',
-           'pack_int8_weight', 'int8_linear', 'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'LSQQuantizer',
-           'levels_with_overrides', 'register_quantizer', 'QConfig', 'make_quantizer']
+__all__ = ['QUANTIZERS', 'Levels', 'quant_levels', 'Measurement', 'set_fast_paths', 'fast_paths', 'fast_path_settings',
+           'fast_path_measurements', 'fits_int8', 'LSQFunction', 'lsq_quantize', 'lsq_reference',
+           'int8_matmul_supported', 'int8_products_allowed', 'use_int8_matmul', 'PackedInt8Weight', 'pack_int8_weight',
+           'int8_linear', 'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'LSQQuantizer', 'levels_with_overrides',
+           'register_quantizer', 'QConfig', 'make_quantizer']
 
 # %% ../nbs/00_quant.ipynb #2d23b721
 class Levels(tuple):
@@ -57,10 +58,82 @@ def quant_levels(bits: int, signed: bool = True, symmetric: bool = True) -> Leve
                          "use more bits, signed levels, or asymmetric unsigned levels")
     return Levels(qn, qp)
 
-# %% ../nbs/00_quant.ipynb #fdfdcc1f
-FUSED_KERNELS = os.environ.get('QVIT_FUSED_KERNELS', '1') != '0'
-FUSED_MIN_NUMEL = 1 << 19      # below this, a compiled call's fixed cost (~75 us) outweighs the passes it saves
+# %% ../nbs/00_quant.ipynb #b7e2d4f1
+import contextlib, logging, time
 
+_SETTINGS = {'0': False, 'off': False, 'false': False, 'auto': 'auto', '1': 'auto', 'on': 'auto', 'force': True}
+
+def _env_setting(var: str):
+    raw = os.environ.get(var, 'auto')
+    if raw.strip().lower() not in _SETTINGS:
+        raise ValueError(f"{var}={raw!r} is not a valid setting; valid: {', '.join(_SETTINGS)}")
+    return _SETTINGS[raw.strip().lower()]
+
+_FAST = {'int8': _env_setting('QVIT_INT8_MATMUL'), 'fused': _env_setting('QVIT_FUSED_KERNELS'),
+         'fused_min_numel': 1 << 19}     # below 2^19 elements a compiled call's fixed cost (~75 us) is not worth measuring
+
+class Measurement(NamedTuple):
+    "A fast path against the code it replaces at one size class: best seconds per call of each, and the verdict."
+    wins: bool
+    fast_s: float
+    ref_s: float
+    shape: str
+
+_MEASURED: dict = {}       # (path, size class) -> Measurement, once per process
+_LOGGED: set = set()       # paths whose loss was logged (one line each)
+_log = logging.getLogger('qvit_nb.quant')
+
+def set_fast_paths(int8=None, fused=None, fused_min_numel: Optional[int] = None, remeasure: bool = False) -> dict:
+    """Set the speed switches: `True` (always where they apply), `False` (never) or `'auto'` (where measured to win);
+    None keeps a setting. `remeasure` forgets the measurements. Returns the previous settings."""
+    for name, v in (('int8', int8), ('fused', fused)):
+        if v is not None and v is not True and v is not False and v != 'auto':
+            raise ValueError(f"fast path {name}={v!r} is not a valid setting; valid: True, False, 'auto'")
+    if fused_min_numel is not None and (isinstance(fused_min_numel, bool) or not isinstance(fused_min_numel, int) or fused_min_numel < 0):
+        raise ValueError(f"fused_min_numel must be a non-negative integer, got {fused_min_numel!r}")
+    prev = dict(_FAST)
+    _FAST.update({k: v for k, v in (('int8', int8), ('fused', fused), ('fused_min_numel', fused_min_numel)) if v is not None})
+    if remeasure: _MEASURED.clear(); _LOGGED.clear()
+    return prev
+
+@contextlib.contextmanager
+def fast_paths(int8=None, fused=None, fused_min_numel: Optional[int] = None, remeasure: bool = False):
+    "`set_fast_paths` for a block: the settings come back after it (and with `remeasure`, the measurements before it)."
+    measured, logged = dict(_MEASURED), set(_LOGGED)
+    prev = set_fast_paths(int8, fused, fused_min_numel, remeasure)
+    try: yield
+    finally:
+        _FAST.update(prev)
+        if remeasure: _MEASURED.clear(); _MEASURED.update(measured); _LOGGED.clear(); _LOGGED.update(logged)
+
+def fast_path_settings() -> dict: return dict(_FAST)
+def fast_path_measurements() -> dict:
+    "Every measurement taken in this process: `{(path, size class...): Measurement}`."
+    return dict(_MEASURED)
+
+def _size_class(*dims) -> tuple: return tuple(max(int(d), 1).bit_length() for d in dims)   # powers of two
+
+def _best_time(fn, reps: int = 3, budget_s: float = 0.5) -> float:
+    "Seconds of the fastest of `reps` calls of `fn`, after one warm-up call; stops early once `budget_s` is spent."
+    fn()
+    best, end = math.inf, time.perf_counter() + budget_s
+    for _ in range(reps):
+        t0 = time.perf_counter(); fn(); best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() > end: break
+    return best
+
+def _measured(key: tuple, measure: Callable[[], Measurement], what: str, ref: str) -> bool:
+    "The verdict for `key`, measured on the first call in this process; a losing path is logged once per path."
+    m = _MEASURED.get(key)
+    if m is None:
+        m = _MEASURED[key] = measure()
+        if not m.wins and what not in _LOGGED:
+            _LOGGED.add(what)
+            _log.warning(f"qvit-nb: {what} are off at {m.shape} on this machine (measured {m.fast_s * 1e3:.3g} ms "
+                         f"against {m.ref_s * 1e3:.3g} ms for {ref}); using {ref}")
+    return m.wins
+
+# %% ../nbs/00_quant.ipynb #fdfdcc1f
 def _fq_forward(x, s, bounds):
     "Fake-quantize `x` (outer, C, inner) with `s` (C, 1) onto the levels `bounds[0]..bounds[1]`."
     return (x / s).clamp(bounds[0], bounds[1]).round() * s
@@ -78,11 +151,21 @@ def _fq_backward(grad, x, s, bounds):
 
 _FUSED_FAILED: set = set()        # device types where compiling the kernels failed: eager ops there from then on
 
+def _vec_width() -> int:
+    "Bits of the vector ISA inductor generates C++ for here (it follows `ATEN_CPU_CAPABILITY`); 0 where none."
+    try:
+        from torch._inductor.cpu_vec_isa import pick_vec_isa
+        return int(pick_vec_isa().bit_width())
+    except Exception: return 0
+
 @functools.cache
 def _compiled(fn):
     # Rounding every bf16/fp16 intermediate to its dtype, as eager ops do, keeps the two paths equal. Not
     # `fullgraph`: past dynamo's recompile limit a new layout then runs as eager ops instead of raising.
-    return torch.compile(fn, dynamic=True, options={'emulate_precision_casts': True})
+    # The vector width is named explicitly because it then enters the on-disk cache key: torch 2.14's inductor
+    # keyed its cached kernels without `ATEN_CPU_CAPABILITY`, and a process under `avx2` loaded the AVX-512
+    # kernel built by an earlier one and returned garbage for half the elements (found by test_cpu_capability).
+    return torch.compile(fn, dynamic=True, options={'emulate_precision_casts': True, 'cpp.simdlen': _vec_width() or None})
 
 def _run_fused(fn, *args):
     "`fn(*args)` as a compiled kernel; as eager ops where compiling fails (warned once per device type)."
@@ -107,8 +190,9 @@ def _bounds(qn: int, qp: int, dtype: torch.dtype, device: torch.device) -> torch
 def _fused_view(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, binary: bool):
     """`(x, step)` as a contiguous `(outer, C, inner)` tensor and a `(C, 1)` step of `x`'s dtype, `C` being the step's
     one channel axis (1 per tensor), when `x` takes the fused kernels; else None. They take large float32 inputs, and
-    bf16/fp16 ones (autocast) with int8 levels (exact in those types), on the CPU, not binary."""
-    if not (FUSED_KERNELS and not binary and x.numel() >= FUSED_MIN_NUMEL and step.dtype == torch.float32
+    bf16/fp16 ones (autocast) with int8 levels (exact in those types), on the CPU, not binary, where they are on
+    (`set_fast_paths`; `'auto'`: where measured faster than the eager function at this size class)."""
+    if not (_FAST['fused'] is not False and not binary and x.numel() >= _FAST['fused_min_numel'] and step.dtype == torch.float32
             and (x.dtype == torch.float32 or x.dtype in (torch.bfloat16, torch.float16) and fits_int8(qn, qp))
             and x.device.type == 'cpu' and step.device.type == 'cpu' and step.dim() <= x.dim()): return None
     channel_axes = [d for d, n in enumerate(step.shape) if n != 1]
@@ -120,7 +204,25 @@ def _fused_view(x: torch.Tensor, step: torch.Tensor, qn: int, qp: int, binary: b
         if x.shape[axis] != step.numel(): return None             # not broadcastable: eager ops raise the error
         x, s = x.view(math.prod(x.shape[:axis]), x.shape[axis], -1), step.reshape(-1, 1)
     # detached last: not views, so the compiled graphs do not guard on the shapes of the tensors they came from
-    return x.detach(), s.detach().to(x.dtype)
+    x, s = x.detach(), s.detach().to(x.dtype)
+    if _FAST['fused'] == 'auto' and not _fused_wins(x, s, qn, qp): return None
+    return x, s
+
+def _fused_wins(x, s, qn, qp) -> bool:
+    "Whether the fused kernels beat the eager function (forward + backward) on this machine at `x`'s size class."
+    key = ('fused', str(x.dtype).removeprefix('torch.'), 'per-channel' if s.numel() > 1 else 'per-tensor', *_size_class(x.numel()))
+    return _measured(key, lambda: _measure_fused(x, s, qn, qp), 'fused LSQ kernels', 'the eager LSQ function')
+
+def _measure_fused(x, s, qn, qp) -> Measurement:
+    with torch.no_grad():
+        b, g = _bounds(qn, qp, x.dtype, x.device), torch.ones_like(x)
+        shape = torch.Size() if s.numel() == 1 else s.shape
+        def fused(): _run_fused(_fq_forward, x, s, b); _run_fused(_fq_backward, g, x, s, b)
+        def eager(): _eager_backward(g, *_eager_forward(x, s, qn, qp, False, True)[1:], shape, 1.0)
+        f = _best_time(fused)                  # its warm-up call compiles (once per process and layout)
+        if x.device.type in _FUSED_FAILED: f = math.inf
+        r = _best_time(eager)
+        return Measurement(f < 0.9 * r, f, r, f"{x.numel()} elements, {str(x.dtype).removeprefix('torch.')}")
 
 # %% ../nbs/00_quant.ipynb #17e0fca9
 def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -152,6 +254,17 @@ def _levels(xs: torch.Tensor, qn: int, qp: int, binary: bool):
     q = torch.where(xs >= 0, 1.0, -1.0).to(xs.dtype) if binary else q.round_()
     return q, inside
 
+def _eager_forward(x, s, qn, qp, binary, need_d):
+    "The eager function's forward: `(x_q, inside, d)` for a step `s` of `x`'s dtype; `d` (over `x/s`'s memory) if `need_d`."
+    xs = x / s
+    q, inside = _levels(xs, qn, qp, binary)
+    d = torch.addcmul(q, xs, inside, value=-1, out=xs) if need_d else None   # reuses x/s's memory
+    return q.mul_(s), inside, d
+
+def _eager_backward(grad, inside, d, step_shape, grad_scale, need=(True, True)):
+    "The eager function's `(grad_x, grad_step)` from the saved mask and step derivatives."
+    return (grad * inside if need[0] else None, _dot(grad, d, step_shape) * grad_scale if need[1] else None)
+
 class LSQFunction(torch.autograd.Function):
     "Fake quantization with the STE for `x` and the LSQ gradient for `step` (see `lsq_quantize`)."
     @staticmethod
@@ -163,12 +276,9 @@ class LSQFunction(torch.autograd.Function):
             ctx.bounds = _bounds(qn, qp, x.dtype, x.device)
             ctx.save_for_backward(*fused)
             return _run_fused(_fq_forward, *fused, ctx.bounds).view(x.shape)
-        s = step.to(x.dtype)
-        xs = x / s
-        q, inside = _levels(xs, qn, qp, binary)
-        d = torch.addcmul(q, xs, inside, value=-1, out=xs) if ctx.needs_input_grad[1] else None   # reuses x/s's memory
+        out, inside, d = _eager_forward(x, step.to(x.dtype), qn, qp, binary, ctx.needs_input_grad[1])
         ctx.save_for_backward(inside, d)
-        return q.mul_(s)
+        return out
 
     @staticmethod
     def backward(ctx, grad):
@@ -178,8 +288,7 @@ class LSQFunction(torch.autograd.Function):
             grad_x, grad_step = grad_x.view(grad.shape), (grad_step * ctx.grad_scale).float()
         else:
             inside, d = ctx.saved_tensors
-            grad_x = grad * inside if ctx.needs_input_grad[0] else None
-            grad_step = _dot(grad, d, ctx.step_shape) * ctx.grad_scale if ctx.needs_input_grad[1] else None
+            grad_x, grad_step = _eager_backward(grad, inside, d, ctx.step_shape, ctx.grad_scale, ctx.needs_input_grad[:2])
         return (grad_x if ctx.needs_input_grad[0] else None,
                 grad_step.reshape(ctx.step_shape) if ctx.needs_input_grad[1] else None, None, None, None, None)
 
@@ -220,24 +329,44 @@ def lsq_reference(x, step, qn, qp, grad_scale=1.0, binary=False):
     return (xs + (q - xs).detach()) * s
 
 # %% ../nbs/00_quant.ipynb #4f35dc54
-INT8_MATMUL = os.environ.get('QVIT_INT8_MATMUL', '1') != '0'
-
-def _probe_int8_matmul() -> bool:
-    try:
-        torch.ops.onednn.qlinear_pointwise, torch.ops.onednn.qlinear_prepack
-        fast = torch.cpu._is_vnni_supported() or torch.cpu._is_amx_tile_supported()
+def _int8_built_in() -> bool:
+    try: torch.ops.onednn.qlinear_pointwise, torch.ops.onednn.qlinear_prepack
     except (AttributeError, RuntimeError): return False
-    return bool(torch.backends.mkldnn.is_available() and fast)
+    return bool(torch.backends.mkldnn.is_available())
 
-_INT8_SUPPORTED = _probe_int8_matmul()     # probed once at import: compiled graphs read a plain constant
+_INT8_BUILT_IN = _int8_built_in()
 
 def int8_matmul_supported() -> bool:
-    "oneDNN's int8 linear is built in and the CPU has int8 dot-product instructions (VNNI or AMX)."
-    return _INT8_SUPPORTED
+    "oneDNN's int8 linear is built into this torch (whether it is fast here is `use_int8_matmul`'s measurement)."
+    return _INT8_BUILT_IN
 
-def use_int8_matmul() -> bool:
-    "Integer forward products are on (`INT8_MATMUL`) and supported here."
-    return INT8_MATMUL and _INT8_SUPPORTED
+def int8_products_allowed() -> bool:
+    "Integer products are built in and not switched off: the constant compiled graphs read (they cannot measure)."
+    return _INT8_BUILT_IN and _FAST['int8'] is not False
+
+def use_int8_matmul(m: int, k: int, n: int, packs_per_call: bool = False) -> bool:
+    """Whether an `(m, k) @ (k, n)` product runs in int8 (`int8_linear`): forced, off, or (`'auto'`) where a one-time
+    measurement at this size class shows it beating the float32 `addmm` it replaces; `packs_per_call` counts the
+    weight's packing in each call (compiled graphs)."""
+    if not int8_products_allowed(): return False
+    if _FAST['int8'] is True: return True
+    key = ('int8 + pack' if packs_per_call else 'int8', *_size_class(m, k, n))
+    return _measured(key, lambda: _measure_int8(m, k, n, packs_per_call), 'int8 products', 'float32 products')
+
+def _measure_int8(m, k, n, packs_per_call) -> Measurement:
+    g = torch.Generator().manual_seed(0)
+    def case(m, k, n):
+        q, w = (torch.randint(-1, 2, shape, generator=g).float() for shape in ((m, k), (n, k)))
+        one, b = torch.tensor(1.0), torch.zeros(n)
+        packed = pack_int8_weight(w, one, (m, k))
+        fast = (lambda: int8_linear(q, 1.0, pack_int8_weight(w, one, (m, k)), b)) if packs_per_call else \
+               (lambda: int8_linear(q, 1.0, packed, b))
+        return _best_time(fast), _best_time(lambda: torch.addmm(b, q, w.t())), f"{m}x{k}x{n}"
+    # A tiny product first: a reference (unvectorised) int8 kernel takes milliseconds there, seconds at full size
+    f, r, shape = case(16, 64, 64)
+    if f > 20 * r + 5e-4: return Measurement(False, f, r, shape)
+    f, r, shape = case(min(m, 2048), k, n)
+    return Measurement(f < 0.9 * r, f, r, shape)
 
 class PackedInt8Weight(NamedTuple):
     "A weight's int8 levels in oneDNN's packed layout, with the per-output-channel `scale` (and zero points, all 0)."
@@ -328,7 +457,8 @@ def lsq_linear(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: 
 def lsq_linear_op(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                   w_step: Optional[torch.Tensor], qn: int, qp: int, grad_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "`lsq_linear`'s forward as one op: `(out, x/s, levels)`; int8 products when `w_step` (the weight's step) is given."
-    packed = pack_int8_weight(weight, w_step, (x.numel() // x.shape[-1], x.shape[-1])) if w_step is not None else None
+    m, k = x.numel() // x.shape[-1], x.shape[-1]
+    packed = pack_int8_weight(weight, w_step, (m, k)) if w_step is not None and use_int8_matmul(m, k, weight.shape[0], True) else None
     return _lsq_linear_forward(x, step, weight, bias, qn, qp, packed)      # an op's body runs without autograd
 
 @lsq_linear_op.register_fake

@@ -1,0 +1,29 @@
+"""The numeric checks hold whatever vector width ATen's CPU kernels use (issue #13): `nbs/00_quant.ipynb`, whose
+cells pin the LSQ forward, gradients and the fused/int8 paths, runs again in a fresh process under other
+`ATEN_CPU_CAPABILITY` values, which change the order of vectorised sums and so their rounding."""
+import os, platform, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NB = ROOT / 'nbs' / '00_quant.ipynb'
+RUN = ("import sys, torch; from nbdev.test import test_nb\n"
+       "print('capability', torch.backends.cpu.get_cpu_capability(), flush=True)\n"
+       "ok, _ = test_nb(sys.argv[1], verbose=False)\n"
+       "sys.exit(0 if ok else 1)\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('capability', ['avx2', 'default'])
+def test_quant_notebook_under_cpu_capability(capability):
+    if capability == 'avx2' and platform.machine().lower() not in ('x86_64', 'amd64'):
+        pytest.skip(f'ATEN_CPU_CAPABILITY=avx2 needs an x86-64 CPU, this is {platform.machine()}')
+    env = {**os.environ, 'ATEN_CPU_CAPABILITY': capability, 'OMP_NUM_THREADS': '1',
+           'PYTHONPATH': os.pathsep.join([str(ROOT), *filter(None, [os.environ.get('PYTHONPATH')])])}
+    # ~30 s quiet here; the limit is far above it, so only a hang fails on time
+    r = subprocess.run([sys.executable, '-c', RUN, str(NB)], cwd=NB.parent, env=env, capture_output=True, text=True,
+                       timeout=1200)
+    out = r.stdout + r.stderr
+    assert f'capability {capability.upper()}' in r.stdout, out[-3000:]      # the capability took effect
+    assert r.returncode == 0, out[-3000:]

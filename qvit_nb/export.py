@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .quant import LSQQuantizer
-from .qmodules import QuantLinear, QuantConv2d
+from .qmodules import QuantLinear, QuantConv2d, model_storage
 
 # %% auto #0
 __all__ = ['OPSET', 'FLOAT_TOL', 'MIN_MATCHED', 'quantize_dequantize', 'dequantize', 'ExportQuantizer', 'ExportLinear',
-           'ExportConv2d', 'export_model', 'to_onnx', 'ort_session', 'onnx_parity', 'integer_linear', 'model_storage',
-           'load_run_model', 'export_run']
+           'ExportConv2d', 'export_model', 'to_onnx', 'ort_session', 'onnx_parity', 'integer_linear', 'load_run_model',
+           'export_run']
 
 # %% ../nbs/10_export.ipynb #841d0eb4
 OPSET = 18      # QuantizeLinear/DequantizeLinear with per-axis scales (13+), Clip on int8 (12+); ONNX Runtime runs 18
@@ -214,23 +214,6 @@ def integer_linear(m: QuantLinear, x: torch.Tensor) -> torch.Tensor:
     out = torch.from_numpy(acc).float() * (e.aq.step * e.weight_step)                 # one rescale per output
     if e.bias is not None: out = out + e.bias
     return out.view(*x.shape[:-1], -1)
-
-# %% ../nbs/10_export.ipynb #d69c135a
-def model_storage(model: nn.Module) -> dict:
-    "Bytes of `model` with quantized weights packed at their bit widths (steps and other tensors float32), and in float32."
-    model = getattr(getattr(model, 'module', model), '_orig_mod', getattr(model, 'module', model))
-    packed = float32 = 0
-    quantized = set()
-    for name, m in model.named_modules():
-        if isinstance(m, (QuantLinear, QuantConv2d)) and isinstance(m.wq, LSQQuantizer):
-            quantized.add(f"{name}.weight" if name else 'weight')
-            bits = 1 if m.wq.levels.binary else math.ceil(math.log2(m.wq.levels.n_levels))
-            packed += math.ceil(m.weight.numel() * bits / 8)
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        if not t.is_floating_point(): continue
-        float32 += 4 * t.numel()
-        if name not in quantized: packed += 4 * t.numel()
-    return dict(bytes=packed, float32_bytes=float32, ratio=float32 / max(packed, 1))
 
 # %% ../nbs/10_export.ipynb #0d784944
 def load_run_model(run_dir: Union[str, Path], checkpoint: str = 'best') -> nn.Module:

@@ -16,7 +16,7 @@ from .quant import LSQQuantizer, PackedInt8Weight, QConfig, make_quantizer, pack
 
 # %% auto #0
 __all__ = ['PRESETS', 'UNINITIALISED', 'QuantLinear', 'QuantConv2d', 'Attention', 'parse_qmodule', 'quantize_model',
-           'activation_quantizers', 'quant_summary']
+           'model_storage', 'activation_quantizers', 'quant_summary']
 
 # %% ../nbs/01_qmodules.ipynb #f29972d6
 from .quant import int8_products_allowed
@@ -305,6 +305,37 @@ def _describe(q: nn.Module) -> tuple:
     if isinstance(q, LSQQuantizer): step = q.effective_step().mean().item() if bool(q.initialized) else UNINITIALISED
     return bits, lv, step
 
+def _packed_bits(q: nn.Module) -> Optional[int]:
+    "Bits per packed weight of an LSQ weight quantizer (levels rounded up to a power-of-two count), None for float."
+    if not isinstance(q, LSQQuantizer): return None
+    return 1 if q.levels.binary else max(1, math.ceil(math.log2(q.levels.n_levels)))
+
+def _weight_bytes(m: nn.Module) -> int:
+    "Bytes of a QAT layer's weight deployed: packed at its bit width plus its float32 step(s), or float32."
+    bits = _packed_bits(m.wq)
+    if bits is None: return 4 * m.weight.numel()
+    return math.ceil(m.weight.numel() * bits / 8) + 4 * max(m.wq.step.numel(), 1)
+
+def model_storage(model: nn.Module) -> dict:
+    """`bytes`: `model` deployed, quantized weights packed at their bit widths (with their float32 steps), every other
+    floating-point tensor (activation steps and shifts included) in float32; `float32_bytes`: the float model, without
+    quantizers, in float32; `ratio`: how much smaller the deployed model is."""
+    packed_weights, weight_steps = {}, set()
+    for m in model.modules():
+        if isinstance(m, (QuantLinear, QuantConv2d)) and _packed_bits(m.wq) is not None:
+            packed_weights[id(m.weight)] = _weight_bytes(m); weight_steps.add(id(m.wq.step))
+    quantizer_state = {id(t) for m in model.modules() if isinstance(m, LSQQuantizer)
+                       for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)]}
+    packed = float32 = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if not t.is_floating_point(): continue
+        if id(t) in quantizer_state:
+            if id(t) not in weight_steps: packed += 4 * t.numel()          # counted with their weight otherwise
+            continue
+        float32 += 4 * t.numel()
+        packed += packed_weights.get(id(t), 4 * t.numel())
+    return dict(bytes=packed, float32_bytes=float32, ratio=float32 / max(packed, 1))
+
 def activation_quantizers(model: nn.Module) -> dict:
     "Every activation quantizer, in module order, by its `quant_summary` name: a QAT layer's name for its input quantizer, `<attention>.q/k/v/attn` for the slots."
     out = {}
@@ -321,14 +352,16 @@ def quant_summary(model: nn.Module) -> pd.DataFrame:
         if isinstance(m, (QuantLinear, QuantConv2d)):
             wb, wl, ws = _describe(m.wq); ab, al, as_ = _describe(m.aq)
             kind = 'Linear' if isinstance(m, QuantLinear) else 'Conv2d'
-            rows.append(dict(module=name, kind=kind, w_bits=wb, w_levels=wl, w_step=ws, a_bits=ab, a_levels=al, a_step=as_))
+            rows.append(dict(module=name, kind=kind, w_bits=wb, w_levels=wl, w_step=ws, a_bits=ab, a_levels=al, a_step=as_,
+                             w_bytes=_weight_bytes(m)))
         elif isinstance(m, Attention) and m.quantized:
             for slot in _SLOTS:
                 ab, al, as_ = _describe(getattr(m, slot))
                 rows.append(dict(module=f"{name}.{slot.removesuffix('_quant')}", kind='attention', w_bits=None, w_levels='',
-                                 w_step=None, a_bits=ab, a_levels=al, a_step=as_))
-    cols = ['module', 'kind', 'w_bits', 'w_levels', 'w_step', 'a_bits', 'a_levels', 'a_step']
-    df = pd.DataFrame(rows, columns=cols).astype({'w_bits': 'Int64', 'a_bits': 'Int64'})     # 4, not 4.0; <NA>: no quantizer
+                                 w_step=None, a_bits=ab, a_levels=al, a_step=as_, w_bytes=None))
+    cols = ['module', 'kind', 'w_bits', 'w_levels', 'w_step', 'a_bits', 'a_levels', 'a_step', 'w_bytes']
+    df = pd.DataFrame(rows, columns=cols).astype({'w_bits': 'Int64', 'a_bits': 'Int64', 'w_bytes': 'Int64'})   # 4, not 4.0; <NA>: none
+    df.attrs['storage'] = model_storage(model)          # the whole model's bytes at its bit widths, and in float32
     for c in ('w_step', 'a_step'):      # numbers once every step is initialised; until then the text says which are not
         if not df[c].map(lambda v: v == UNINITIALISED).any(): df[c] = df[c].astype('Float64')
     return df

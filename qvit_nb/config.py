@@ -47,6 +47,7 @@ class TrainConfig:
     resume: str = _key('', "checkpoint to resume from; 'last' (bare --resume) = the run directory's last.pth.tar", 'experiment', hashed=False)
     initial_checkpoint: str = _key('', 'checkpoint whose weights initialise the model (e.g. step 1 of a two-step quantization)', 'experiment')
     seed: int = _key(42, 'random seed', 'experiment')
+    study_row: str = _key('', "run id of the study's result row this run reproduces (qvit report --study compares with it)", 'experiment', hashed=False)
     # --- data
     dataset: str = _key('torch/cifar10', 'dataset: torch/cifar10, torch/cifar100, digits (offline), an image folder or tar', 'data')
     data_dir: str = _key('', 'dataset root (the positional DATA argument)', 'data', hashed=False)

@@ -111,7 +111,7 @@ STUDY_FINDINGS = (
     ('KD helps 2-bit activations', ('17462', '24259'), ('15133',)),
     ('two-step W2A2 beats one-step W2A2', ('25863', '25861'), ('14510',)),
     ('unsigned {0,1,2} attention beats signed {-1,0,1}', ('25997',), ('25911', '18172')),
-    ('logits + last-embedding KD beats logits-only KD', ('39173', '39172', '39174'), ('28353',)),
+    ('logits + last-embedding KD beats logits-only KD', ('39173', '39172', '39174'), ('28353', '17462')),
 )
 
 def _run_study_rows(df: pd.DataFrame) -> pd.Series:

@@ -75,3 +75,18 @@ def test_report_study_flag(tmp_path):
     assert top.rstrip(' |').endswith('✗')                      # the fabricated float run is below the quantized ones
     code, csv = _report(str(tmp_path), '--study', '--format', 'csv')
     assert code == 0 and csv.splitlines()[0].endswith('Study row,Study accuracy,Δ vs study')
+
+
+def test_training_with_every_study_semantic(tmp_path):
+    "One tiny run through `train` with the three study-compatible choices on: they reach the model and the loss."
+    from qvit_nb.train import train
+    m = train(output=str(tmp_path), experiment='study', dataset='digits', model='vit_2_4_32', epochs=1, warmup_epochs=0,
+              cooldown_epochs=0, batch_size=32, max_images=64, aa=None, mixup=0.0, cutmix=0.0, reprob=0.0, workers=0,
+              amp=False, device='cpu', act_layer='relu', aq_enable=True, aq_bitw=2, aq_learnable_bias=True,
+              aq_learnable_bias_per_channel=True, aq_relu_unsigned='study', use_kd=True, teacher='vit_2_4_32',
+              kd_type='all', kd_target='study', study_row='46457')
+    assert m['status'] == 'finished'
+    import torch
+    sd = torch.load(tmp_path / 'study' / 'last.pth.tar', map_location='cpu', weights_only=False)['state_dict']
+    assert sd['blocks.0.mlp.fc2.aq.bias'].shape == (128,) and sd['blocks.0.mlp.fc1.aq.bias'].shape == (128,)
+    assert yaml.safe_load((tmp_path / 'study' / 'args.yaml').read_text())['kd_target'] == 'study'

@@ -195,6 +195,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'qvit_nb.distill.DistillLoss.needs_embeddings': ( 'distill.html#distillloss.needs_embeddings',
                                                                                    'qvit_nb/distill.py'),
                                  'qvit_nb.distill.DistillLoss.run_teacher': ('distill.html#distillloss.run_teacher', 'qvit_nb/distill.py'),
+                                 'qvit_nb.distill.EmbeddingStream': ('distill.html#embeddingstream', 'qvit_nb/distill.py'),
                                  'qvit_nb.distill._full_tokens': ('distill.html#_full_tokens', 'qvit_nb/distill.py'),
                                  'qvit_nb.distill._quant_args': ('distill.html#_quant_args', 'qvit_nb/distill.py'),
                                  'qvit_nb.distill._supports_embeddings': ('distill.html#_supports_embeddings', 'qvit_nb/distill.py'),

@@ -19,8 +19,8 @@ from . import models as _models  # registers our models, so they can be teachers
 
 # %% auto #0
 __all__ = ['KD_TARGETS', 'KD_TYPES', 'load_state_dict_file', 'is_quantizer_key', 'check_state_dict', 'freeze', 'load_teacher',
-           'forward_with_embeddings', 'ClassificationLoss', 'soft_kd_loss', 'kd_embeddings', 'embedding_loss',
-           'DistillLoss']
+           'EmbeddingStream', 'forward_with_embeddings', 'ClassificationLoss', 'soft_kd_loss', 'kd_embeddings',
+           'embedding_loss', 'DistillLoss']
 
 # %% ../nbs/03_distill.ipynb #d0eec8bc
 _PREFIXES = ('module.', '_orig_mod.')
@@ -99,6 +99,9 @@ def load_teacher(name: str, checkpoint: Union[str, Path, dict, None] = None, qua
 def _supports_embeddings(model: nn.Module) -> bool:
     return 'return_embeddings' in inspect.signature(unwrap_model(model).forward).parameters
 
+class EmbeddingStream(list):
+    "The residual stream `[block-0 input, each block's output, final normed tokens]`: a list that says what it holds."
+
 def _full_tokens(y):
     "timm's `(spatial, prefix)` pair (or spatial tokens alone) back to full `(B, N, C)` tokens."
     return torch.cat([y[1], y[0]], dim=1) if isinstance(y, tuple) else y
@@ -107,7 +110,9 @@ def forward_with_embeddings(model: nn.Module, x: torch.Tensor, embeddings: bool 
     """`(output, stream)` from one forward pass, `stream` = `[block-0 input, output of each block, final normed
     tokens]` (`(B, N, C)` each, `depth + 2` in all); `(output, None)` when `embeddings` is False."""
     if not embeddings: return model(x), None
-    if _supports_embeddings(model): return model(x, return_embeddings='stream')
+    if _supports_embeddings(model):
+        out, stream = model(x, return_embeddings='stream')
+        return out, EmbeddingStream(stream)
     inner = unwrap_model(model)
     blocks = getattr(inner, 'blocks', None)
     if blocks is None:
@@ -118,12 +123,12 @@ def forward_with_embeddings(model: nn.Module, x: torch.Tensor, embeddings: bool 
     try:
         if inner is model and hasattr(inner, 'forward_intermediates') and hasattr(inner, 'forward_head'):
             final, inter = inner.forward_intermediates(x, output_fmt='NLC', return_prefix_tokens=True)
-            return inner.forward_head(final), [first[0], *map(_full_tokens, inter), final]
+            return inner.forward_head(final), EmbeddingStream([first[0], *map(_full_tokens, inter), final])
         handles += [b.register_forward_hook(lambda m, i, o: outs.append(o)) for b in blocks]
         out = model(x)
     finally:
         for h in handles: h.remove()
-    return out, [first[0], *outs, getattr(inner, 'norm', nn.Identity())(outs[-1])]
+    return out, EmbeddingStream([first[0], *outs, getattr(inner, 'norm', nn.Identity())(outs[-1])])
 
 # %% ../nbs/03_distill.ipynb #d6a1b21a
 class ClassificationLoss(nn.Module):
@@ -228,6 +233,9 @@ class DistillLoss(nn.Module):
             if embeddings is None:
                 raise ValueError(f"kd_type={self.kd_type!r} needs the student's embeddings: "
                                  "out, emb = forward_with_embeddings(model, x); criterion(x, out, y, emb)")
+            if not isinstance(embeddings, EmbeddingStream):      # a bare list of block outputs would be misread
+                raise ValueError("embeddings must be the EmbeddingStream from forward_with_embeddings(model, x) (block-0 input, "
+                                 f"block outputs, normed output), got a {type(embeddings).__name__}")
             s_emb, t_emb = (kd_embeddings(e, self.kd_type, self.kd_target) for e in (embeddings, t_emb))
             parts['embed'] = embedding_loss(s_emb, t_emb, self.kd_type, self.embed_proj, self.embed_tokens)
             total = total + self.kd_alpha * parts['embed']

@@ -34,7 +34,7 @@ def test_study_sweeps_name_existing_study_rows():
     assert {e.overrides['study_row'] for e in final.experiments} >= set(study_results('final').run_id)
 
 
-def test_findings_sweep_covers_every_finding_on_real_cifar10():
+def test_findings_sweep_covers_every_finding():
     sweep = load_sweep(ROOT / 'configs' / 'sweeps' / 'findings_cifar10_cpu.yml')
     rows = {e.overrides['study_row'] for e in sweep.experiments}
     for claim, better, worse in STUDY_FINDINGS:

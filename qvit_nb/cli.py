@@ -39,10 +39,11 @@ def cmd_report(argv: Sequence[str]) -> int:
     p.add_argument('runs_dir', nargs='?', default='runs')
     p.add_argument('--format', default='md', choices=['md', 'csv', 'html'])
     p.add_argument('--out', default=None, help='write to this file instead of standard output')
+    p.add_argument('--study', action='store_true', help="add the study's accuracy for runs with a study_row, and check its findings")
     a = p.parse_args(argv)
     if not Path(a.runs_dir).is_dir(): raise CLIError(f"runs directory {a.runs_dir} does not exist")
-    from qvit_nb.runs import render_report
-    text = render_report(a.runs_dir, a.format)
+    from qvit_nb.runs import render_report, render_study_report
+    text = (render_study_report if a.study else render_report)(a.runs_dir, a.format)
     if a.out: Path(a.out).write_text(text); print(f"wrote {a.out}")
     else: print(text)
     return 0

@@ -30,9 +30,9 @@ from .runs import load_runs, results_table, network_label, tricks_label
 # %% auto #0
 __all__ = ['TRACES', 'activation_layers', 'LayerActivations', 'collect_activations', 'check_layer', 'activation_histogram',
            'activation_figure', 'activation_table', 'activation_snapshot', 'load_run', 'run_eval_data', 'read_summary',
-           'run_label', 'accuracy_curves', 'accuracy_bars', 'value_range', 'html_page', 'layer_select_html',
-           'ReportRenderer', 'use_report_renderer', 'ActivationDashboard', 'activation_dashboard', 'AccuracyDashboard',
-           'accuracy_dashboard', 'demo_runs']
+           'run_label', 'accuracy_curves', 'accuracy_bars', 'value_range', 'study_bars', 'html_page',
+           'layer_select_html', 'ReportRenderer', 'use_report_renderer', 'ActivationDashboard', 'activation_dashboard',
+           'AccuracyDashboard', 'accuracy_dashboard', 'demo_runs']
 
 # %% ../nbs/09_dashboard.ipynb #47d87b70
 def activation_layers(model: nn.Module) -> dict[str, LSQQuantizer]:
@@ -302,6 +302,22 @@ def value_range(values, margin: float = 0.25, min_margin: float = 0.5) -> Option
     lo, hi = min(v), max(v)
     pad = max(margin * (hi - lo), min_margin)
     return [max(0., lo - pad), hi + pad]
+
+# %% ../nbs/09_dashboard.ipynb #cb641c2b
+from .runs import study_table
+
+def study_bars(run_dirs) -> go.Figure:
+    "Best top-1 of each run whose `study_row` names a study row, next to the study's accuracy for that row (other runs are left out)."
+    t = study_table(_runs_frame(run_dirs))
+    t = t[t['Study row'] != '']
+    acc = next(c for c in t.columns if c.startswith('Accuracy'))
+    labels = [f"{r['Run ID']} | study {r['Study row']}" for _, r in t.iterrows()]
+    num = lambda s: pd.to_numeric(s, errors='coerce').tolist()
+    fig = go.Figure([go.Bar(x=labels, y=num(t[acc]), name='ours: best top-1'),
+                     go.Bar(x=labels, y=num(t['Study accuracy']), name='study (310 epochs)')])
+    fig.update_layout(barmode='group', title="our runs next to the study's rows", yaxis_title='top-1 (%)', height=380,
+                      margin=dict(t=60, l=60, r=20, b=40))
+    return fig
 
 # %% ../nbs/09_dashboard.ipynb #1b05ab91
 def html_page(title: str, parts: Sequence[Union[go.Figure, pd.DataFrame, str]]) -> str:

@@ -18,8 +18,9 @@ from .qmodules import quantize_model
 from . import models as _models  # registers our models, so they can be teachers
 
 # %% auto #0
-__all__ = ['KD_TYPES', 'load_state_dict_file', 'is_quantizer_key', 'check_state_dict', 'freeze', 'load_teacher',
-           'forward_with_embeddings', 'ClassificationLoss', 'soft_kd_loss', 'embedding_loss', 'DistillLoss']
+__all__ = ['KD_TARGETS', 'KD_TYPES', 'load_state_dict_file', 'is_quantizer_key', 'check_state_dict', 'freeze', 'load_teacher',
+           'EmbeddingStream', 'forward_with_embeddings', 'ClassificationLoss', 'soft_kd_loss', 'kd_embeddings',
+           'embedding_loss', 'DistillLoss']
 
 # %% ../nbs/03_distill.ipynb #d0eec8bc
 _PREFIXES = ('module.', '_orig_mod.')
@@ -70,8 +71,8 @@ def _quant_args(quantized) -> dict:
         names = ('wq', 'aq', 'qmodules', 'attn')
         if not 2 <= len(quantized) <= 4: raise ValueError(f"quantized must be (wq, aq[, qmodules, attn]), got {quantized!r}")
         args = dict(zip(names, quantized))
-    bad = set(args) - {'wq', 'aq', 'qmodules', 'attn'}
-    if bad: raise ValueError(f"unknown quantized key(s) {sorted(bad)}; valid: wq, aq, qmodules, attn")
+    bad = set(args) - {'wq', 'aq', 'qmodules', 'attn', 'relu_unsigned'}
+    if bad: raise ValueError(f"unknown quantized key(s) {sorted(bad)}; valid: wq, aq, qmodules, attn, relu_unsigned")
     return args
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -98,20 +99,36 @@ def load_teacher(name: str, checkpoint: Union[str, Path, dict, None] = None, qua
 def _supports_embeddings(model: nn.Module) -> bool:
     return 'return_embeddings' in inspect.signature(unwrap_model(model).forward).parameters
 
+class EmbeddingStream(list):
+    "The residual stream `[block-0 input, each block's output, final normed tokens]`: a list that says what it holds."
+
+def _full_tokens(y):
+    "timm's `(spatial, prefix)` pair (or spatial tokens alone) back to full `(B, N, C)` tokens."
+    return torch.cat([y[1], y[0]], dim=1) if isinstance(y, tuple) else y
+
 def forward_with_embeddings(model: nn.Module, x: torch.Tensor, embeddings: bool = True):
-    "`(output, [block outputs (B, N, C)])` from one forward pass; `(output, None)` when `embeddings` is False."
+    """`(output, stream)` from one forward pass, `stream` = `[block-0 input, output of each block, final normed
+    tokens]` (`(B, N, C)` each, `depth + 2` in all); `(output, None)` when `embeddings` is False."""
     if not embeddings: return model(x), None
-    if _supports_embeddings(model): return model(x, return_embeddings=True)
-    blocks = getattr(unwrap_model(model), 'blocks', None)
+    if _supports_embeddings(model):
+        out, stream = model(x, return_embeddings='stream')
+        return out, EmbeddingStream(stream)
+    inner = unwrap_model(model)
+    blocks = getattr(inner, 'blocks', None)
     if blocks is None:
-        raise ValueError(f"embedding KD needs a model with forward(x, return_embeddings=True) or a `.blocks` list; "
-                         f"{type(unwrap_model(model)).__name__} has neither")
-    captured = []
-    handles = [b.register_forward_hook(lambda m, i, o: captured.append(o)) for b in blocks]
-    try: out = model(x)
+        raise ValueError(f"embedding KD needs a model with forward(x, return_embeddings='stream'), forward_intermediates "
+                         f"or a `.blocks` list; {type(inner).__name__} has neither")
+    first, outs = [], []
+    handles = [blocks[0].register_forward_pre_hook(lambda m, a: first.append(a[0]))]
+    try:
+        if inner is model and hasattr(inner, 'forward_intermediates') and hasattr(inner, 'forward_head'):
+            final, inter = inner.forward_intermediates(x, output_fmt='NLC', return_prefix_tokens=True)
+            return inner.forward_head(final), EmbeddingStream([first[0], *map(_full_tokens, inter), final])
+        handles += [b.register_forward_hook(lambda m, i, o: outs.append(o)) for b in blocks]
+        out = model(x)
     finally:
         for h in handles: h.remove()
-    return out, captured
+    return out, EmbeddingStream([first[0], *outs, getattr(inner, 'norm', nn.Identity())(outs[-1])])
 
 # %% ../nbs/03_distill.ipynb #d6a1b21a
 class ClassificationLoss(nn.Module):
@@ -128,6 +145,16 @@ def soft_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     "`T^2 * mean_b CE(softmax(teacher/T), log_softmax(student/T))`."
     p_t = F.softmax(teacher_logits / temperature, dim=-1)
     return -(p_t * F.log_softmax(student_logits / temperature, dim=-1)).sum(-1).mean() * temperature ** 2
+
+KD_TARGETS = ('blocks', 'study')
+
+def kd_embeddings(stream: Sequence[torch.Tensor], kd_type: str = 'last', kd_target: str = 'blocks') -> list:
+    "The tensors embedding KD compares, picked from a `forward_with_embeddings` stream (see above)."
+    if kd_target not in KD_TARGETS: raise ValueError(f"unknown kd_target {kd_target!r} (valid: {', '.join(KD_TARGETS)})")
+    if len(stream) < 3: raise ValueError(f"an embedding stream holds the block-0 input, each block's output and the normed output "
+                                         f"(3 tensors at least), got {len(stream)}: use forward_with_embeddings")
+    if kd_target == 'blocks': return list(stream[-2:-1] if kd_type == 'last' else stream[1:-1])
+    return list(stream[-1:] if kd_type == 'last' else [*stream[:-2], stream[-1]])
 
 def embedding_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], kd_type: str = 'last',
                    proj: Optional[nn.Module] = None, tokens: str = 'match') -> torch.Tensor:
@@ -155,8 +182,9 @@ class DistillLoss(nn.Module):
     def __init__(self, base_criterion: Optional[nn.Module] = None, teacher: Optional[nn.Module] = None,
                  kd_temperature: float = 1., kd_hard_and_soft: bool = False, kd_type: Optional[str] = None,
                  kd_alpha: float = 1., two_head_weight: float = 0.5, embed_proj: Optional[nn.Module] = None,
-                 embed_tokens: str = 'match'):
+                 embed_tokens: str = 'match', kd_target: str = 'blocks'):
         super().__init__()
+        if kd_target not in KD_TARGETS: raise ValueError(f"unknown kd_target {kd_target!r} (valid: {', '.join(KD_TARGETS)})")
         kd_type = 'none' if kd_type is None else kd_type
         if kd_type not in KD_TYPES: raise ValueError(f"unknown kd_type {kd_type!r} (valid: {', '.join(KD_TYPES)})")
         if embed_tokens not in ('match', 'mean'): raise ValueError(f"unknown embed_tokens {embed_tokens!r} (valid: match, mean)")
@@ -166,6 +194,7 @@ class DistillLoss(nn.Module):
         self.__dict__['teacher'] = freeze(teacher) if teacher is not None else None   # held, not a submodule
         self.kd_temperature, self.kd_hard_and_soft, self.kd_type, self.kd_alpha = kd_temperature, kd_hard_and_soft, kd_type, kd_alpha
         self.two_head_weight, self.embed_proj, self.embed_tokens = two_head_weight, embed_proj, embed_tokens
+        self.kd_target = kd_target
 
     @property
     def needs_embeddings(self) -> bool: return self.kd_type != 'none'
@@ -177,14 +206,14 @@ class DistillLoss(nn.Module):
 
     @torch.no_grad()
     def run_teacher(self, inputs: torch.Tensor):
-        "Teacher logits (two heads averaged) and, when needed, its block embeddings."
+        "Teacher logits (two heads averaged) and, when needed, its embedding stream."
         self.teacher.eval()
         out, embeddings = forward_with_embeddings(self.teacher, inputs, self.needs_embeddings)
         if isinstance(out, (tuple, list)): out = (out[0] + out[1]) / 2
         return out, embeddings
 
     def forward(self, inputs: torch.Tensor, outputs, targets: torch.Tensor, embeddings: Optional[Sequence[torch.Tensor]] = None):
-        "`outputs`: logits or `(cls, dist)`; `targets`: labels or soft targets; `embeddings`: the student's block outputs."
+        "`outputs`: logits or `(cls, dist)`; `targets`: labels or soft targets; `embeddings`: the student's stream (`forward_with_embeddings`)."
         cls_out, dist_out = outputs if isinstance(outputs, (tuple, list)) else (outputs, None)
         parts = {}
         t_out = t_emb = None
@@ -204,7 +233,11 @@ class DistillLoss(nn.Module):
             if embeddings is None:
                 raise ValueError(f"kd_type={self.kd_type!r} needs the student's embeddings: "
                                  "out, emb = forward_with_embeddings(model, x); criterion(x, out, y, emb)")
-            parts['embed'] = embedding_loss(embeddings, t_emb, self.kd_type, self.embed_proj, self.embed_tokens)
+            if not isinstance(embeddings, EmbeddingStream):      # a bare list of block outputs would be misread
+                raise ValueError("embeddings must be the EmbeddingStream from forward_with_embeddings(model, x) (block-0 input, "
+                                 f"block outputs, normed output), got a {type(embeddings).__name__}")
+            s_emb, t_emb = (kd_embeddings(e, self.kd_type, self.kd_target) for e in (embeddings, t_emb))
+            parts['embed'] = embedding_loss(s_emb, t_emb, self.kd_type, self.embed_proj, self.embed_tokens)
             total = total + self.kd_alpha * parts['embed']
         parts['total'] = total
         return total, {k: v.detach() for k, v in parts.items()}
@@ -212,4 +245,4 @@ class DistillLoss(nn.Module):
     def extra_repr(self):
         t = type(self.teacher).__name__ if self.teacher is not None else None
         return (f"teacher={t}, T={self.kd_temperature}, hard_and_soft={self.kd_hard_and_soft}, kd_type={self.kd_type!r}, "
-                f"kd_alpha={self.kd_alpha}, two_head_weight={self.two_head_weight}, embed_tokens={self.embed_tokens!r}")
+                f"kd_target={self.kd_target!r}, kd_alpha={self.kd_alpha}, two_head_weight={self.two_head_weight}, embed_tokens={self.embed_tokens!r}")

@@ -105,6 +105,8 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(x))
 
 # %% ../nbs/02_models.ipynb #c605b359
+from timm.models._features import feature_take_indices
+
 def _pretrained_cfg(img_size, num_classes, first_conv, classifier) -> dict:
     return dict(url='', num_classes=num_classes, input_size=(3, img_size, img_size), pool_size=None, crop_pct=1.0,
                 interpolation='bicubic', mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
@@ -155,18 +157,47 @@ class CompactTransformer(nn.Module):
     @property
     def distilled(self) -> bool: return self.head_dist is not None
 
-    def forward_features(self, x, return_embeddings: bool = False):
-        "Tokens after the final norm `(B, N, C)`; with `return_embeddings`, also the list of every block's output."
+    def _embed(self, x):
+        "Tokens entering the first block: tokenizer, class token, positions, dropout."
         x = self.tokenizer(x)
         if self.cls_token is not None: x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         if self.pos_embed is not None: x = x + self.pos_embed
-        x = self.pos_drop(x)
-        embeddings = []
-        for blk in self.blocks:
+        return self.pos_drop(x)
+
+    def _stream(self, x, last: int = -1):
+        "The residual stream: `(block-0 input, [output of blocks 0..last])`, full tokens `(B, N, C)`."
+        x = self._embed(x)
+        x0, outs = x, []
+        for blk in self.blocks[:len(self.blocks) if last < 0 else last + 1]:
             x = blk(x)
-            if return_embeddings: embeddings.append(x)
-        x = self.norm(x)
-        return (x, embeddings) if return_embeddings else x
+            outs.append(x)
+        return x0, outs
+
+    def forward_intermediates(self, x, indices=None, return_prefix_tokens: bool = False, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False):
+        """timm's feature contract (as `VisionTransformer.forward_intermediates`): `(final normed tokens, [outputs of
+        the blocks `indices` names])`, `indices` an int (the last n) or a list (None: all); `norm` applies the final
+        norm to each; prefix (class) tokens split off (`return_prefix_tokens`: `(spatial, prefix)` pairs);
+        `output_fmt` `'NCHW'` grids or `'NLC'` tokens; `stop_early` runs no block past the last one asked for."""
+        if output_fmt not in ('NCHW', 'NLC'): raise ValueError(f"unknown output_fmt {output_fmt!r} (valid: NCHW, NLC)")
+        take, max_index = feature_take_indices(len(self.blocks), indices)
+        (B, _, H, W), npt = x.shape, self.num_prefix_tokens
+        _, outs = self._stream(x, max_index if stop_early else -1)
+        inter = [self.norm(outs[i]) if norm else outs[i] for i in take]
+        prefix = [y[:, :npt] for y in inter]
+        inter = [y[:, npt:] for y in inter]
+        if output_fmt == 'NCHW':
+            h, w = self.tokenizer.grid_size(H), self.tokenizer.grid_size(W)
+            inter = [y.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous() for y in inter]
+        if return_prefix_tokens and npt: inter = list(zip(inter, prefix))
+        if intermediates_only: return inter
+        return self.norm(outs[-1]), inter
+
+    def forward_features(self, x, return_embeddings: bool = False):
+        "Tokens after the final norm `(B, N, C)`; with `return_embeddings`, also the list of every block's output."
+        _, outs = self._stream(x)
+        x = self.norm(outs[-1])
+        return (x, outs) if return_embeddings else x
 
     def pool(self, x):
         "Class token or sequence pooling of `(B, N, C)` tokens to `(B, C)`."
@@ -181,11 +212,17 @@ class CompactTransformer(nn.Module):
         logits, logits_dist = self.head(x), self.head_dist(x)
         return (logits, logits_dist) if self.training else (logits + logits_dist) / 2
 
-    def forward(self, x, return_embeddings: bool = False):
-        "Logits (see `forward_head`); with `return_embeddings`, `(logits, embeddings)` from the same pass."
+    def forward(self, x, return_embeddings: Union[bool, str] = False):
+        """Logits (see `forward_head`); with `return_embeddings`, `(logits, embeddings)` from the same pass: every
+        block's output (`True`), or `'stream'`: the block-0 input, every block's output and the final normed tokens
+        (what the study's embedding KD reads). Embedding KD calls this rather than `forward_intermediates` so that
+        DDP and `torch.compile` wrappers see one forward."""
+        if return_embeddings not in (False, True, 'stream'):
+            raise ValueError(f"unknown return_embeddings {return_embeddings!r} (valid: False, True, 'stream')")
         if not return_embeddings: return self.forward_head(self.forward_features(x))
-        x, embeddings = self.forward_features(x, return_embeddings=True)
-        return self.forward_head(x), embeddings
+        x0, outs = self._stream(x)
+        feats = self.norm(outs[-1])
+        return self.forward_head(feats), (outs if return_embeddings is True else [x0, *outs, feats])
 
     def get_classifier(self): return self.head if self.head_dist is None else (self.head, self.head_dist)
 

@@ -15,8 +15,8 @@ from torch import nn
 from .quant import LSQQuantizer, PackedInt8Weight, QConfig, make_quantizer, pack_int8_weight, quant_levels, use_int8_matmul
 
 # %% auto #0
-__all__ = ['PRESETS', 'UNINITIALISED', 'QuantLinear', 'QuantConv2d', 'Attention', 'parse_qmodule', 'quantize_model',
-           'model_storage', 'activation_quantizers', 'quant_summary']
+__all__ = ['PRESETS', 'RELU_UNSIGNED', 'UNINITIALISED', 'QuantLinear', 'QuantConv2d', 'Attention', 'parse_qmodule', 'study_alias',
+           'quantize_model', 'model_storage', 'activation_quantizers', 'quant_summary']
 
 # %% ../nbs/01_qmodules.ipynb #f29972d6
 from .quant import int8_products_allowed
@@ -153,6 +153,8 @@ class Attention(nn.Module):
         return a
 
 # %% ../nbs/01_qmodules.ipynb #00e0160f
+from .quant import LEARNABLE_BIAS
+
 PRESETS = {'linear': ('blocks.*.attn.qkv', 'blocks.*.attn.proj', 'blocks.*.mlp.fc1', 'blocks.*.mlp.fc2')}
 _KEYS = {'enable': 'enable', 'mode': 'mode', 'bit': 'bits', 'bits': 'bits', 'bitw': 'bits', 'sym': 'symmetric', 'symmetric': 'symmetric',
          'asym': 'asym', 'per_channel': 'per_channel', 'learnable_bias': 'learnable_bias', 'signed': 'signed',
@@ -161,12 +163,13 @@ _TRUE, _FALSE = {'true', '1', 'yes', 'on'}, {'false', '0', 'no', 'off'}
 
 def _parse_value(key, raw):
     if key == 'mode': return raw
+    if key == 'learnable_bias' and raw.lower() in LEARNABLE_BIAS: return raw.lower()
     if key in ('bits', 'pos', 'neg'):
         try: return int(raw)
         except ValueError: raise ValueError(f"override {key}:{raw!r} needs an integer") from None
     if raw.lower() in _TRUE: return True
     if raw.lower() in _FALSE: return False
-    raise ValueError(f"override {key}:{raw!r} needs true or false")
+    raise ValueError(f"override {key}:{raw!r} needs true or false" + (f" or one of {', '.join(LEARNABLE_BIAS)}" if key == 'learnable_bias' else ''))
 
 def parse_qmodule(entry: str) -> tuple[str, dict, dict]:
     "Split `'pattern;wq:bit:4;aq:mode:identity'` into the pattern and its weight/activation overrides."
@@ -199,6 +202,16 @@ def _is_attention(m: nn.Module) -> bool:
     if isinstance(m, Attention): return True
     return type(m).__name__ == 'Attention' and hasattr(m, 'qkv') and hasattr(m, 'proj') and hasattr(m, 'num_heads')
 
+_STUDY_NAMES = {'self_attn': 'attn', 'linear1': 'mlp.fc1', 'linear2': 'mlp.fc2'}
+
+def study_alias(pattern: str) -> str:
+    "The study's CCT module name (or glob) in our models' and timm's names: `classifier.blocks.N.self_attn.qkv` -> `blocks.N.attn.qkv`, `linear1`/`linear2` -> `mlp.fc1`/`mlp.fc2`."
+    parts = pattern.split('.')
+    if parts[0] == 'classifier' and len(parts) > 1: parts = parts[1:]
+    return '.'.join(_STUDY_NAMES.get(p, p) for p in parts)
+
+RELU_UNSIGNED = ('follows', 'study')
+
 def _follows_relu(model: nn.Module, name: str) -> bool:
     "True when the sibling registered just before `name` (skipping dropout/identity/norm-free slots) is a ReLU."
     parent_name, _, child = name.rpartition('.')
@@ -208,6 +221,17 @@ def _follows_relu(model: nn.Module, name: str) -> bool:
         if n == child: break
         if not isinstance(m, (nn.Dropout, nn.Identity)): prev = m
     return isinstance(prev, (nn.ReLU, nn.ReLU6))
+
+def _in_relu_mlp(model: nn.Module, name: str) -> bool:
+    "True for a Linear whose parent (an MLP) holds a ReLU: the study marks the inputs of both fc1 and fc2 unsigned then."
+    parent_name, _, child = name.rpartition('.')
+    parent = model.get_submodule(parent_name) if parent_name else model
+    return isinstance(getattr(parent, child), nn.Linear) and any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in parent.children())
+
+def _unsigned_input(model: nn.Module, name: str, relu_unsigned: str = 'follows') -> bool:
+    "Whether the layer's input quantizer gets unsigned levels under the ReLU rule `relu_unsigned` (see `quantize_model`)."
+    if relu_unsigned not in RELU_UNSIGNED: raise ValueError(f"unknown relu_unsigned {relu_unsigned!r} (valid: {', '.join(RELU_UNSIGNED)})")
+    return _follows_relu(model, name) or (relu_unsigned == 'study' and _in_relu_mlp(model, name))
 
 def _merge(base: Optional[QConfig], over: dict) -> Optional[QConfig]:
     if not over: return base
@@ -239,6 +263,8 @@ def _expand(model: nn.Module, qmodules: Sequence[str]) -> tuple[list, bool]:
             patterns = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and n not in skip]
         else: patterns = [pattern]
         matched = [n for p in patterns for n in names if fnmatch.fnmatchcase(n, p)]
+        if not matched and study_alias(pattern) != pattern:        # the study's YAML names, e.g. classifier.blocks.*.linear1
+            matched = [n for n in names if fnmatch.fnmatchcase(n, study_alias(pattern))]
         if pattern == 'attn': matched += [n for n in names if _is_attention(model.get_submodule(n))]
         if not matched:
             what = pattern if pattern not in PRESETS else f"preset {pattern!r} ({', '.join(patterns)})"
@@ -255,6 +281,10 @@ def _replace(model: nn.Module, name: str, new: nn.Module):
     parent_name, _, child = name.rpartition('.')
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
 
+def _size_bias(q: nn.Module, channels: int):
+    "Give a per-channel learnable bias its channel count now (state dicts load into it, optimizers see its shape)."
+    if getattr(q, 'bias_kind', None) == 'channel' and q.bias.numel() == 0: q.bias.data = q.bias.new_zeros(channels)
+
 def _quantize_attention(model, name, aq: Optional[QConfig], attn_signed: bool = False):
     m = model.get_submodule(name)
     if aq is None or not aq.enabled:
@@ -262,13 +292,16 @@ def _quantize_attention(model, name, aq: Optional[QConfig], attn_signed: bool = 
     if not isinstance(m, Attention):
         m = Attention.from_timm(m)
         _replace(model, name, m)
-    m.q_quant, m.k_quant, m.v_quant = (make_quantizer(aq, signed=True) for _ in range(3))
-    m.attn_quant = make_quantizer(aq, signed=attn_signed)
+    m.q_quant, m.k_quant, m.v_quant = (make_quantizer(aq, signed=True, num_channels=m.head_dim, ch_axis=-1) for _ in range(3))
+    m.attn_quant = make_quantizer(aq, signed=attn_signed, ch_axis=-1)     # channels: key tokens, sized by the first batch
 
 def quantize_model(model: nn.Module, wq: Optional[QConfig] = None, aq: Optional[QConfig] = None,
                    qmodules: Union[str, Sequence[str]] = ('linear',), attn: bool = False,
-                   attn_signed: bool = False) -> nn.Module:
-    "Swap the modules `qmodules` names for QAT versions in place (weights shared); `attn` also quantizes attention."
+                   attn_signed: bool = False, relu_unsigned: str = 'follows') -> nn.Module:
+    """Swap the modules `qmodules` names for QAT versions in place (weights shared); `attn` also quantizes attention.
+    `relu_unsigned`: which inputs get unsigned levels in a ReLU model: `'follows'` those right after a ReLU (fc2),
+    `'study'` also the other linears of that MLP (fc1, whose LayerNorm input is then clipped at 0), as the study did."""
+    if relu_unsigned not in RELU_UNSIGNED: raise ValueError(f"unknown relu_unsigned {relu_unsigned!r} (valid: {', '.join(RELU_UNSIGNED)})")
     targets, want_attn = _expand(model, qmodules)
     attn = attn or want_attn
     for name, wo, ao in targets:
@@ -279,13 +312,14 @@ def quantize_model(model: nn.Module, wq: Optional[QConfig] = None, aq: Optional[
             continue
         if not isinstance(m, (nn.Linear, nn.Conv2d)):
             raise ValueError(f"qmodules matched {name!r}, a {type(m).__name__}: only Linear, Conv2d and attention modules can be quantized")
-        a_signed = not _follows_relu(model, name)
+        a_signed = not _unsigned_input(model, name, relu_unsigned)
         if isinstance(m, (QuantLinear, QuantConv2d)):      # re-quantizing (e.g. step 2 of a two-step run)
             m.wq = make_quantizer(w_cfg, signed=True, num_channels=m.weight.shape[0], ch_axis=0)
             m.aq = make_quantizer(a_cfg, signed=a_signed, ch_axis=-1 if isinstance(m, QuantLinear) else 1)
-            continue
-        cls = QuantLinear if isinstance(m, nn.Linear) else QuantConv2d
-        _replace(model, name, cls.from_float(m, w_cfg, a_cfg, a_signed))
+        else:
+            m = (QuantLinear if isinstance(m, nn.Linear) else QuantConv2d).from_float(m, w_cfg, a_cfg, a_signed)
+            _replace(model, name, m)
+        _size_bias(m.aq, m.weight.shape[1] * m.groups if isinstance(m, QuantConv2d) else m.weight.shape[1])
     if attn:
         attn_targets = {n for n, *_ in targets}
         for name, m in list(model.named_modules()):

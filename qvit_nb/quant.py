@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 # %% auto #0
-__all__ = ['QUANTIZERS', 'Levels', 'quant_levels', 'Measurement', 'set_fast_paths', 'fast_paths', 'fast_path_settings',
-           'fast_path_measurements', 'fits_int8', 'LSQFunction', 'lsq_quantize', 'lsq_reference',
+__all__ = ['LEARNABLE_BIAS', 'QUANTIZERS', 'Levels', 'quant_levels', 'Measurement', 'set_fast_paths', 'fast_paths',
+           'fast_path_settings', 'fast_path_measurements', 'fits_int8', 'LSQFunction', 'lsq_quantize', 'lsq_reference',
            'int8_matmul_supported', 'int8_products_allowed', 'use_int8_matmul', 'PackedInt8Weight', 'pack_int8_weight',
-           'int8_linear', 'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'LSQQuantizer', 'levels_with_overrides',
-           'register_quantizer', 'QConfig', 'make_quantizer']
+           'int8_linear', 'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'learnable_bias_kind', 'LSQQuantizer',
+           'levels_with_overrides', 'register_quantizer', 'QConfig', 'make_quantizer']
 
 # %% ../nbs/00_quant.ipynb #2d23b721
 class Levels(tuple):
@@ -478,13 +478,23 @@ def _lsq_linear_op_backward(ctx, grad, _grad_xs, _grad_q):
 
 lsq_linear_op.register_autograd(_lsq_linear_op_backward, setup_context=_lsq_linear_op_setup)
 
+# %% ../nbs/00_quant.ipynb #4ffe272a
+LEARNABLE_BIAS = ('none', 'tensor', 'channel')
+
+def learnable_bias_kind(value: bool | str | None) -> str:
+    "`'none'`, `'tensor'` (one shift) or `'channel'` (one per input channel); `False`/`True` mean `'none'`/`'tensor'`."
+    if value is None or value is False: return 'none'
+    if value is True: return 'tensor'
+    if isinstance(value, str) and value.lower() in LEARNABLE_BIAS: return value.lower()
+    raise ValueError(f"unknown learnable_bias {value!r} (valid: {', '.join(LEARNABLE_BIAS)}, true, false)")
+
 # %% ../nbs/00_quant.ipynb #781d3cc3
 _EPS = 1e-8
 
 class LSQQuantizer(nn.Module):
     "LSQ fake quantizer with a learnable step, per tensor or per channel."
     def __init__(self, bits: int, signed: bool = True, symmetric: bool = True, per_channel: bool = False,
-                 ch_axis: int = 0, learnable_bias: bool = False, num_channels: Optional[int] = None,
+                 ch_axis: int = 0, learnable_bias: bool | str = False, num_channels: Optional[int] = None,
                  pos: Optional[int] = None, neg: Optional[int] = None):
         super().__init__()
         self.bits, self.signed, self.symmetric = bits, signed, symmetric
@@ -492,7 +502,8 @@ class LSQQuantizer(nn.Module):
         self.levels = levels_with_overrides(bits, signed, symmetric, pos, neg)
         shape = (num_channels,) if per_channel and num_channels else (0,) if per_channel else ()
         self.step = nn.Parameter(torch.ones(shape))
-        self.bias = nn.Parameter(torch.zeros(())) if learnable_bias else None
+        self.bias_kind = learnable_bias_kind(learnable_bias)   # 'channel': one shift per channel along ch_axis
+        self.bias = None if self.bias_kind == 'none' else nn.Parameter(torch.zeros((num_channels or 0,) if self.bias_kind == 'channel' else ()))
         self.register_buffer('initialized', torch.zeros((), dtype=torch.bool))
         self._ready = False
         self.numel_scale = 1    # processes sharing each batch (DDP): LSQ's gradient scale counts the global batch
@@ -530,6 +541,9 @@ class LSQQuantizer(nn.Module):
         key = prefix + 'step'
         if key in state_dict and self.per_channel and self.step.shape != state_dict[key].shape and self.step.numel() == 0:
             self.step.data = torch.empty_like(state_dict[key], device=self.step.device)
+        key = prefix + 'bias'           # a per-channel bias sized by its first batch
+        if key in state_dict and self.bias_kind == 'channel' and self.bias.numel() == 0:
+            self.bias.data = torch.empty_like(state_dict[key], device=self.bias.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def effective_step(self) -> torch.Tensor:
@@ -538,12 +552,19 @@ class LSQQuantizer(nn.Module):
 
     def _prepare(self, x: torch.Tensor):
         "The input after the learnable bias, the (broadcastable) step and LSQ's gradient scale."
-        if self.bias is not None: x = x + self.bias.to(x.dtype)
+        if self.bias is not None: x = x + self._bias_view(x)
         if not self._ready: self.init_step(x)
         step = self.effective_step()
         if self.per_channel: step = step.view(self._step_shape(x))
         per_step = x.numel() * self.numel_scale // (step.numel() or 1)
         return x, step, 1.0 / math.sqrt(per_step * self.qp)
+
+    def _bias_view(self, x: torch.Tensor) -> torch.Tensor:
+        "The learnable shift broadcastable to `x`: one value, or one per channel along `ch_axis` (sized by the first batch when unknown)."
+        if self.bias_kind == 'tensor': return self.bias.to(x.dtype)
+        axis = self.ch_axis % x.dim()
+        if self.bias.numel() == 0: self.bias.data = torch.zeros(x.shape[axis], device=x.device)
+        return self.bias.to(x.dtype).view([x.shape[axis] if d == axis else 1 for d in range(x.dim())])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, step, grad_scale = self._prepare(x)
@@ -574,7 +595,7 @@ class LSQQuantizer(nn.Module):
         kind = 'binary' if self.levels.binary else f"{'signed' if self.signed else 'unsigned'} {'sym' if self.symmetric else 'asym'}"
         chan = f", per_channel(axis={self.ch_axis})" if self.per_channel else ""
         return f"bits={self.bits}, {kind}, levels={self.levels.values() if self.levels.n_levels <= 8 else f'{-self.qn}..{self.qp}'}{chan}" + \
-               (", learnable_bias" if self.bias is not None else "")
+               (f", learnable_bias={self.bias_kind}" if self.bias is not None else "")
 
 # %% ../nbs/00_quant.ipynb #cd2bc8c6
 def levels_with_overrides(bits, signed=True, symmetric=True, pos=None, neg=None) -> Levels:
@@ -607,7 +628,7 @@ class QConfig:
     bits: int = 4
     symmetric: bool = True
     per_channel: bool = False
-    learnable_bias: bool = False
+    learnable_bias: bool | str = False     # False/'none', True/'tensor' (one shift), 'channel' (study)
     signed: Optional[bool] = None
     pos: Optional[int] = None
     neg: Optional[int] = None
@@ -616,6 +637,7 @@ class QConfig:
         if not isinstance(self.mode, str) or self.mode.lower() not in QUANTIZERS:
             raise ValueError(f"unknown quantization mode {self.mode!r}; valid modes: {', '.join(sorted(QUANTIZERS))}")
         self.mode = self.mode.lower()
+        learnable_bias_kind(self.learnable_bias)
         if self.enabled: levels_with_overrides(self.bits, True if self.signed is None else self.signed,
                                                self.symmetric, self.pos, self.neg)
 
@@ -637,4 +659,4 @@ def _identity(cfg, signed, num_channels, ch_axis): return nn.Identity()
 def _lsq(cfg, signed, num_channels, ch_axis):
     return LSQQuantizer(cfg.bits, signed=signed, symmetric=cfg.symmetric, per_channel=cfg.per_channel,
                         ch_axis=ch_axis, learnable_bias=cfg.learnable_bias,
-                        num_channels=num_channels if cfg.per_channel else None, pos=cfg.pos, neg=cfg.neg)
+                        num_channels=num_channels, pos=cfg.pos, neg=cfg.neg)

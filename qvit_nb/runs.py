@@ -12,9 +12,10 @@ import pandas as pd
 import yaml
 
 # %% auto #0
-__all__ = ['EXECUTORS', 'network_label', 'tricks_label', 'load_runs', 'results_table', 'render_report', 'Experiment', 'Sweep',
-           'load_sweep', 'train_notebook', 'report_config', 'quiet_expected_warnings', 'execute_experiment',
-           'SweepResult', 'run_sweep', 'sweep_plan']
+__all__ = ['STUDY_FINDINGS', 'EXECUTORS', 'network_label', 'tricks_label', 'load_runs', 'results_table', 'render_report',
+           'study_results', 'study_table', 'study_findings', 'render_study_report', 'Experiment', 'Sweep', 'load_sweep',
+           'train_notebook', 'report_config', 'quiet_expected_warnings', 'execute_experiment', 'SweepResult',
+           'run_sweep', 'sweep_plan']
 
 # %% ../nbs/08_runs.ipynb #e6e9a86e
 def _read_json(p: Path) -> Optional[dict]:
@@ -93,6 +94,94 @@ def _markdown(df: pd.DataFrame) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(df.columns))]
     line = lambda r: '| ' + ' | '.join(c.ljust(w) for c, w in zip(r, widths)) + ' |'
     return '\n'.join([line(cells[0]), '|' + '|'.join('-' * (w + 2) for w in widths) + '|'] + [line(r) for r in cells[1:]])
+
+# %% ../nbs/08_runs.ipynb #14e4935a
+import importlib.resources
+
+def study_results(table: Optional[str] = None) -> pd.DataFrame:
+    "The study's result rows: table (experiments, final, cifar100), dataset, network, tricks, accuracy (NaN: none), run_id, output_dir."
+    with importlib.resources.files('qvit_nb').joinpath('study_results.csv').open() as f:
+        df = pd.read_csv(f, dtype={'run_id': str, 'output_dir': str})
+    df['output_dir'] = df.output_dir.fillna('')
+    if table is None: return df
+    if table not in set(df.table): raise ValueError(f"unknown study table {table!r} (valid: {', '.join(dict.fromkeys(df.table))})")
+    return df[df.table == table].reset_index(drop=True)
+
+# (claim, rows whose runs should be better, rows whose runs should be worse); each side's value is its best row
+STUDY_FINDINGS = (
+    ('2-bit weights beat 2-bit activations', ('14918', '16201', '51851'), ('14496', '15133', '51853')),
+    ('KD helps 2-bit activations', ('17462', '24259'), ('15133',)),
+    ('two-step W2A2 beats one-step W2A2', ('25863', '25861'), ('14510',)),
+    ('unsigned {0,1,2} attention beats signed {-1,0,1}', ('25997',), ('25911', '18172')),
+    ('logits + last-embedding KD beats logits-only KD', ('39173', '39172', '39174'), ('28353', '17462')),
+)
+
+def _run_study_rows(df: pd.DataFrame) -> pd.Series:
+    "Each run's `study_row` (from its args.yaml), '' when it names none."
+    return df.output_dir.map(lambda d: str(_read_args(Path(d)).get('study_row') or ''))
+
+# %% ../nbs/08_runs.ipynb #6613048e
+def study_table(runs: Union[pd.DataFrame, str, Path] = 'runs') -> pd.DataFrame:
+    "`results_table` plus, for runs whose `study_row` names a study row: that row, the study's accuracy and ours minus it."
+    df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
+    table = results_table(df)
+    study = study_results().drop_duplicates('run_id').set_index('run_id')
+    row = table['Output Dir'].map(dict(zip(df.output_dir, _run_study_rows(df)))).fillna('')
+    unknown = sorted(set(row) - set(study.index) - {''})
+    if unknown: raise ValueError(f"study_row {unknown[0]!r} names no row of the study's tables (run ids such as 17462, 43045; see study_results())")
+    ours = table['Output Dir'].map(dict(zip(df.output_dir, df.best_top1)))
+    theirs = row.map(study.accuracy)
+    fmt = lambda v: '' if v is None or pd.isna(v) else f"{v:.2f}"
+    return table.assign(**{'Study row': row, 'Study accuracy': theirs.map(fmt),
+                           'Δ vs study': (ours.astype(float) - theirs.astype(float)).map(lambda v: '' if pd.isna(v) else f"{v:+.2f}")})
+
+def _group_best(values: dict, ids) -> tuple:
+    "The best value among study rows `ids` (None when none has one), and the row it came from."
+    got = [(values[i], i) for i in ids if i in values and values[i] is not None and not pd.isna(values[i])]
+    return max(got) if got else (None, None)
+
+def _float_on_top(df: pd.DataFrame) -> Optional[bool]:
+    "Per model with both kinds of finished runs: does the best float run beat the best quantized one? None: no such model."
+    df = df[(df.status == 'finished') & df.best_top1.notna()]
+    model, kind = df.network.str.rsplit(' ', n=1).str[0], df.network.str.rsplit(' ', n=1).str[-1]
+    verdicts = [g[kind[g.index] == 'fp'].best_top1.max() > g[kind[g.index] != 'fp'].best_top1.max()
+                for _, g in df.groupby(model) if (kind[g.index] == 'fp').any() and (kind[g.index] != 'fp').any()]
+    return all(verdicts) if verdicts else None
+
+def study_findings(runs: Union[pd.DataFrame, str, Path] = 'runs') -> pd.DataFrame:
+    "The study's claims, each with its evidence (study rows and accuracies) and whether our matching runs agree (✓/✗, –: not run)."
+    df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
+    study = study_results()
+    theirs = dict(zip(study.run_id, study.accuracy))
+    done = df[(df.status == 'finished') & df.best_top1.notna()]
+    ours = {}
+    for r, acc in zip(_run_study_rows(done), done.best_top1): ours[r] = max(acc, ours.get(r, acc))
+    mark = lambda v: '–' if v is None else '✓' if v else '✗'
+    fmt = lambda v, i: '' if v is None else f"{v:.2f} ({i})"
+    out = []
+    for claim, better, worse in STUDY_FINDINGS:
+        (sb, sbi), (sw, swi) = _group_best(theirs, better), _group_best(theirs, worse)
+        (ob, obi), (ow, owi) = _group_best(ours, better), _group_best(ours, worse)
+        out.append({'Finding': claim, 'Study': f"{fmt(sb, sbi)} vs {fmt(sw, swi)}", 'Study holds': mark(sb > sw),
+                    'Ours': f"{fmt(ob, obi)} vs {fmt(ow, owi)}" if ob is not None and ow is not None else '',
+                    'Ours holds': mark(None if ob is None or ow is None else ob > ow)})
+    vit = study[(study.dataset == 'cifar10') & study.network.str.startswith('vit-6-4-32 ') & study.accuracy.notna()]
+    fp = vit.network.str.endswith(' fp')
+    out.append({'Finding': 'the float model is on top', 'Study': f"{vit[fp].accuracy.max():.2f} vs {vit[~fp].accuracy.max():.2f} (vit-6-4-32)",
+                'Study holds': mark(vit[fp].accuracy.max() > vit[~fp].accuracy.max()), 'Ours': '', 'Ours holds': mark(_float_on_top(df))})
+    return pd.DataFrame(out)
+
+def render_study_report(runs: Union[pd.DataFrame, str, Path] = 'runs', fmt: str = 'md') -> str:
+    "`render_report` with the study's columns, and (md, html) the findings check under the table."
+    if fmt not in ('md', 'csv', 'html'): raise ValueError(f"unknown report format {fmt!r}; valid: md, csv, html")
+    df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
+    table, findings = study_table(df), study_findings(df)
+    if fmt == 'csv': return table.to_csv(index=False)
+    md = lambda t: t.to_markdown(index=False) if _has_tabulate() else _markdown(t)
+    if fmt == 'md': return md(table) + "\n\n### The study's findings on these runs\n\n" + md(findings)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>qvit-nb results vs the study</title></head><body>"
+            "<h1>qvit-nb results vs the study</h1>" + table.to_html(index=False, escape=True) +
+            "<h2>The study's findings on these runs</h2>" + findings.to_html(index=False, escape=True) + "</body></html>")
 
 # %% ../nbs/08_runs.ipynb #0ff02f8b
 import difflib, fcntl, itertools, os, re, sys, time, traceback

@@ -43,7 +43,8 @@ def quant_configs(cfg: TrainConfig, wq_bits: Optional[int] = None, aq_bits: Opti
                      per_channel=cfg.wq_per_channel, pos=cfg.wq_pos, neg=cfg.wq_neg)
     if cfg.aq_enable or aq_bits is not None:
         aq = QConfig(mode=cfg.aq_mode, bits=aq_bits or cfg.aq_bitw, symmetric=not cfg.aq_asym,
-                     learnable_bias=cfg.aq_learnable_bias, pos=cfg.aq_pos, neg=cfg.aq_neg)
+                     learnable_bias=('channel' if cfg.aq_learnable_bias_per_channel else 'tensor') if cfg.aq_learnable_bias else False,
+                     pos=cfg.aq_pos, neg=cfg.aq_neg)
     return wq, aq
 
 def _model_kwargs(cfg: TrainConfig) -> dict:
@@ -67,7 +68,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     model = timm.create_model(check_model_name(cfg.model), num_classes=num_classes, **_model_kwargs(cfg))
     wq, aq = quant_configs(cfg)
     if wq is not None or aq is not None or cfg.attn_q:
-        quantize_model(model, wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q, attn_signed=cfg.attn_q_signed)
+        quantize_model(model, wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q, attn_signed=cfg.attn_q_signed,
+                       relu_unsigned=cfg.aq_relu_unsigned)
     return model
 
 # %% ../nbs/05_train.ipynb #2b92c830
@@ -91,16 +93,17 @@ def build_teacher(cfg: TrainConfig, num_classes: int) -> Optional[nn.Module]:
                              f"which was trained as {t.model!r}")
         kw.update({k: v for k, v in _model_kwargs(t).items() if k in ('img_size', 'act_layer', 'norm_layer', 'distill_head')})
         wq, aq = quant_configs(t)
-        if wq is not None or aq is not None: quantized = dict(wq=wq, aq=aq, qmodules=t.qmodules, attn=t.attn_q)
+        if wq is not None or aq is not None:
+            quantized = dict(wq=wq, aq=aq, qmodules=t.qmodules, attn=t.attn_q, relu_unsigned=t.aq_relu_unsigned)
     if cfg.quant_teacher:
         wq, aq = quant_configs(replace(cfg, wq_enable=False, aq_enable=False), cfg.quant_teacher_wq_bitw, cfg.quant_teacher_aq_bitw)
-        quantized = dict(wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q and aq is not None)
+        quantized = dict(wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q and aq is not None, relu_unsigned=cfg.aq_relu_unsigned)
     return load_teacher(cfg.teacher, cfg.teacher_checkpoint or None, quantized=quantized, num_classes=num_classes, **kw)
 
 def build_criterion(cfg: TrainConfig, teacher: Optional[nn.Module], mixup_active: bool) -> DistillLoss:
     base = ClassificationLoss(smoothing=0. if mixup_active else cfg.smoothing)
     return DistillLoss(base, teacher=teacher, kd_temperature=cfg.kd_temperature, kd_hard_and_soft=cfg.kd_hard_and_soft,
-                       kd_type=cfg.kd_type if cfg.use_kd else 'none', kd_alpha=cfg.kd_alpha,
+                       kd_type=cfg.kd_type if cfg.use_kd else 'none', kd_alpha=cfg.kd_alpha, kd_target=cfg.kd_target,
                        two_head_weight=cfg.distill_weight)
 
 # %% ../nbs/05_train.ipynb #ec4a55a3

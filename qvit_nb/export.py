@@ -67,10 +67,10 @@ class ExportQuantizer(nn.Module):
         if q.levels.binary: raise ValueError("cannot export binary (1-bit) activations: ONNX's int8 levels need a zero")
         self.register_buffer('step', q.effective_step().detach().float().clone())
         self.register_buffer('bias', None if q.bias is None else q.bias.detach().float().clone())
-        self.lo, self.hi, self.axis = -q.qn, q.qp, (q.ch_axis if q.per_channel else axis)
+        self.lo, self.hi, self.axis, self.bias_axis = -q.qn, q.qp, (q.ch_axis if q.per_channel else axis), q.ch_axis
 
     def forward(self, x):
-        if self.bias is not None: x = x + self.bias
+        if self.bias is not None: x = x + _step_view(self.bias, x, self.bias_axis)     # one shift, or one per channel
         return quantize_dequantize(x, self.step, self.lo, self.hi, self.axis)
 
     def extra_repr(self): return f"levels={self.lo}..{self.hi}, axis={self.axis}, bias={self.bias is not None}"

@@ -14,7 +14,8 @@ TINY = dict(dataset='digits', model='vit_2_4_32', epochs=3, batch_size=64, aa=No
             workers=0, amp=False, warmup_epochs=0, cooldown_epochs=0, lr=2e-3)
 RUNS = {'float': {},
         'a2': dict(aq_enable=True, aq_bitw=2, aq_asym=True),
-        'w2a2_attn': dict(aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2, attn_q=True, aq_learnable_bias=True),
+        'w2a2_attn': dict(aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2, attn_q=True, aq_learnable_bias=True,
+                      aq_learnable_bias_per_channel=True),
         'w2_per_channel': dict(wq_enable=True, wq_bitw=2, wq_per_channel=True)}
 
 

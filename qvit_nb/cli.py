@@ -120,7 +120,7 @@ USAGE = """usage: qvit {train,demo,sweep,report,dashboard,export} ...
   train      one experiment: qvit train -c CONFIG [--model M] [DATA] [flags]   (qvit train -h lists every flag)
   demo       offline demo (digits): float teacher, 2-bit-activation KD student, results table
   sweep      run a sweep file's experiments as papermill notebooks: qvit sweep FILE [--workers N] [--dry-run]
-  report     results table of a runs directory: qvit report [RUNS_DIR] [--format md|csv|html]
+  report     results table of a runs directory: qvit report [RUNS_DIR] [--format md|csv|html] [--study]
   dashboard  accuracy dashboard as standalone HTML: qvit dashboard RUNS_DIR --html out.html
   export     a run's trained model as ONNX (int8 levels, QDQ): qvit export RUN_DIR [-o FILE]
 """

@@ -32,4 +32,4 @@ sync-check: setup
 
 test: sync-check
 	$(BIN)/nbdev-test --n-workers 2
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile    # two workers on the two cores, one test file each (pytest-xdist)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_runs.ipynb #80e8baf7
 from __future__ import annotations
-import contextlib, json
+import contextlib, json, os, socket
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -12,8 +12,9 @@ import pandas as pd
 import yaml
 
 # %% auto #0
-__all__ = ['EXECUTORS', 'network_label', 'tricks_label', 'load_runs', 'results_table', 'render_report', 'Experiment', 'Sweep',
-           'load_sweep', 'train_notebook', 'execute_experiment', 'SweepResult', 'run_sweep', 'sweep_plan']
+__all__ = ['EXECUTORS', 'run_status', 'network_label', 'tricks_label', 'load_runs', 'results_table', 'render_report',
+           'Experiment', 'Sweep', 'load_sweep', 'train_notebook', 'execute_experiment', 'SweepResult', 'run_sweep',
+           'sweep_plan']
 
 # %% ../nbs/08_runs.ipynb #e6e9a86e
 def _read_json(p: Path) -> Optional[dict]:
@@ -23,6 +24,21 @@ def _read_json(p: Path) -> Optional[dict]:
 def _read_args(run_dir: Path) -> dict:
     try: return yaml.safe_load((run_dir / 'args.yaml').read_text()) or {}
     except (OSError, yaml.YAMLError): return {}
+
+def _process_gone(pid) -> bool:
+    "No live process has this pid (a zombie counts as gone: it has exited)."
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return True
+    except (PermissionError, ValueError, TypeError, OverflowError): return False
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(')', 1)[1].split()[0] == 'Z'
+    return False
+
+def run_status(m: dict) -> Optional[str]:
+    "A `metrics.json`'s status, with `stale` for a `running` run whose process (pid on this host) is gone."
+    status = m.get('status')
+    if status == 'running' and m.get('pid') and m.get('host') == socket.gethostname() and _process_gone(m['pid']): return 'stale'
+    return status
 
 def network_label(args: dict) -> str:
     "The study's network column: model name plus fp / aq / wq / wq-aq."
@@ -52,7 +68,7 @@ def load_runs(runs_dir: Union[str, Path] = 'runs') -> pd.DataFrame:
         rows.append(dict(network=network_label(args), tricks=tricks_label(args), dataset=m.get('dataset') or args.get('dataset', ''),
                          best_top1=m.get('best_top1'),
                          final_top1=m.get('final_top1'), epochs=m.get('epochs'), planned_epochs=m.get('planned_epochs'),
-                         run_id=m.get('run_id', rd.name), output_dir=str(rd), status=m.get('status'),
+                         run_id=m.get('run_id', rd.name), output_dir=str(rd), status=run_status(m),
                          sweep=m.get('sweep') or (rd.parent.name if (rd.parent / 'sweep.json').exists() else ''),
                          name=m.get('name') or args.get('name', ''), error=m.get('error'), config_hash=m.get('config_hash')))
     cols = ['network', 'tricks', 'dataset', 'best_top1', 'final_top1', 'epochs', 'planned_epochs', 'run_id', 'output_dir', 'status',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #a7c6121c
 from __future__ import annotations
-import contextlib, csv, io, json, math, os, random, secrets, shutil, sys, time, traceback
+import contextlib, csv, io, json, math, os, random, secrets, shutil, signal, socket, sys, threading, time, traceback
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +32,8 @@ from .config import TrainConfig, load_config, save_config, config_hash
 __all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'quant_configs', 'check_model_name', 'build_model',
            'build_teacher', 'build_criterion', 'atomic_write', 'save_checkpoint', 'previous_checkpoint',
            'CheckpointError', 'load_checkpoint', 'new_run_id', 'resolve_run_dir', 'seed_epoch', 'resolve_device',
-           'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'check_resume', 'check_inputs', 'Run', 'train']
+           'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'RunInterrupted', 'check_resume', 'check_inputs', 'Run',
+           'train']
 
 # %% ../nbs/05_train.ipynb #0dc59e11
 def quant_configs(cfg: TrainConfig, wq_bits: Optional[int] = None, aq_bits: Optional[int] = None):
@@ -233,6 +234,15 @@ def gpu_fast_paths(model: nn.Module, device: torch.device, opt: str) -> dict:
 # %% ../nbs/05_train.ipynb #d784289e
 class TrainingDiverged(RuntimeError):
     "A non-finite loss or gradient under `nan_policy: stop` (or too many skipped steps)."
+
+class RunInterrupted(KeyboardInterrupt):
+    "SIGINT or SIGTERM stopped a run: its last epoch's checkpoint is kept, `metrics.json` says `interrupted`."
+    def __init__(self, signum: int, message: str = ''):
+        super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int: return 128 + self.signum     # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'eval_loss', 'top1', 'top5', 'lr']
 TIMING_COLUMNS = ['train_seconds', 'train_images_per_s']   # per-epoch wall time: the only columns that differ between reruns
@@ -505,12 +515,51 @@ class Run:
                  best_top1=self.best['top1'] if self.best else None, best_epoch=self.best['epoch'] if self.best else None,
                  wall_time_s=round(self.wall, 3), train_images_per_s=round(self.images / self.train_time, 2) if self.train_time else None,
                  skipped_steps=self.skipped, world_size=self.world, device=str(self.device), error=error,
+                 pid=os.getpid(), host=socket.gethostname(),
                  updated=datetime.now().isoformat(timespec='seconds'))
         if self.is_main: atomic_write(self.run_dir / 'metrics.json', json.dumps(m, indent=2))
         self.metrics = m
 
+    # --- signals -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _interruptible(self):
+        "SIGTERM and SIGINT raise `RunInterrupted` (main thread only); during `_whole()` they wait until the files are whole."
+        self._saving, self._pending = False, None
+        if threading.current_thread() is not threading.main_thread(): yield; return
+        def handler(signum, frame):
+            if self._saving: self._pending = signum
+            else: raise RunInterrupted(signum)
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try: yield
+        finally:
+            for s, h in old.items(): signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def _whole(self):
+        "A block (the checkpoints, summary and metrics of an epoch) that a signal does not cut in two."
+        self._saving = True
+        try: yield
+        finally: self._saving = False
+        if self._pending is not None: raise RunInterrupted(self._pending)
+
+    def _interrupted(self, e: KeyboardInterrupt) -> RunInterrupted:
+        "Record `interrupted` and say, in one line, where the run stopped and how to resume it."
+        signum = e.signum if isinstance(e, RunInterrupted) else int(signal.SIGINT)
+        last, done = self.run_dir / 'last.pth.tar', getattr(self, 'saved_epochs', 0)
+        how = (f"resume with: qvit train --resume {last}" if last.is_file() else
+               f"it had no checkpoint yet: qvit train --output {self.run_dir.parent} --experiment {self.run_dir.name} --resume "
+               "starts it again")
+        msg = (f"run {self.run_id} interrupted by {signal.Signals(signum).name} after {done} of "
+               f"{getattr(self, 'num_epochs', self.cfg.epochs)} epochs; {how}")
+        with contextlib.suppress(Exception): self.write_metrics('interrupted', msg)
+        self._log(msg, echo=False)
+        return RunInterrupted(signum, msg)
+
     # --- the loop -------------------------------------------------------------------------------------------
     def fit(self) -> dict:
+        with self._interruptible(): return self._fit()
+
+    def _fit(self) -> dict:
         cfg, t_start = self.cfg, time.perf_counter()
         self.wall = self.train_time = 0.; self.images = 0
         self.summary, self.best, self.skipped = [], None, 0      # so a run that fails before _setup still writes its metrics.json
@@ -523,6 +572,7 @@ class Run:
             self._log(f"run {self.run_id}: {'resuming from ' + str(self.resume_from) + ' at epoch ' + str(self.start_epoch + 1) if self.resume_from else 'starting'} "
                       f"in {self.run_dir}")
             for line in [self.plan(), *self._warnings()]: self._log(line)
+            self.saved_epochs = self.start_epoch
             self.write_metrics('running')
             for epoch in range(self.start_epoch, self.num_epochs):
                 tr = self.train_epoch(epoch)
@@ -537,12 +587,14 @@ class Run:
                 improved = self.best is None or row['top1'] > self.best['top1']
                 if improved: self.best = dict(epoch=epoch, top1=row['top1'])
                 if self.is_main:
-                    st = self._state(epoch)
-                    save_checkpoint(st, self.run_dir / 'last.pth.tar', keep_previous=True)
-                    if improved: save_checkpoint(st, self.run_dir / 'model_best.pth.tar')
-                    self._write_summary()
-                    self.wall = time.perf_counter() - t_start
-                    self.write_metrics('running')
+                    with self._whole():
+                        st = self._state(epoch)
+                        save_checkpoint(st, self.run_dir / 'last.pth.tar', keep_previous=True)
+                        if improved: save_checkpoint(st, self.run_dir / 'model_best.pth.tar')
+                        self._write_summary()
+                        self.saved_epochs = epoch + 1
+                        self.wall = time.perf_counter() - t_start
+                        self.write_metrics('running')
                     self._log(f"epoch {epoch + 1}/{self.num_epochs} | train loss {tr['train_loss']:.4f} | eval loss {ev['eval_loss']:.4f} "
                               f"top1 {ev['top1']:.2f} top5 {ev['top5']:.2f} | lr {row['lr']:.3g} | {tr['seconds']:.1f}s "
                               f"{tr['images'] / max(tr['seconds'], 1e-9):.0f} img/s")
@@ -554,7 +606,8 @@ class Run:
             return self.metrics
         except BaseException as e:
             self.wall = time.perf_counter() - t_start
-            if self.run_dir.exists() and not isinstance(e, KeyboardInterrupt):
+            if isinstance(e, KeyboardInterrupt) and self.run_dir.exists(): raise self._interrupted(e) from None
+            if self.run_dir.exists():
                 with contextlib.suppress(Exception): self.write_metrics('failed', f"{type(e).__name__}: {e}")
                 self._log(f"run {self.run_id} failed: {type(e).__name__}: {e}", echo=False)
             raise

@@ -193,3 +193,49 @@ def test_two_sweeps_on_one_runs_dir_never_run_an_experiment_twice(tmp_path):
     assert len(runs) == 2, [d.name for d in runs]                 # one run per experiment, not four
     reg = json.loads((tmp_path / 'runs' / 'c' / 'sweep.json').read_text())
     assert sorted(reg) == ['a', 'b'] and all(r['status'] == 'finished' for r in reg.values())
+
+
+# --- issue #17, round two: every way a run ends leaves a status -------------------------------------------------------
+
+def _stop_after_first_epoch(p, signum):
+    "Send `signum` once the run has saved its first epoch; return the lines printed after the signal."
+    for line in p.stdout:
+        if line.startswith('epoch 1/') and '| train loss' in line: break
+    p.send_signal(signum)
+    return p.communicate(timeout=300)[0]
+
+
+@pytest.mark.parametrize('signum, code', [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_sigint_records_interrupted_keeps_a_checkpoint_and_says_one_line(tmp_path, signum, code):
+    over = dict(epochs=30, max_images=64)                # long enough that the signal lands during training
+    p = qvit_train(tmp_path, 'stop', **over)
+    out = _stop_after_first_epoch(p, signum)
+    assert p.returncode == code, out
+    assert 'Traceback' not in out and len(out.strip().splitlines()) == 1, out
+    assert f"interrupted by {signal.Signals(signum).name}" in out and '--resume' in out, out
+    m = json.loads((tmp_path / 'stop' / 'metrics.json').read_text())
+    assert m['status'] == 'interrupted' and m['error'].startswith('run stop interrupted'), m
+    assert m['pid'] == p.pid and m['host']
+    ck = load_checkpoint(tmp_path / 'stop' / 'last.pth.tar')
+    assert ck['epoch'] + 1 == int(out.split(' after ')[1].split()[0])     # the line names the epochs the checkpoint holds
+    r = qvit_train(tmp_path, 'stop', extra=['--resume'], **over)
+    for line in r.stdout:                                # the resume continues the run from its checkpoint
+        if line.startswith('run '): assert f"at epoch {ck['epoch'] + 2}" in line, line; break
+    r.kill(); r.wait(timeout=60)
+
+
+def test_a_running_run_whose_process_is_gone_is_reported_stale(tmp_path):
+    from qvit_nb.runs import load_runs
+    p = qvit_train(tmp_path, 'killed', epochs=30, max_images=64)
+    for line in p.stdout:
+        if line.startswith('epoch 1/') and '| train loss' in line: break
+    assert load_runs(tmp_path).set_index('run_id').status['killed'] == 'running'     # its process is alive
+    p.send_signal(signal.SIGKILL); p.wait(timeout=60)
+    assert json.loads((tmp_path / 'killed' / 'metrics.json').read_text())['status'] == 'running'
+    assert load_runs(tmp_path).set_index('run_id').status['killed'] == 'stale'
+    assert '| stale' in qvit_report_md(tmp_path)
+
+
+def qvit_report_md(runs_dir):
+    return subprocess.run([sys.executable, '-m', 'qvit_nb.cli', 'report', str(runs_dir)], capture_output=True, text=True,
+                          env=ENV, timeout=300).stdout

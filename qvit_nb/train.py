@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #a7c6121c
 from __future__ import annotations
-import contextlib, csv, io, json, math, os, random, secrets, shutil, signal, socket, sys, threading, time, traceback
+import contextlib, csv, hashlib, io, json, math, os, random, secrets, shutil, signal, socket, sys, threading, time, traceback
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -29,11 +29,11 @@ from .data import build_loaders, build_mixup, kwargs_for, dataset_name, DATASETS
 from .config import TrainConfig, load_config, save_config, config_hash
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'quant_configs', 'check_model_name', 'build_model',
-           'build_teacher', 'build_criterion', 'atomic_write', 'save_checkpoint', 'previous_checkpoint',
+__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'quant_configs', 'check_model_name',
+           'build_model', 'build_teacher', 'build_criterion', 'atomic_write', 'save_checkpoint', 'previous_checkpoint',
            'CheckpointError', 'load_checkpoint', 'new_run_id', 'resolve_run_dir', 'seed_epoch', 'resolve_device',
            'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'RunInterrupted', 'check_resume', 'check_inputs', 'Run',
-           'train']
+           'train', 'resume_config']
 
 # %% ../nbs/05_train.ipynb #0dc59e11
 def quant_configs(cfg: TrainConfig, wq_bits: Optional[int] = None, aq_bits: Optional[int] = None):
@@ -257,6 +257,14 @@ def check_resume(cfg: TrainConfig):
     "The checkpoint or run directory `resume` names exists (checked before the run directory is resolved)."
     if cfg.resume and cfg.resume != 'last' and not Path(cfg.resume).is_file() and not previous_checkpoint(cfg.resume).is_file():
         raise ValueError(f"resume checkpoint {cfg.resume} does not exist")
+    if cfg.resume and cfg.resume != 'last':
+        ckpt = Path(cfg.resume)
+        if ckpt.name not in ('last.pth.tar', 'last-prev.pth.tar'):
+            raise ValueError(f"resume checkpoint {ckpt} is not a run's last.pth.tar (or last-prev.pth.tar): resuming from it would "
+                             f"overwrite the later epochs of {ckpt.parent}; to start a new run from its weights use --initial-checkpoint {ckpt}")
+        if cfg.experiment and cfg.experiment != ckpt.parent.name:
+            raise ValueError(f"--experiment {cfg.experiment!r} and --resume {ckpt} name different runs: a resume continues "
+                             f"{ckpt.parent.name!r}; drop --experiment, or use --initial-checkpoint to start {cfg.experiment!r} from its weights")
     if cfg.resume == 'last' and cfg.experiment and not (Path(cfg.output or 'runs') / cfg.experiment).is_dir():
         raise ValueError(f"resume: run directory {Path(cfg.output or 'runs') / cfg.experiment} does not exist "
                          f"(--experiment names a run directory under --output {cfg.output or 'runs'})")
@@ -306,6 +314,9 @@ class Run:
             else: load_checkpoint(self.resume_from)      # raises: a missing checkpoint of a run that had some
         # an unreadable checkpoint must fail here, before anything in the run directory is touched
         self._resume_ckpt = load_checkpoint(self.resume_from) if self.resume_from is not None else None
+        self.resume_changes = []
+        if self._resume_ckpt is not None:     # the run's own settings, checked before anything is written
+            self.cfg, self.resume_changes = resume_config(cfg, self._resume_ckpt, self.resume_from)
 
     def _say(self, msg):
         if self.rank == 0: print(msg, flush=True)
@@ -365,6 +376,7 @@ class Run:
             warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs)
         self.ema = ModelEmaV3(self.model, decay=cfg.model_ema_decay) if cfg.model_ema else None
         if ckpt is not None: self._restore(ckpt)
+        if any(c['epoch'] == self.start_epoch for c in self.resume_changes): self._rebuild_schedule()
         self.amp_dtype = None
         if cfg.amp and self.device.type == 'cuda':
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -410,6 +422,16 @@ class Run:
         self.best = ckpt.get('best')
         self.skipped = ckpt.get('skipped_steps', 0)
         self.run_id = ckpt.get('run_id', self.run_dir.name)
+        self.resume_changes = list(ckpt.get('resume_changes', [])) + [c for c in self.resume_changes if c['epoch'] == self.start_epoch]
+
+    def _rebuild_schedule(self):
+        "A resume that changes lr or epochs: the schedule is rebuilt from the new values and set to the resumed epoch."
+        for g in self.optimizer.param_groups: g['initial_lr'] = g['lr'] = self.cfg.lr
+        cfg = self.cfg
+        self.scheduler, self.num_epochs = create_scheduler_v2(
+            self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+            warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs)
+        self.scheduler.step(self.start_epoch)
 
     # --- one epoch ------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -494,7 +516,7 @@ class Run:
         st = dict(epoch=epoch, arch=self.cfg.model, state_dict=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                   scheduler=self.scheduler.state_dict(), args=self.cfg.to_dict(), metric=self.summary[-1]['top1'],
                   best=self.best, summary=self.summary, skipped_steps=self.skipped, run_id=self.run_id,
-                  num_classes=self.num_classes, version=1)
+                  num_classes=self.num_classes, resume_changes=self.resume_changes, version=1)
         if self.ema is not None: st['state_dict_ema'] = self.ema.module.state_dict()
         return st
 
@@ -505,11 +527,18 @@ class Run:
         for r in self.summary: w.writerow({k: _fmt(r.get(k, '')) for k in cols})
         atomic_write(self.run_dir / 'summary.csv', buf.getvalue())
 
+    def _config_hash(self) -> str:
+        "The config's hash; a run whose lr or epochs changed on resume hashes the changes too (it is not the same as either run)."
+        h = config_hash(self.cfg)
+        if not self.resume_changes: return h
+        return hashlib.sha256(json.dumps([h, self.resume_changes], sort_keys=True, default=str).encode()).hexdigest()[:len(h)]
+
     def write_metrics(self, status: str, error: Optional[str] = None):
         "Refresh `metrics.json` (rank 0 writes; every rank keeps the dict, which `fit` returns)."
         last = self.summary[-1] if self.summary else {}
         m = dict(status=status, run_id=getattr(self, 'run_id', self.run_dir.name), run_dir=str(self.run_dir),
-                 model=self.cfg.model, name=self.cfg.name, tricks=self.cfg.tricks, config_hash=config_hash(self.cfg),
+                 model=self.cfg.model, name=self.cfg.name, tricks=self.cfg.tricks, config_hash=self._config_hash(),
+                 resume_changes=self.resume_changes,
                  dataset=getattr(self, 'info', {}).get('dataset'), epochs=len(self.summary),
                  planned_epochs=getattr(self, 'num_epochs', None), final_top1=last.get('top1'), final_top5=last.get('top5'),
                  best_top1=self.best['top1'] if self.best else None, best_epoch=self.best['epoch'] if self.best else None,
@@ -519,6 +548,9 @@ class Run:
                  updated=datetime.now().isoformat(timespec='seconds'))
         if self.is_main: atomic_write(self.run_dir / 'metrics.json', json.dumps(m, indent=2))
         self.metrics = m
+
+    def _save_args(self):
+        save_config(self.cfg, self.run_dir / 'args.yaml.tmp'); os.replace(self.run_dir / 'args.yaml.tmp', self.run_dir / 'args.yaml')
 
     # --- signals -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -565,13 +597,18 @@ class Run:
         self.summary, self.best, self.skipped = [], None, 0      # so a run that fails before _setup still writes its metrics.json
         self.run_id = self.run_dir.name
         try:
-            if self.is_main:    # the resolved config is recorded first, so even a run that fails to start says what it was
-                save_config(cfg, self.run_dir / 'args.yaml.tmp'); os.replace(self.run_dir / 'args.yaml.tmp', self.run_dir / 'args.yaml')
+            if self.is_main and self.resume_from is None:   # a new run records its config first, so even a failed start says what it was
+                self._save_args()
             check_inputs(self.cfg)       # before any data loads; the run directory records the config and the failure
             self._setup()
+            if self.is_main and self.resume_from is not None: self._save_args()   # a resume writes nothing until it has set up
+            self._started = True
             self._log(f"run {self.run_id}: {'resuming from ' + str(self.resume_from) + ' at epoch ' + str(self.start_epoch + 1) if self.resume_from else 'starting'} "
                       f"in {self.run_dir}")
             for line in [self.plan(), *self._warnings()]: self._log(line)
+            for c in self.resume_changes:
+                if c['epoch'] == self.start_epoch:
+                    self._log(f"resume changes {c['key']} from {c['old']} to {c['new']} at epoch {c['epoch'] + 1} (schedule rebuilt)")
             self.saved_epochs = self.start_epoch
             self.write_metrics('running')
             for epoch in range(self.start_epoch, self.num_epochs):
@@ -607,6 +644,7 @@ class Run:
         except BaseException as e:
             self.wall = time.perf_counter() - t_start
             if isinstance(e, KeyboardInterrupt) and self.run_dir.exists(): raise self._interrupted(e) from None
+            if self.resume_from is not None and not getattr(self, '_started', False): raise   # the resumed run is left as it was
             if self.run_dir.exists():
                 with contextlib.suppress(Exception): self.write_metrics('failed', f"{type(e).__name__}: {e}")
                 self._log(f"run {self.run_id} failed: {type(e).__name__}: {e}", echo=False)
@@ -617,3 +655,28 @@ class Run:
 def train(cfg: Union[TrainConfig, dict, str, None] = None, **overrides) -> dict:
     "Run one experiment (a `TrainConfig`, a dict of keys, or a YAML path, plus keyword overrides); returns `metrics.json`'s dict."
     return Run(cfg, **overrides).fit()
+
+# %% ../nbs/05_train.ipynb #6b1d0e22
+RESUME_CHANGEABLE = ('lr', 'epochs')    # applied on resume, with the schedule rebuilt; every other result-changing key is refused
+
+def resume_config(cfg: TrainConfig, ckpt: dict, path='checkpoint') -> tuple[TrainConfig, list]:
+    "`(config, changes)` for resuming from `ckpt`: its own config, the free keys of `cfg`, and `lr`/`epochs` changes; else ValueError naming the key."
+    from qvit_nb.config import HASH_EXCLUDED
+    if not isinstance(ckpt.get('args'), dict): return cfg, []     # a foreign checkpoint: nothing to compare with
+    saved = TrainConfig.from_dict(ckpt.get('args') or {})
+    default, free = TrainConfig(), set(HASH_EXCLUDED) | {'device', 'compile'}
+    out, changes, refused = {}, [], []
+    for k, old in saved.to_dict().items():
+        new = getattr(cfg, k)
+        if k in free: out[k] = new if new != getattr(default, k) or k == 'resume' else old
+        elif new == old or new == getattr(default, k): out[k] = old
+        elif k in RESUME_CHANGEABLE: out[k] = new; changes.append(dict(epoch=ckpt['epoch'] + 1, key=k, old=old, new=new))
+        else: refused.append(f"{k} {old!r} -> {new!r}")
+    if refused:
+        raise ValueError(f"resume from {path} would change {', '.join(refused)}; a resumed run keeps its settings (only "
+                         f"{' and '.join(RESUME_CHANGEABLE)} may change): drop those flags, or start a new run "
+                         "(--initial-checkpoint starts one from these weights)")
+    if out['epochs'] <= ckpt['epoch'] + 1 and any(c['key'] == 'epochs' for c in changes):
+        raise ValueError(f"resume: epochs {out['epochs']} is not more than the {ckpt['epoch'] + 1} epochs {path} has trained")
+    return TrainConfig.from_dict(out), changes
+

@@ -239,3 +239,49 @@ def test_a_running_run_whose_process_is_gone_is_reported_stale(tmp_path):
 def qvit_report_md(runs_dir):
     return subprocess.run([sys.executable, '-m', 'qvit_nb.cli', 'report', str(runs_dir)], capture_output=True, text=True,
                           env=ENV, timeout=300).stdout
+
+
+# --- a resume validates before it writes; it continues the same run or refuses -----------------------------------------
+
+def _files(run_dir):
+    return {p.name: p.read_bytes() for p in Path(run_dir).iterdir() if p.is_file()}
+
+
+def test_a_refused_resume_writes_nothing_and_names_the_key(tmp_path, capsys):
+    train(**TINY, epochs=1, aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2, output=str(tmp_path), experiment='done')
+    before = _files(tmp_path / 'done')
+    last = str(tmp_path / 'done' / 'last.pth.tar')
+    for argv, named in [(['--model', 'vit_4_4_32'], "model 'vit_2_4_32' -> 'vit_4_4_32'"),
+                        (['--aq-bitw', '4', '--wq-bitw', '4'], 'wq_bitw 2 -> 4, aq_bitw 2 -> 4'),
+                        (['--epochs', '3', '--experiment', 'fork'], "--experiment 'fork' and --resume")]:
+        assert qvit(['train', '--resume', last, *argv]) == 2
+        assert named in capsys.readouterr().err
+        assert _files(tmp_path / 'done') == before, argv        # args.yaml, metrics.json, checkpoints: untouched
+    assert qvit(['train', '--resume', str(tmp_path / 'done' / 'model_best.pth.tar'), '--experiment', 'fork']) == 2
+    assert 'not a run\'s last.pth.tar' in capsys.readouterr().err and not (tmp_path / 'fork').exists()
+    assert _files(tmp_path / 'done') == before
+
+
+def test_resume_without_a_config_continues_with_the_checkpoints_settings(tmp_path):
+    train(**TINY, epochs=1, aq_enable=True, aq_bitw=2, output=str(tmp_path), experiment='r')
+    args = yaml.safe_load((tmp_path / 'r' / 'args.yaml').read_text())
+    assert qvit(['train', '--resume', str(tmp_path / 'r' / 'last.pth.tar'), '--epochs', '2']) == 0
+    after = yaml.safe_load((tmp_path / 'r' / 'args.yaml').read_text())
+    changed = {k for k in args if args[k] != after[k]}
+    assert changed == {'resume', 'epochs'}, changed                # not the defaults: the checkpoint's own config
+    m = json.loads((tmp_path / 'r' / 'metrics.json').read_text())
+    assert m['status'] == 'finished' and m['epochs'] == 2 and [c['key'] for c in m['resume_changes']] == ['epochs']
+
+
+def test_a_changed_lr_on_resume_is_applied_and_recorded(tmp_path):
+    for name in ('same', 'faster'): train(**TINY, epochs=1, output=str(tmp_path), experiment=name)
+    assert qvit(['train', '--resume', str(tmp_path / 'same' / 'last.pth.tar'), '--epochs', '3']) == 0
+    assert qvit(['train', '--resume', str(tmp_path / 'faster' / 'last.pth.tar'), '--epochs', '3', '--lr', '0.5']) == 0
+    same, faster = state(tmp_path / 'same'), state(tmp_path / 'faster')
+    assert not all(torch.equal(same[0][k], faster[0][k]) for k in same[0])          # it trained at the new lr
+    assert faster[2].lr.iloc[1] > 10 * same[2].lr.iloc[1]
+    assert yaml.safe_load((tmp_path / 'faster' / 'args.yaml').read_text())['lr'] == 0.5
+    m = json.loads((tmp_path / 'faster' / 'metrics.json').read_text())
+    assert {(c['key'], c['old'], c['new'], c['epoch']) for c in m['resume_changes']} == {('lr', 1e-3, 0.5, 1), ('epochs', 1, 3, 1)}
+    from qvit_nb.config import config_hash
+    assert m['config_hash'] != config_hash(load_config(None, {**TINY, 'epochs': 3, 'lr': 0.5}))   # not the same as lr 0.5 throughout

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'GROUPS', 'FIELDS', 'FIELD_TYPES', 'YAML_MAX_BYTES',
-           'YAML_MAX_NODES', 'HASH_EXCLUDED', 'STUDY_ALIASES', 'TrainConfig', 'check_key', 'validate_config',
-           'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser', 'parse_train_args']
+           'YAML_MAX_NODES', 'HASH_EXCLUDED', 'STUDY_ALIASES', 'TrainConfig', 'check_key', 'check_run_name',
+           'validate_config', 'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser',
+           'parse_train_args']
 
 # %% ../nbs/06_config.ipynb #397713fc
 import argparse, difflib, hashlib, json, math, re, sys
@@ -277,9 +278,21 @@ def _check_quantizer(side, mode, bits, asym, pos, neg):
         except ValueError as e: errors.append(str(e))
     raise ValueError(f"{side} settings ({side}_bitw, {side}_asym, {side}_pos, {side}_neg): {errors[-1]}")
 
+def check_run_name(name: str, key: str = 'experiment') -> str:
+    "A run or sweep directory name: one path component that stays inside `--output` (no separator, `..`, absolute path, or over-long name)."
+    if not name: return name
+    bad = ('is an absolute path' if name.startswith(('/', '\\', '~')) or re.match(r'^[A-Za-z]:', name) else
+           'contains a path separator' if '/' in name or '\\' in name else
+           "is '.' or '..'" if name in ('.', '..') else
+           'contains a control character' if any(ord(c) < 32 for c in name) else
+           f"is {len(name.encode())} bytes long (at most 200)" if len(name.encode()) > 200 else None)
+    if bad: raise ValueError(f"{key} {_short(name)} {bad}: it names one directory inside --output, e.g. 'aq2-kd'")
+    return name
+
 def validate_config(cfg: 'TrainConfig') -> 'TrainConfig':
     "Check choices, bounds and cross-key consistency; raise ValueError naming the key. Returns `cfg`."
     for f in fields(cfg): _check_field(cfg, f)
+    check_run_name(cfg.experiment)
     if not _DEVICE_RE.match(cfg.device): raise ValueError(f"invalid device {cfg.device!r} (valid: auto, cpu, cuda, cuda:N, mps)")
     for k in ('mean', 'std'):
         if len(getattr(cfg, k)) not in (1, 3): raise ValueError(f"config key '{k}' needs 1 or 3 values (one per channel), got {getattr(cfg, k)}")

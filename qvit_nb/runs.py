@@ -115,7 +115,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 import multiprocessing
 
-from .config import TrainConfig, load_config, config_hash, check_key
+from .config import TrainConfig, load_config, config_hash, check_key, check_run_name
 from .train import atomic_write, new_run_id, PROGRESS_FILE
 
 _SWEEP_KEYS = ('name', 'base', 'workers', 'executor', 'slurm', 'experiments', 'grid', 'threads')
@@ -210,7 +210,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
                 for p in points for e in exps]
     executor = d.get('executor', 'local')
     if executor not in EXECUTORS: raise _unknown('executor', executor, EXECUTORS, str(path))
-    sweep = Sweep(str(d.get('name') or path.stem), path, base, _order(exps), int(d.get('workers', 1)), executor,
+    sweep = Sweep(check_run_name(str(d.get('name') or path.stem), 'sweep name'), path, base, _order(exps), int(d.get('workers', 1)), executor,
                   dict(d.get('slurm') or {}), d.get('threads'))
     sweep.check(f"in {path}")
     return sweep

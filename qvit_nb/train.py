@@ -31,9 +31,9 @@ from .config import TrainConfig, load_config, save_config, config_hash
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'quant_configs', 'check_model_name',
            'build_model', 'build_teacher', 'build_criterion', 'atomic_write', 'save_checkpoint', 'previous_checkpoint',
-           'CheckpointError', 'load_checkpoint', 'new_run_id', 'resolve_run_dir', 'seed_epoch', 'resolve_device',
-           'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'RunInterrupted', 'check_resume', 'check_inputs', 'Run',
-           'train', 'resume_config']
+           'CheckpointError', 'load_checkpoint', 'new_run_id', 'lock_run_dir', 'resolve_run_dir', 'seed_epoch',
+           'resolve_device', 'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'RunInterrupted', 'check_resume',
+           'check_inputs', 'Run', 'train', 'resume_config']
 
 # %% ../nbs/05_train.ipynb #0dc59e11
 def quant_configs(cfg: TrainConfig, wq_bits: Optional[int] = None, aq_bits: Optional[int] = None):
@@ -173,10 +173,28 @@ def _check_writable(d: Path):
     free = shutil.disk_usage(d).free
     if free < 64 * 2**20: raise ValueError(f"output directory {d} has only {free / 2**20:.0f} MiB free; a run needs room for its checkpoints")
 
+def _read_metrics(run_dir: Path) -> Optional[dict]:
+    try: m = json.loads((run_dir / 'metrics.json').read_text())
+    except (OSError, ValueError): return None
+    return m if isinstance(m, dict) else None
+
 def _status(run_dir: Path) -> Optional[str]:
     "The `status` in a run directory's `metrics.json` (None when absent or unreadable)."
-    try: return json.loads((run_dir / 'metrics.json').read_text()).get('status')
-    except (OSError, ValueError): return None
+    return (_read_metrics(run_dir) or {}).get('status')
+
+def lock_run_dir(run_dir: Path) -> int:
+    "Hold an flock on the run directory itself (no lock file; the kernel drops it when the process ends, even by kill -9): one owner. Returns the fd to `os.close`."
+    import fcntl
+    fd = os.open(run_dir, os.O_RDONLY)
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        owner = {k: v for k, v in (_read_metrics(run_dir) or {}).items() if k in ('pid', 'host')}
+        raise ValueError(f"run directory {run_dir} is in use by another process{f' ({owner})' if owner else ''}; "
+                         "wait for it to end, or choose another --experiment") from None
+    return fd
+
+def _holds_run(run_dir: Path) -> bool: return (run_dir / 'last.pth.tar').exists() or _status(run_dir) in ('running', 'finished')
 
 def resolve_run_dir(cfg: TrainConfig, create: bool = True) -> tuple[Path, Optional[Path]]:
     "`(run_dir, checkpoint to resume or None)` for `cfg`; checks the output is writable and nothing gets overwritten."
@@ -193,7 +211,7 @@ def resolve_run_dir(cfg: TrainConfig, create: bool = True) -> tuple[Path, Option
     if create: _check_writable(out)
     if cfg.experiment:
         run_dir = out / cfg.experiment
-        if (run_dir / 'last.pth.tar').exists() or _status(run_dir) in ('running', 'finished'):
+        if _holds_run(run_dir):
             raise ValueError(f"run directory {run_dir} already holds a run; pass --resume to continue it, "
                              "or choose another --experiment")
         if create: run_dir.mkdir(parents=True, exist_ok=True)
@@ -303,6 +321,16 @@ class Run:
             dist.broadcast_object_list(box, 0)
             self.run_dir, self.resume_from = box[0]
         else: self.run_dir, self.resume_from = resolve_run_dir(cfg)
+        self._lock = lock_run_dir(self.run_dir) if self.is_main else None     # one owner; checked again under the lock
+        try: self._claim(cfg)
+        except BaseException:
+            if self._lock is not None: os.close(self._lock)
+            raise
+
+    def _claim(self, cfg):
+        "Under the run directory's lock: it holds no other run (a new run), or its checkpoint loads and fits the config (a resume)."
+        if self.is_main and self.resume_from is None and cfg.experiment and _holds_run(self.run_dir):
+            raise ValueError(f"run directory {self.run_dir} already holds a run; pass --resume to continue it, or choose another --experiment")
         if self.resume_from is not None and not self.resume_from.exists():
             prev = previous_checkpoint(self.resume_from)
             if prev.is_file():       # killed between the two renames of a save: the previous checkpoint is the newest whole one
@@ -651,6 +679,7 @@ class Run:
             raise
         finally:
             if self.world > 1 and dist.is_initialized(): dist.destroy_process_group()
+            if getattr(self, '_lock', None) is not None: os.close(self._lock); self._lock = None
 
 def train(cfg: Union[TrainConfig, dict, str, None] = None, **overrides) -> dict:
     "Run one experiment (a `TrainConfig`, a dict of keys, or a YAML path, plus keyword overrides); returns `metrics.json`'s dict."

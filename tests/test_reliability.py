@@ -285,3 +285,35 @@ def test_a_changed_lr_on_resume_is_applied_and_recorded(tmp_path):
     assert {(c['key'], c['old'], c['new'], c['epoch']) for c in m['resume_changes']} == {('lr', 1e-3, 0.5, 1), ('epochs', 1, 3, 1)}
     from qvit_nb.config import config_hash
     assert m['config_hash'] != config_hash(load_config(None, {**TINY, 'epochs': 3, 'lr': 0.5}))   # not the same as lr 0.5 throughout
+
+
+# --- a run folder has one owner, inside --output ------------------------------------------------------------------------
+
+def test_two_runs_started_together_under_one_experiment_name_cannot_share_its_folder(tmp_path):
+    a = qvit_train(tmp_path, 'dup', epochs=2)
+    time.sleep(0.3)
+    b = qvit_train(tmp_path, 'dup', epochs=2)
+    outs = {p: p.communicate(timeout=600)[0] for p in (a, b)}
+    assert sorted(p.returncode for p in outs) == [0, 2], outs
+    loser = next(o for p, o in outs.items() if p.returncode == 2)
+    assert 'is in use by another process' in loser or 'already holds a run' in loser, loser
+    assert 'Traceback' not in loser
+    m = json.loads((tmp_path / 'dup' / 'metrics.json').read_text())
+    winner = next(p for p in outs if p.returncode == 0)
+    assert m['status'] == 'finished' and m['pid'] == winner.pid
+    assert load_checkpoint(tmp_path / 'dup' / 'last.pth.tar')['epoch'] == load_checkpoint(tmp_path / 'dup' / 'last-prev.pth.tar')['epoch'] + 1
+
+
+@pytest.mark.parametrize('name', ['../../escaped', '/tmp/qvit-absolute-run', '..', 'x' * 300])
+def test_an_experiment_name_must_stay_inside_output(tmp_path, capsys, name):
+    out = tmp_path / 'a' / 'b' / 'runs'
+    assert qvit(['train', *cli_args({**TINY, 'epochs': 1}), '--output', str(out), '--experiment', name]) == 2
+    assert 'it names one directory inside --output' in capsys.readouterr().err
+    assert not (tmp_path / 'escaped').exists() and not Path('/tmp/qvit-absolute-run').exists() and not out.exists()
+
+
+def test_a_sweep_name_must_stay_inside_output(tmp_path, capsys):
+    (tmp_path / 'sweep.yml').write_text(yaml.safe_dump({'name': '../../x', 'experiments': [{'name': 'fp', 'overrides': {**TINY, 'epochs': 1}}]}))
+    assert qvit(['sweep', str(tmp_path / 'sweep.yml'), '--output', str(tmp_path / 'o' / 'runs')]) == 2
+    assert "sweep name '../../x' contains a path separator" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['sweep.yml']

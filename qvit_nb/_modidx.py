@@ -516,4 +516,5 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qvit_nb.train.resume_config': ('train.html#resume_config', 'qvit_nb/train.py'),
                                'qvit_nb.train.save_checkpoint': ('train.html#save_checkpoint', 'qvit_nb/train.py'),
                                'qvit_nb.train.seed_epoch': ('train.html#seed_epoch', 'qvit_nb/train.py'),
+                               'qvit_nb.train.state_checksum': ('train.html#state_checksum', 'qvit_nb/train.py'),
                                'qvit_nb.train.train': ('train.html#train', 'qvit_nb/train.py')}}}

@@ -30,10 +30,10 @@ from .config import TrainConfig, load_config, save_config, config_hash
 
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'quant_configs', 'check_model_name',
-           'build_model', 'build_teacher', 'build_criterion', 'atomic_write', 'save_checkpoint', 'previous_checkpoint',
-           'CheckpointError', 'load_checkpoint', 'new_run_id', 'lock_run_dir', 'resolve_run_dir', 'seed_epoch',
-           'resolve_device', 'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'RunInterrupted', 'check_resume',
-           'check_inputs', 'Run', 'train', 'resume_config']
+           'build_model', 'build_teacher', 'build_criterion', 'atomic_write', 'state_checksum', 'save_checkpoint',
+           'previous_checkpoint', 'CheckpointError', 'load_checkpoint', 'new_run_id', 'lock_run_dir', 'resolve_run_dir',
+           'seed_epoch', 'resolve_device', 'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'RunInterrupted',
+           'check_resume', 'check_inputs', 'Run', 'train', 'resume_config']
 
 # %% ../nbs/05_train.ipynb #0dc59e11
 def quant_configs(cfg: TrainConfig, wq_bits: Optional[int] = None, aq_bits: Optional[int] = None):
@@ -121,10 +121,30 @@ def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> Path:
         fd = os.open(path.parent, os.O_RDONLY); os.fsync(fd); os.close(fd)
     return path
 
+def state_checksum(obj) -> str:
+    "sha256 over a checkpoint's contents: every tensor's dtype, shape and bytes, and every other value, in order."
+    h = hashlib.sha256()
+    def feed(o):
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode()); h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(o, dict):
+            h.update(b'{')
+            for k, v in o.items(): feed(k); feed(v)
+            h.update(b'}')
+        elif isinstance(o, (list, tuple)):
+            h.update(b'[')
+            for v in o: feed(v)
+            h.update(b']')
+        else: h.update(repr(o).encode() + b'\0')
+    feed(obj)
+    return h.hexdigest()
+
 def save_checkpoint(state: dict, path: Union[str, Path], keep_previous: bool = False) -> Path:
-    "Save a checkpoint dict atomically; with `keep_previous`, the file it replaces becomes `<stem>-prev.pth.tar`."
+    "Save a checkpoint dict atomically, with its `checksum`; with `keep_previous`, the file it replaces becomes `<stem>-prev.pth.tar`."
     path = Path(path)
-    buf = io.BytesIO(); torch.save(state, buf)
+    state = {k: v for k, v in state.items() if k != 'checksum'}
+    buf = io.BytesIO(); torch.save({**state, 'checksum': state_checksum(state)}, buf)
     if keep_previous and path.exists(): os.replace(path, previous_checkpoint(path))
     return atomic_write(path, buf.getvalue())
 
@@ -142,16 +162,20 @@ def load_checkpoint(path: Union[str, Path]) -> dict:
         prev = previous_checkpoint(path)
         hint = f"; the previous checkpoint {prev} exists: resume from it with --resume {prev}" if prev.is_file() else ''
         raise CheckpointError(f"checkpoint {path} does not exist{hint}")
+    prev = previous_checkpoint(path)
+    hint = (f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}" if prev.is_file() and prev != path
+            else "; no previous checkpoint to fall back to")
+    if path.stat().st_size == 0: raise CheckpointError(f"checkpoint {path} is empty (0 bytes){hint}")
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        prev = previous_checkpoint(path)
-        hint = (f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}" if prev.is_file() and prev != path
-                else "; no previous checkpoint to fall back to")
         kind = 'refused: it holds objects other than tensors and plain types' if 'weights_only' in str(e) or 'Unsupported global' in str(e) \
                else 'unreadable (truncated or not a checkpoint)'
-        raise CheckpointError(f"checkpoint {path} is {kind}{hint}. ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"checkpoint {path} is {kind}{hint}. ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
     if not isinstance(ckpt, dict) or 'state_dict' not in ckpt:
         raise CheckpointError(f"checkpoint {path} has no 'state_dict': not a qvit-nb/timm training checkpoint")
+    saved = ckpt.pop('checksum', None)          # checkpoints written before checksums have none
+    if saved is not None and state_checksum(ckpt) != saved:
+        raise CheckpointError(f"checkpoint {path} is damaged: its contents do not match the checksum saved with them{hint}")
     return ckpt
 
 # %% ../nbs/05_train.ipynb #f81e7d4e

@@ -317,3 +317,47 @@ def test_a_sweep_name_must_stay_inside_output(tmp_path, capsys):
     assert qvit(['sweep', str(tmp_path / 'sweep.yml'), '--output', str(tmp_path / 'o' / 'runs')]) == 2
     assert "sweep name '../../x' contains a path separator" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ['sweep.yml']
+
+
+# --- checkpoints carry a checksum -----------------------------------------------------------------------------------------
+
+def _tensor_regions(path):
+    "(start, size) of each stored tensor's bytes inside a torch zip checkpoint (stored uncompressed)."
+    import struct, zipfile
+    raw = Path(path).read_bytes()
+    out = []
+    for info in zipfile.ZipFile(path).infolist():
+        if '/data/' in info.filename and info.file_size >= 256:
+            n, m = struct.unpack('<HH', raw[info.header_offset + 26:info.header_offset + 30])
+            out.append((info.header_offset + 30 + n + m, info.file_size))
+    return out
+
+
+def test_flipped_bytes_in_a_checkpoint_are_caught_and_the_previous_one_offered(tmp_path, capsys):
+    train(**TINY, epochs=2, output=str(tmp_path), experiment='run')
+    last = tmp_path / 'run' / 'last.pth.tar'
+    good = last.read_bytes()
+    regions = _tensor_regions(last)
+    assert regions
+    rng = random.Random(17)
+    for attempt in range(15):
+        raw = bytearray(good)
+        for _ in range(20):
+            start, size = rng.choice(regions)
+            raw[start + rng.randrange(size)] ^= 1 << rng.randrange(8)
+        last.write_bytes(bytes(raw))
+        with pytest.raises(CheckpointError, match='do not match the checksum') as e:
+            load_checkpoint(last)
+        assert f"--resume {previous_checkpoint(last)}" in str(e.value), attempt
+    assert qvit(['train', '--resume', str(last), '--epochs', '3']) == 1
+    err = capsys.readouterr().err
+    assert 'is damaged' in err and 'Traceback' not in err and f"--resume {previous_checkpoint(last)}" in err
+
+
+def test_an_empty_checkpoint_is_named_with_the_fallback_not_a_traceback(tmp_path, capsys):
+    train(**TINY, epochs=2, output=str(tmp_path), experiment='run')
+    last = tmp_path / 'run' / 'last.pth.tar'
+    last.write_bytes(b'')
+    assert qvit(['train', '--resume', str(last), '--epochs', '3']) == 1
+    err = capsys.readouterr().err
+    assert 'is empty (0 bytes)' in err and f"--resume {previous_checkpoint(last)}" in err and 'Traceback' not in err

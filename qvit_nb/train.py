@@ -96,7 +96,12 @@ def build_teacher(cfg: TrainConfig, num_classes: int) -> Optional[nn.Module]:
     if cfg.quant_teacher:
         wq, aq = quant_configs(replace(cfg, wq_enable=False, aq_enable=False), cfg.quant_teacher_wq_bitw, cfg.quant_teacher_aq_bitw)
         quantized = dict(wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q and aq is not None)
-    return load_teacher(cfg.teacher, cfg.teacher_checkpoint or None, quantized=quantized, num_classes=num_classes, **kw)
+    teacher = load_teacher(cfg.teacher, cfg.teacher_checkpoint or None, quantized=quantized, num_classes=num_classes, **kw)
+    bad = [n for n, t in teacher.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:      # a NaN teacher would make every distillation loss NaN: refuse it before training, naming the file
+        raise ValueError(f"teacher_checkpoint {cfg.teacher_checkpoint or '(none)'} has non-finite (NaN/inf) weights in "
+                         f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''} ({len(bad)} tensors); use another teacher checkpoint")
+    return teacher
 
 def build_criterion(cfg: TrainConfig, teacher: Optional[nn.Module], mixup_active: bool) -> DistillLoss:
     base = ClassificationLoss(smoothing=0. if mixup_active else cfg.smoothing)

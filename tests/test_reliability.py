@@ -361,3 +361,29 @@ def test_an_empty_checkpoint_is_named_with_the_fallback_not_a_traceback(tmp_path
     assert qvit(['train', '--resume', str(last), '--epochs', '3']) == 1
     err = capsys.readouterr().err
     assert 'is empty (0 bytes)' in err and f"--resume {previous_checkpoint(last)}" in err and 'Traceback' not in err
+
+
+# --- bad input ends in a message and exit 2, not a traceback --------------------------------------------------------------
+
+@pytest.mark.parametrize('argv, message', [(['--seed', '1e30'], "config key 'seed' must be in [0, 2**32)"),
+                                           (['--img-size', '100000'], "config key 'img_size' must be at most 2048"),
+                                           (['--experiment', 'n' * 5000], 'bytes long (at most 200)')])
+def test_out_of_range_input_is_refused_before_the_run_directory_exists(tmp_path, capsys, argv, message):
+    assert qvit(['train', *cli_args({**TINY, 'epochs': 1}), '--output', str(tmp_path / 'runs'), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and 'Traceback' not in err and not (tmp_path / 'runs').exists()
+
+
+def test_a_teacher_with_nan_weights_is_refused_naming_the_checkpoint(tmp_path, capsys):
+    train(**TINY, epochs=1, output=str(tmp_path), experiment='teacher')
+    ck = load_checkpoint(tmp_path / 'teacher' / 'model_best.pth.tar')
+    k = next(k for k, v in ck['state_dict'].items() if v.is_floating_point() and v.numel() > 1)
+    ck['state_dict'][k][0] = float('nan')
+    save_checkpoint(ck, tmp_path / 'nan_teacher.pth.tar')
+    code = qvit(['train', *cli_args({**TINY, 'epochs': 1}), '--output', str(tmp_path), '--experiment', 'student', '--use-kd',
+                 '--teacher', 'vit_2_4_32', '--teacher-checkpoint', str(tmp_path / 'nan_teacher.pth.tar')])
+    err = capsys.readouterr().err
+    assert code == 2 and 'Traceback' not in err, err
+    assert f"teacher_checkpoint {tmp_path / 'nan_teacher.pth.tar'} has non-finite (NaN/inf) weights in {k}" in err
+    m = json.loads((tmp_path / 'student' / 'metrics.json').read_text())
+    assert m['status'] == 'failed' and 'non-finite' in m['error'] and not (tmp_path / 'student' / 'last.pth.tar').exists()

@@ -393,6 +393,7 @@ HASH_EXCLUDED = tuple(f.name for f in fields(TrainConfig) if not f.metadata['has
 def config_hash(cfg: TrainConfig, n: int = 10) -> str:
     "Short stable hex hash over the keys that affect the result (all but `HASH_EXCLUDED`)."
     d = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
+    if cfg.data_dir: d['data_dir'] = str(Path(cfg.data_dir).expanduser().resolve())   # other data, other result (absent: digits' hashes stay)
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(',', ':')).encode()).hexdigest()[:n]
 
 # %% ../nbs/06_config.ipynb #399d9940

@@ -351,7 +351,7 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
     threads = sweep.threads or max(1, (os.cpu_count() or 1) // workers)
     pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) if executor == 'local'
             else _Slurm(sweep_dir / '.submitit', sweep.slurm))
-    records, running, pending, run_dirs, offsets = {}, {}, list(exps), {}, {}
+    records, running, pending, run_dirs, offsets, hashes = {}, {}, list(exps), {}, {}, {}
     say = (lambda *a: print(*a, flush=True)) if verbose else (lambda *a: None)
     t0 = time.time()
     try:
@@ -368,8 +368,15 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
                 extra = _chain_links(e, run_dir, lambda n: _read_args(run_dir(n)).get('model'))
                 cfg = sweep.config(e, sweep_dir.resolve(), extra, overrides)
                 h = config_hash(cfg)
+                if (twin := next((n for n, x in hashes.items() if x == h), None)) is not None:
+                    records[e.name] = dict(status='failed', run_dir=None, reused=False,
+                                           error=f"same config as experiment {twin!r} (config hash {h}): the two would share one run; make them differ or drop one")
+                    _update_registry(sweep_dir, e.name, records[e.name]); pending.remove(e); say(f"[{e.name}] not run: {records[e.name]['error']}")
+                    continue
+                hashes[e.name] = h
                 if (done := _finished_run(sweep_dir, h)) is not None:
                     records[e.name] = dict(status='finished', run_dir=str(done), error=None, reused=True, best_top1=_metrics(done).get('best_top1'))
+                    _update_registry(sweep_dir, e.name, records[e.name])      # the registry records every experiment
                     pending.remove(e); say(f"[{e.name}] already finished in {done}: skipped")
                     continue
                 run_id = new_run_id(re.sub(r'[^A-Za-z0-9_.=,-]+', '_', e.name))

@@ -722,7 +722,7 @@ def resume_config(cfg: TrainConfig, ckpt: dict, path='checkpoint') -> tuple[Trai
     from qvit_nb.config import HASH_EXCLUDED
     if not isinstance(ckpt.get('args'), dict): return cfg, []     # a foreign checkpoint: nothing to compare with
     saved = TrainConfig.from_dict(ckpt.get('args') or {})
-    default, free = TrainConfig(), set(HASH_EXCLUDED) | {'device', 'compile'}
+    default, free = TrainConfig(), set(HASH_EXCLUDED) | {'device', 'compile', 'data_dir'}   # data may move
     out, changes, refused = {}, [], []
     for k, old in saved.to_dict().items():
         new = getattr(cfg, k)

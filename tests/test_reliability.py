@@ -387,3 +387,22 @@ def test_a_teacher_with_nan_weights_is_refused_naming_the_checkpoint(tmp_path, c
     assert f"teacher_checkpoint {tmp_path / 'nan_teacher.pth.tar'} has non-finite (NaN/inf) weights in {k}" in err
     m = json.loads((tmp_path / 'student' / 'metrics.json').read_text())
     assert m['status'] == 'failed' and 'non-finite' in m['error'] and not (tmp_path / 'student' / 'last.pth.tar').exists()
+
+
+# --- the sweep registry records every experiment; the hash covers the data ------------------------------------------------
+
+def test_the_registry_records_skipped_and_twin_experiments_and_the_data_folder_is_hashed(tmp_path):
+    from qvit_nb.runs import run_sweep
+    (tmp_path / 'sweep.yml').write_text(yaml.safe_dump({'name': 'reg', 'experiments': [
+        {'name': 'a', 'overrides': {**TINY, 'epochs': 1, 'max_images': 64}},
+        {'name': 'twin', 'overrides': {**TINY, 'epochs': 1, 'max_images': 64}}]}))
+    runs = tmp_path / 'runs'
+    first = run_sweep(tmp_path / 'sweep.yml', output=runs, verbose=False)
+    assert first.records['a']['status'] == 'finished'
+    assert first.records['twin']['status'] == 'failed' and "same config as experiment 'a'" in first.records['twin']['error']
+    (runs / 'reg' / 'sweep.json').unlink()                  # as if the sweep had been killed before writing its registry
+    again = run_sweep(tmp_path / 'sweep.yml', output=runs, verbose=False)
+    assert again.records['a']['reused']
+    assert set(json.loads((runs / 'reg' / 'sweep.json').read_text())) == {'a', 'twin'}
+    other = run_sweep(tmp_path / 'sweep.yml', output=runs, verbose=False, only=['a'], overrides={'data_dir': str(tmp_path)})
+    assert not other.records['a']['reused'] and other.records['a']['run_dir'] != first.records['a']['run_dir']

@@ -439,6 +439,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'qvit_nb.runs._markdown': ('runs.html#_markdown', 'qvit_nb/runs.py'),
                               'qvit_nb.runs._metrics': ('runs.html#_metrics', 'qvit_nb/runs.py'),
                               'qvit_nb.runs._new_lines': ('runs.html#_new_lines', 'qvit_nb/runs.py'),
+                              'qvit_nb.runs._number': ('runs.html#_number', 'qvit_nb/runs.py'),
                               'qvit_nb.runs._order': ('runs.html#_order', 'qvit_nb/runs.py'),
                               'qvit_nb.runs._prepare': ('runs.html#_prepare', 'qvit_nb/runs.py'),
                               'qvit_nb.runs._process_gone': ('runs.html#_process_gone', 'qvit_nb/runs.py'),

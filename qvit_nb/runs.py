@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_runs.ipynb #80e8baf7
 from __future__ import annotations
-import contextlib, json, os, socket
+import contextlib, json, math, os, socket
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -58,12 +58,19 @@ def tricks_label(args: dict) -> str:
     if args.get('use_kd'): t.append(f"kd ({args.get('teacher')}" + (f", mse {args.get('kd_type')}, alpha {args.get('kd_alpha')}" if args.get('kd_type') not in (None, 'none') else '') + ')')
     return ', '.join(t)
 
+def _number(v) -> Optional[float]:
+    "A metric value as a number (None for a missing or damaged one)."
+    if isinstance(v, bool) or not isinstance(v, (int, float)): return None
+    return v if math.isfinite(v) else None
+
 def load_runs(runs_dir: Union[str, Path] = 'runs') -> pd.DataFrame:
     "One row per run directory under `runs_dir` (searched recursively): status, accuracies, labels, paths."
     rows = []
     for mf in sorted(Path(runs_dir).rglob('metrics.json')):
         m, rd = _read_json(mf), mf.parent
-        if not m: continue
+        if not isinstance(m, dict) or not m:      # damaged (a torn copy, a disk error): listed as such, never dropped
+            m = dict(status='damaged', error=f"{mf} is not a readable metrics object", run_id=rd.name)
+        m = {**m, **{k: _number(m.get(k)) for k in ('best_top1', 'final_top1', 'epochs', 'planned_epochs')}}
         args = _read_args(rd) or {k: m[k] for k in ('model', 'tricks', 'name') if m.get(k)}
         rows.append(dict(network=network_label(args), tricks=tricks_label(args), dataset=m.get('dataset') or args.get('dataset', ''),
                          best_top1=m.get('best_top1'),

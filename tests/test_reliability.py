@@ -406,3 +406,13 @@ def test_the_registry_records_skipped_and_twin_experiments_and_the_data_folder_i
     assert set(json.loads((runs / 'reg' / 'sweep.json').read_text())) == {'a', 'twin'}
     other = run_sweep(tmp_path / 'sweep.yml', output=runs, verbose=False, only=['a'], overrides={'data_dir': str(tmp_path)})
     assert not other.records['a']['reused'] and other.records['a']['run_dir'] != first.records['a']['run_dir']
+
+
+def test_damaged_metrics_files_are_reported_not_dropped_or_fatal(tmp_path, capsys):
+    train(**TINY, epochs=1, output=str(tmp_path), experiment='good')
+    for name, text in [('torn', '{"status": "fini'), ('list', '[1, 2]'), ('typed', '{"status": "finished", "best_top1": "abc"}')]:
+        (tmp_path / name).mkdir(); (tmp_path / name / 'metrics.json').write_text(text)
+    capsys.readouterr()
+    assert qvit(['report', str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"| {n} " in out for n in ('good', 'torn', 'list', 'typed')) and out.count('| damaged ') == 2, out

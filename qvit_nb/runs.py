@@ -13,8 +13,8 @@ import yaml
 
 # %% auto #0
 __all__ = ['EXECUTORS', 'run_status', 'network_label', 'tricks_label', 'load_runs', 'results_table', 'render_report',
-           'Experiment', 'Sweep', 'load_sweep', 'train_notebook', 'execute_experiment', 'SweepResult', 'run_sweep',
-           'sweep_plan']
+           'Experiment', 'Sweep', 'load_sweep', 'train_notebook', 'execute_experiment', 'SweepResult',
+           'SweepInterrupted', 'run_sweep', 'sweep_plan']
 
 # %% ../nbs/08_runs.ipynb #e6e9a86e
 def _read_json(p: Path) -> Optional[dict]:
@@ -117,7 +117,7 @@ def _markdown(df: pd.DataFrame) -> str:
     return '\n'.join([line(cells[0]), '|' + '|'.join('-' * (w + 2) for w in widths) + '|'] + [line(r) for r in cells[1:]])
 
 # %% ../nbs/08_runs.ipynb #0ff02f8b
-import difflib, fcntl, itertools, os, re, sys, time, traceback
+import difflib, fcntl, itertools, os, re, signal, sys, threading, time, traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 import multiprocessing
@@ -344,6 +344,28 @@ def _new_lines(path: Path, offsets: dict) -> list:
     offsets[path] = offsets.get(path, 0) + done
     return chunk[:done].decode(errors='replace').splitlines()
 
+def _stop_workers(pool):
+    "SIGTERM to the local workers' children (papermill kernels, which record `interrupted`), then to the workers: nothing trains on."
+    import psutil
+    workers = [p.pid for p in (getattr(pool, '_processes', None) or {}).values()]
+    procs = []
+    for pid in workers:
+        with contextlib.suppress(psutil.Error): procs.append((psutil.Process(pid), psutil.Process(pid).children(recursive=True)))
+    kids = [k for _, ks in procs for k in ks]
+    for k in kids:
+        with contextlib.suppress(psutil.Error): k.terminate()
+    psutil.wait_procs(kids, timeout=60)
+    for w, _ in procs:
+        with contextlib.suppress(psutil.Error): w.terminate()
+    psutil.wait_procs([w for w, _ in procs], timeout=30)
+
+class SweepInterrupted(KeyboardInterrupt):
+    "SIGINT or SIGTERM stopped a sweep; `exit_code` is the shell's 130 or 143."
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message); self.exit_code = 128 + int(signum)
+
+def _raise_interrupt(signum, frame): raise SweepInterrupted(f"interrupted by {signal.Signals(signum).name}", signum)
+
 def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, workers: Optional[int] = None,
               executor: Optional[str] = None, only: Optional[Sequence[str]] = None, overrides: Optional[dict] = None,
               verbose: bool = True, progress_every: float = 5.0) -> SweepResult:
@@ -361,6 +383,8 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
     records, running, pending, run_dirs, offsets, hashes = {}, {}, list(exps), {}, {}, {}
     say = (lambda *a: print(*a, flush=True)) if verbose else (lambda *a: None)
     t0 = time.time()
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
         while pending or running:
             for e in list(pending):
@@ -412,8 +436,17 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
                 _update_registry(sweep_dir, name, rec)
                 say(f"[{name}] {rec['status']}" + (f": {rec['error']}" if rec.get('error') else f", best top1 {rec.get('best_top1')}") +
                     (f" ({rec['run_dir']})" if rec.get('run_dir') else ''))
+    except KeyboardInterrupt as stop:       # SIGINT or SIGTERM: stop the workers, record what was running, keep the registry
+        if executor == 'local': _stop_workers(pool)
+        for name in list(running.values()):
+            rec = dict(status='interrupted', run_dir=str(run_dirs[name]), error=f"sweep {str(stop) or 'interrupted by SIGINT'}", reused=False)
+            records[name] = rec; _update_registry(sweep_dir, name, rec)
+        if executor == 'local': pool.shutdown(wait=False, cancel_futures=True); pool = None
+        raise SweepInterrupted(f"sweep {sweep.name} {str(stop) or 'interrupted by SIGINT'}: stopped {len(running)} running "
+                               f"experiment(s), registry in {sweep_dir / 'sweep.json'}", getattr(stop, 'exit_code', 130) - 128) from None
     finally:
-        pool.shutdown()
+        if main_thread: signal.signal(signal.SIGTERM, old_term)
+        if pool is not None: pool.shutdown()
     say(f"sweep {sweep.name}: {sum(r['status'] == 'finished' for r in records.values())} finished, "
         f"{len([r for r in records.values() if r['status'] != 'finished'])} failed, {time.time() - t0:.1f}s")
     return SweepResult(sweep, sweep_dir, records)

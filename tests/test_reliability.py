@@ -416,3 +416,21 @@ def test_damaged_metrics_files_are_reported_not_dropped_or_fatal(tmp_path, capsy
     assert qvit(['report', str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert all(f"| {n} " in out for n in ('good', 'torn', 'list', 'typed')) and out.count('| damaged ') == 2, out
+
+
+def test_sigterm_to_a_sweep_stops_its_workers_and_writes_its_registry(tmp_path):
+    import psutil
+    (tmp_path / 'sweep.yml').write_text(yaml.safe_dump({'name': 'sig', 'experiments': [
+        {'name': 'long', 'overrides': {**TINY, 'epochs': 200, 'max_images': 64, 'log_interval': 1}}]}))
+    p = subprocess.Popen([sys.executable, '-m', 'qvit_nb.cli', 'sweep', str(tmp_path / 'sweep.yml'), '--output', str(tmp_path / 'runs')],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    for line in p.stdout:                                # the run has saved an epoch (relayed every few seconds)
+        if line.startswith('[long] epoch') and '| train loss' in line: break
+    p.send_signal(signal.SIGTERM)
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 143 and 'Traceback' not in out, out
+    reg = json.loads((tmp_path / 'runs' / 'sig' / 'sweep.json').read_text())
+    assert reg['long']['status'] == 'interrupted', reg
+    m = json.loads((Path(reg['long']['run_dir']) / 'metrics.json').read_text())
+    assert m['status'] == 'interrupted' and m['epochs'] < 200, m
+    assert not psutil.pid_exists(m['pid']) or psutil.Process(m['pid']).status() == psutil.STATUS_ZOMBIE   # nothing trains on

@@ -12,7 +12,7 @@ from . import __version__     # no torch, timm or pandas here: `qvit --help` ans
 
 # %% auto #0
 __all__ = ['COMMANDS', 'USAGE', 'CLIError', 'cmd_train', 'cmd_report', 'cmd_sweep', 'parse_set', 'cmd_demo', 'cmd_dashboard',
-           'cmd_export', 'main']
+           'cmd_export', 'Terminated', 'main']
 
 # %% ../nbs/07_cli.ipynb #983b2d40
 class CLIError(Exception):
@@ -125,6 +125,12 @@ USAGE = """usage: qvit {train,demo,sweep,report,dashboard,export} ...
   export     a run's trained model as ONNX (int8 levels, QDQ): qvit export RUN_DIR [-o FILE]
 """
 
+class Terminated(KeyboardInterrupt):
+    "SIGTERM outside a run's own handler (loading, setup): ends the command like Ctrl-C, with exit status 143."
+    exit_code = 143
+
+def _on_sigterm(signum, frame): raise Terminated("interrupted by SIGTERM")
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     "Entry point of the `qvit` command; returns the exit status."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -138,8 +144,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"qvit: error: unknown command {cmd!r}" + (f"; did you mean {close[0]!r}?" if close else '') +
               f" (valid: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
+    import signal, threading
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try: return COMMANDS[cmd](rest)
     except SystemExit as e: return e.code if isinstance(e.code, int) else 2
+    except KeyboardInterrupt as e:                       # Ctrl-C or SIGTERM: one line (the run says where it stopped), 130/143
+        print(f"qvit {cmd}: {str(e) or 'interrupted'}", file=sys.stderr)
+        return getattr(e, 'exit_code', 130)
     except Exception as e:
         train = sys.modules.get('qvit_nb.train')          # only a command that imported the engine can raise its errors
         if train is not None and isinstance(e, (train.TrainingDiverged, train.CheckpointError)):   # the run's own state: 1
@@ -147,6 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if isinstance(e, (CLIError, ValueError)):
             print(f"qvit {cmd}: error: {e}", file=sys.stderr); return 2
         raise
+    finally:
+        if main_thread: signal.signal(signal.SIGTERM, old_term)
 
 # %% ../nbs/07_cli.ipynb #76173395
 if __name__ == '__main__' and 'IPython' not in sys.modules: sys.exit(main())     # `python -m qvit_nb.cli`, not a notebook kernel

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_runs.ipynb #80e8baf7
 from __future__ import annotations
-import contextlib, json
+import contextlib, json, math, os, socket
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -12,10 +12,10 @@ import pandas as pd
 import yaml
 
 # %% auto #0
-__all__ = ['STUDY_FINDINGS', 'EXECUTORS', 'network_label', 'tricks_label', 'load_runs', 'results_table', 'render_report',
-           'study_results', 'study_table', 'study_findings', 'render_study_report', 'Experiment', 'Sweep', 'load_sweep',
-           'train_notebook', 'report_config', 'quiet_expected_warnings', 'execute_experiment', 'SweepResult',
-           'run_sweep', 'sweep_plan']
+__all__ = ['STUDY_FINDINGS', 'EXECUTORS', 'run_status', 'network_label', 'tricks_label', 'load_runs', 'results_table',
+           'render_report', 'study_results', 'study_table', 'study_findings', 'render_study_report', 'Experiment',
+           'Sweep', 'load_sweep', 'train_notebook', 'report_config', 'quiet_expected_warnings', 'execute_experiment',
+           'SweepResult', 'SweepInterrupted', 'run_sweep', 'sweep_plan']
 
 # %% ../nbs/08_runs.ipynb #e6e9a86e
 def _read_json(p: Path) -> Optional[dict]:
@@ -25,6 +25,21 @@ def _read_json(p: Path) -> Optional[dict]:
 def _read_args(run_dir: Path) -> dict:
     try: return yaml.safe_load((run_dir / 'args.yaml').read_text()) or {}
     except (OSError, yaml.YAMLError): return {}
+
+def _process_gone(pid) -> bool:
+    "No live process has this pid (a zombie counts as gone: it has exited)."
+    try: os.kill(int(pid), 0)
+    except ProcessLookupError: return True
+    except (PermissionError, ValueError, TypeError, OverflowError): return False
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(')', 1)[1].split()[0] == 'Z'
+    return False
+
+def run_status(m: dict) -> Optional[str]:
+    "A `metrics.json`'s status, with `stale` for a `running` run whose process (pid on this host) is gone."
+    status = m.get('status')
+    if status == 'running' and m.get('pid') and m.get('host') == socket.gethostname() and _process_gone(m['pid']): return 'stale'
+    return status
 
 def network_label(args: dict) -> str:
     "The study's network column: model name plus fp / aq / wq / wq-aq."
@@ -44,17 +59,24 @@ def tricks_label(args: dict) -> str:
     if args.get('use_kd'): t.append(f"kd ({args.get('teacher')}" + (f", mse {args.get('kd_type')}, alpha {args.get('kd_alpha')}" if args.get('kd_type') not in (None, 'none') else '') + ')')
     return ', '.join(t)
 
+def _number(v) -> Optional[float]:
+    "A metric value as a number (None for a missing or damaged one)."
+    if isinstance(v, bool) or not isinstance(v, (int, float)): return None
+    return v if math.isfinite(v) else None
+
 def load_runs(runs_dir: Union[str, Path] = 'runs') -> pd.DataFrame:
     "One row per run directory under `runs_dir` (searched recursively): status, accuracies, labels, paths."
     rows = []
     for mf in sorted(Path(runs_dir).rglob('metrics.json')):
         m, rd = _read_json(mf), mf.parent
-        if not m: continue
+        if not isinstance(m, dict) or not m:      # damaged (a torn copy, a disk error): listed as such, never dropped
+            m = dict(status='damaged', error=f"{mf} is not a readable metrics object", run_id=rd.name)
+        m = {**m, **{k: _number(m.get(k)) for k in ('best_top1', 'final_top1', 'epochs', 'planned_epochs')}}
         args = _read_args(rd) or {k: m[k] for k in ('model', 'tricks', 'name') if m.get(k)}
         rows.append(dict(network=network_label(args), tricks=tricks_label(args), dataset=m.get('dataset') or args.get('dataset', ''),
                          best_top1=m.get('best_top1'),
                          final_top1=m.get('final_top1'), epochs=m.get('epochs'), planned_epochs=m.get('planned_epochs'),
-                         run_id=m.get('run_id', rd.name), output_dir=str(rd), status=m.get('status'),
+                         run_id=m.get('run_id', rd.name), output_dir=str(rd), status=run_status(m),
                          sweep=m.get('sweep') or (rd.parent.name if (rd.parent / 'sweep.json').exists() else ''),
                          name=m.get('name') or args.get('name', ''), error=m.get('error'), config_hash=m.get('config_hash')))
     cols = ['network', 'tricks', 'dataset', 'best_top1', 'final_top1', 'epochs', 'planned_epochs', 'run_id', 'output_dir', 'status',
@@ -184,12 +206,12 @@ def render_study_report(runs: Union[pd.DataFrame, str, Path] = 'runs', fmt: str 
             "<h2>The study's findings on these runs</h2>" + findings.to_html(index=False, escape=True) + "</body></html>")
 
 # %% ../nbs/08_runs.ipynb #0ff02f8b
-import difflib, fcntl, itertools, os, re, sys, time, traceback
+import difflib, fcntl, itertools, os, re, signal, sys, threading, time, traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 import multiprocessing
 
-from .config import TrainConfig, load_config, config_hash, check_key
+from .config import TrainConfig, load_config, config_hash, check_key, check_run_name
 from .train import atomic_write, new_run_id, PROGRESS_FILE
 
 _SWEEP_KEYS = ('name', 'base', 'workers', 'executor', 'slurm', 'experiments', 'grid', 'threads')
@@ -284,7 +306,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
                 for p in points for e in exps]
     executor = d.get('executor', 'local')
     if executor not in EXECUTORS: raise _unknown('executor', executor, EXECUTORS, str(path))
-    sweep = Sweep(str(d.get('name') or path.stem), path, base, _order(exps), int(d.get('workers', 1)), executor,
+    sweep = Sweep(check_run_name(str(d.get('name') or path.stem), 'sweep name'), path, base, _order(exps), int(d.get('workers', 1)), executor,
                   dict(d.get('slurm') or {}), d.get('threads'))
     sweep.check(f"in {path}")
     return sweep
@@ -433,6 +455,28 @@ def _new_lines(path: Path, offsets: dict) -> list:
     offsets[path] = offsets.get(path, 0) + done
     return chunk[:done].decode(errors='replace').splitlines()
 
+def _stop_workers(pool):
+    "SIGTERM to the local workers' children (papermill kernels, which record `interrupted`), then to the workers: nothing trains on."
+    import psutil
+    workers = [p.pid for p in (getattr(pool, '_processes', None) or {}).values()]
+    procs = []
+    for pid in workers:
+        with contextlib.suppress(psutil.Error): procs.append((psutil.Process(pid), psutil.Process(pid).children(recursive=True)))
+    kids = [k for _, ks in procs for k in ks]
+    for k in kids:
+        with contextlib.suppress(psutil.Error): k.terminate()
+    psutil.wait_procs(kids, timeout=60)
+    for w, _ in procs:
+        with contextlib.suppress(psutil.Error): w.terminate()
+    psutil.wait_procs([w for w, _ in procs], timeout=30)
+
+class SweepInterrupted(KeyboardInterrupt):
+    "SIGINT or SIGTERM stopped a sweep; `exit_code` is the shell's 130 or 143."
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message); self.exit_code = 128 + int(signum)
+
+def _raise_interrupt(signum, frame): raise SweepInterrupted(f"interrupted by {signal.Signals(signum).name}", signum)
+
 def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, workers: Optional[int] = None,
               executor: Optional[str] = None, only: Optional[Sequence[str]] = None, overrides: Optional[dict] = None,
               verbose: bool = True, progress_every: float = 5.0) -> SweepResult:
@@ -447,9 +491,11 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
     threads = sweep.threads or max(1, (os.cpu_count() or 1) // workers)
     pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) if executor == 'local'
             else _Slurm(sweep_dir / '.submitit', sweep.slurm))
-    records, running, pending, run_dirs, offsets = {}, {}, list(exps), {}, {}
+    records, running, pending, run_dirs, offsets, hashes = {}, {}, list(exps), {}, {}, {}
     say = (lambda *a: print(*a, flush=True)) if verbose else (lambda *a: None)
     t0 = time.time()
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
     try:
         while pending or running:
             for e in list(pending):
@@ -464,8 +510,15 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
                 extra = _chain_links(e, run_dir, lambda n: _read_args(run_dir(n)).get('model'))
                 cfg = sweep.config(e, sweep_dir.resolve(), extra, overrides)
                 h = config_hash(cfg)
+                if (twin := next((n for n, x in hashes.items() if x == h), None)) is not None:
+                    records[e.name] = dict(status='failed', run_dir=None, reused=False,
+                                           error=f"same config as experiment {twin!r} (config hash {h}): the two would share one run; make them differ or drop one")
+                    _update_registry(sweep_dir, e.name, records[e.name]); pending.remove(e); say(f"[{e.name}] not run: {records[e.name]['error']}")
+                    continue
+                hashes[e.name] = h
                 if (done := _finished_run(sweep_dir, h)) is not None:
                     records[e.name] = dict(status='finished', run_dir=str(done), error=None, reused=True, best_top1=_metrics(done).get('best_top1'))
+                    _update_registry(sweep_dir, e.name, records[e.name])      # the registry records every experiment
                     pending.remove(e); say(f"[{e.name}] already finished in {done}: skipped")
                     continue
                 run_id = new_run_id(re.sub(r'[^A-Za-z0-9_.=,-]+', '_', e.name))
@@ -494,8 +547,17 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
                 _update_registry(sweep_dir, name, rec)
                 say(f"[{name}] {rec['status']}" + (f": {rec['error']}" if rec.get('error') else f", best top1 {rec.get('best_top1')}") +
                     (f" ({rec['run_dir']})" if rec.get('run_dir') else ''))
+    except KeyboardInterrupt as stop:       # SIGINT or SIGTERM: stop the workers, record what was running, keep the registry
+        if executor == 'local': _stop_workers(pool)
+        for name in list(running.values()):
+            rec = dict(status='interrupted', run_dir=str(run_dirs[name]), error=f"sweep {str(stop) or 'interrupted by SIGINT'}", reused=False)
+            records[name] = rec; _update_registry(sweep_dir, name, rec)
+        if executor == 'local': pool.shutdown(wait=False, cancel_futures=True); pool = None
+        raise SweepInterrupted(f"sweep {sweep.name} {str(stop) or 'interrupted by SIGINT'}: stopped {len(running)} running "
+                               f"experiment(s), registry in {sweep_dir / 'sweep.json'}", getattr(stop, 'exit_code', 130) - 128) from None
     finally:
-        pool.shutdown()
+        if main_thread: signal.signal(signal.SIGTERM, old_term)
+        if pool is not None: pool.shutdown()
     say(f"sweep {sweep.name}: {sum(r['status'] == 'finished' for r in records.values())} finished, "
         f"{len([r for r in records.values() if r['status'] != 'finished'])} failed, {time.time() - t0:.1f}s")
     return SweepResult(sweep, sweep_dir, records)

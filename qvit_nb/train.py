@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #a7c6121c
 from __future__ import annotations
-import contextlib, csv, io, json, math, os, random, secrets, shutil, sys, time, traceback
+import contextlib, csv, hashlib, io, json, math, os, random, secrets, shutil, signal, socket, sys, threading, time, traceback
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -29,10 +29,11 @@ from .data import build_loaders, build_mixup, kwargs_for, dataset_name, DATASETS
 from .config import TrainConfig, load_config, save_config, config_hash
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'quant_configs', 'check_model_name', 'build_model',
-           'build_teacher', 'build_criterion', 'atomic_write', 'save_checkpoint', 'previous_checkpoint',
-           'CheckpointError', 'load_checkpoint', 'new_run_id', 'resolve_run_dir', 'seed_epoch', 'resolve_device',
-           'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'check_resume', 'check_inputs', 'Run', 'train']
+__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'quant_configs', 'check_model_name',
+           'build_model', 'build_teacher', 'build_criterion', 'atomic_write', 'state_checksum', 'save_checkpoint',
+           'previous_checkpoint', 'CheckpointError', 'load_checkpoint', 'new_run_id', 'lock_run_dir', 'resolve_run_dir',
+           'seed_epoch', 'resolve_device', 'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'RunInterrupted',
+           'check_resume', 'check_inputs', 'Run', 'train', 'resume_config']
 
 # %% ../nbs/05_train.ipynb #0dc59e11
 def quant_configs(cfg: TrainConfig, wq_bits: Optional[int] = None, aq_bits: Optional[int] = None):
@@ -98,7 +99,12 @@ def build_teacher(cfg: TrainConfig, num_classes: int) -> Optional[nn.Module]:
     if cfg.quant_teacher:
         wq, aq = quant_configs(replace(cfg, wq_enable=False, aq_enable=False), cfg.quant_teacher_wq_bitw, cfg.quant_teacher_aq_bitw)
         quantized = dict(wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q and aq is not None, relu_unsigned=cfg.aq_relu_unsigned)
-    return load_teacher(cfg.teacher, cfg.teacher_checkpoint or None, quantized=quantized, num_classes=num_classes, **kw)
+    teacher = load_teacher(cfg.teacher, cfg.teacher_checkpoint or None, quantized=quantized, num_classes=num_classes, **kw)
+    bad = [n for n, t in teacher.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:      # a NaN teacher would make every distillation loss NaN: refuse it before training, naming the file
+        raise ValueError(f"teacher_checkpoint {cfg.teacher_checkpoint or '(none)'} has non-finite (NaN/inf) weights in "
+                         f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''} ({len(bad)} tensors); use another teacher checkpoint")
+    return teacher
 
 def build_criterion(cfg: TrainConfig, teacher: Optional[nn.Module], mixup_active: bool) -> DistillLoss:
     base = ClassificationLoss(smoothing=0. if mixup_active else cfg.smoothing)
@@ -123,10 +129,30 @@ def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> Path:
         fd = os.open(path.parent, os.O_RDONLY); os.fsync(fd); os.close(fd)
     return path
 
+def state_checksum(obj) -> str:
+    "sha256 over a checkpoint's contents: every tensor's dtype, shape and bytes, and every other value, in order."
+    h = hashlib.sha256()
+    def feed(o):
+        if isinstance(o, torch.Tensor):
+            t = o.detach().cpu().contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode()); h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(o, dict):
+            h.update(b'{')
+            for k, v in o.items(): feed(k); feed(v)
+            h.update(b'}')
+        elif isinstance(o, (list, tuple)):
+            h.update(b'[')
+            for v in o: feed(v)
+            h.update(b']')
+        else: h.update(repr(o).encode() + b'\0')
+    feed(obj)
+    return h.hexdigest()
+
 def save_checkpoint(state: dict, path: Union[str, Path], keep_previous: bool = False) -> Path:
-    "Save a checkpoint dict atomically; with `keep_previous`, the file it replaces becomes `<stem>-prev.pth.tar`."
+    "Save a checkpoint dict atomically, with its `checksum`; with `keep_previous`, the file it replaces becomes `<stem>-prev.pth.tar`."
     path = Path(path)
-    buf = io.BytesIO(); torch.save(state, buf)
+    state = {k: v for k, v in state.items() if k != 'checksum'}
+    buf = io.BytesIO(); torch.save({**state, 'checksum': state_checksum(state)}, buf)
     if keep_previous and path.exists(): os.replace(path, previous_checkpoint(path))
     return atomic_write(path, buf.getvalue())
 
@@ -144,16 +170,20 @@ def load_checkpoint(path: Union[str, Path]) -> dict:
         prev = previous_checkpoint(path)
         hint = f"; the previous checkpoint {prev} exists: resume from it with --resume {prev}" if prev.is_file() else ''
         raise CheckpointError(f"checkpoint {path} does not exist{hint}")
+    prev = previous_checkpoint(path)
+    hint = (f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}" if prev.is_file() and prev != path
+            else "; no previous checkpoint to fall back to")
+    if path.stat().st_size == 0: raise CheckpointError(f"checkpoint {path} is empty (0 bytes){hint}")
     try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        prev = previous_checkpoint(path)
-        hint = (f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}" if prev.is_file() and prev != path
-                else "; no previous checkpoint to fall back to")
         kind = 'refused: it holds objects other than tensors and plain types' if 'weights_only' in str(e) or 'Unsupported global' in str(e) \
                else 'unreadable (truncated or not a checkpoint)'
-        raise CheckpointError(f"checkpoint {path} is {kind}{hint}. ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"checkpoint {path} is {kind}{hint}. ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
     if not isinstance(ckpt, dict) or 'state_dict' not in ckpt:
         raise CheckpointError(f"checkpoint {path} has no 'state_dict': not a qvit-nb/timm training checkpoint")
+    saved = ckpt.pop('checksum', None)          # checkpoints written before checksums have none
+    if saved is not None and state_checksum(ckpt) != saved:
+        raise CheckpointError(f"checkpoint {path} is damaged: its contents do not match the checksum saved with them{hint}")
     return ckpt
 
 # %% ../nbs/05_train.ipynb #f81e7d4e
@@ -175,10 +205,28 @@ def _check_writable(d: Path):
     free = shutil.disk_usage(d).free
     if free < 64 * 2**20: raise ValueError(f"output directory {d} has only {free / 2**20:.0f} MiB free; a run needs room for its checkpoints")
 
+def _read_metrics(run_dir: Path) -> Optional[dict]:
+    try: m = json.loads((run_dir / 'metrics.json').read_text())
+    except (OSError, ValueError): return None
+    return m if isinstance(m, dict) else None
+
 def _status(run_dir: Path) -> Optional[str]:
     "The `status` in a run directory's `metrics.json` (None when absent or unreadable)."
-    try: return json.loads((run_dir / 'metrics.json').read_text()).get('status')
-    except (OSError, ValueError): return None
+    return (_read_metrics(run_dir) or {}).get('status')
+
+def lock_run_dir(run_dir: Path) -> int:
+    "Hold an flock on the run directory itself (no lock file; the kernel drops it when the process ends, even by kill -9): one owner. Returns the fd to `os.close`."
+    import fcntl
+    fd = os.open(run_dir, os.O_RDONLY)
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        owner = {k: v for k, v in (_read_metrics(run_dir) or {}).items() if k in ('pid', 'host')}
+        raise ValueError(f"run directory {run_dir} is in use by another process{f' ({owner})' if owner else ''}; "
+                         "wait for it to end, or choose another --experiment") from None
+    return fd
+
+def _holds_run(run_dir: Path) -> bool: return (run_dir / 'last.pth.tar').exists() or _status(run_dir) in ('running', 'finished')
 
 def resolve_run_dir(cfg: TrainConfig, create: bool = True) -> tuple[Path, Optional[Path]]:
     "`(run_dir, checkpoint to resume or None)` for `cfg`; checks the output is writable and nothing gets overwritten."
@@ -195,7 +243,7 @@ def resolve_run_dir(cfg: TrainConfig, create: bool = True) -> tuple[Path, Option
     if create: _check_writable(out)
     if cfg.experiment:
         run_dir = out / cfg.experiment
-        if (run_dir / 'last.pth.tar').exists() or _status(run_dir) in ('running', 'finished'):
+        if _holds_run(run_dir):
             raise ValueError(f"run directory {run_dir} already holds a run; pass --resume to continue it, "
                              "or choose another --experiment")
         if create: run_dir.mkdir(parents=True, exist_ok=True)
@@ -237,6 +285,15 @@ def gpu_fast_paths(model: nn.Module, device: torch.device, opt: str) -> dict:
 class TrainingDiverged(RuntimeError):
     "A non-finite loss or gradient under `nan_policy: stop` (or too many skipped steps)."
 
+class RunInterrupted(KeyboardInterrupt):
+    "SIGINT or SIGTERM stopped a run: its last epoch's checkpoint is kept, `metrics.json` says `interrupted`."
+    def __init__(self, signum: int, message: str = ''):
+        super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
+        self.signum = int(signum)
+
+    @property
+    def exit_code(self) -> int: return 128 + self.signum     # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'eval_loss', 'top1', 'top5', 'lr']
 TIMING_COLUMNS = ['train_seconds', 'train_images_per_s']   # per-epoch wall time: the only columns that differ between reruns
 
@@ -250,6 +307,14 @@ def check_resume(cfg: TrainConfig):
     "The checkpoint or run directory `resume` names exists (checked before the run directory is resolved)."
     if cfg.resume and cfg.resume != 'last' and not Path(cfg.resume).is_file() and not previous_checkpoint(cfg.resume).is_file():
         raise ValueError(f"resume checkpoint {cfg.resume} does not exist")
+    if cfg.resume and cfg.resume != 'last':
+        ckpt = Path(cfg.resume)
+        if ckpt.name not in ('last.pth.tar', 'last-prev.pth.tar'):
+            raise ValueError(f"resume checkpoint {ckpt} is not a run's last.pth.tar (or last-prev.pth.tar): resuming from it would "
+                             f"overwrite the later epochs of {ckpt.parent}; to start a new run from its weights use --initial-checkpoint {ckpt}")
+        if cfg.experiment and cfg.experiment != ckpt.parent.name:
+            raise ValueError(f"--experiment {cfg.experiment!r} and --resume {ckpt} name different runs: a resume continues "
+                             f"{ckpt.parent.name!r}; drop --experiment, or use --initial-checkpoint to start {cfg.experiment!r} from its weights")
     if cfg.resume == 'last' and cfg.experiment and not (Path(cfg.output or 'runs') / cfg.experiment).is_dir():
         raise ValueError(f"resume: run directory {Path(cfg.output or 'runs') / cfg.experiment} does not exist "
                          f"(--experiment names a run directory under --output {cfg.output or 'runs'})")
@@ -288,6 +353,16 @@ class Run:
             dist.broadcast_object_list(box, 0)
             self.run_dir, self.resume_from = box[0]
         else: self.run_dir, self.resume_from = resolve_run_dir(cfg)
+        self._lock = lock_run_dir(self.run_dir) if self.is_main else None     # one owner; checked again under the lock
+        try: self._claim(cfg)
+        except BaseException:
+            if self._lock is not None: os.close(self._lock)
+            raise
+
+    def _claim(self, cfg):
+        "Under the run directory's lock: it holds no other run (a new run), or its checkpoint loads and fits the config (a resume)."
+        if self.is_main and self.resume_from is None and cfg.experiment and _holds_run(self.run_dir):
+            raise ValueError(f"run directory {self.run_dir} already holds a run; pass --resume to continue it, or choose another --experiment")
         if self.resume_from is not None and not self.resume_from.exists():
             prev = previous_checkpoint(self.resume_from)
             if prev.is_file():       # killed between the two renames of a save: the previous checkpoint is the newest whole one
@@ -299,6 +374,9 @@ class Run:
             else: load_checkpoint(self.resume_from)      # raises: a missing checkpoint of a run that had some
         # an unreadable checkpoint must fail here, before anything in the run directory is touched
         self._resume_ckpt = load_checkpoint(self.resume_from) if self.resume_from is not None else None
+        self.resume_changes = []
+        if self._resume_ckpt is not None:     # the run's own settings, checked before anything is written
+            self.cfg, self.resume_changes = resume_config(cfg, self._resume_ckpt, self.resume_from)
 
     def _say(self, msg):
         if self.rank == 0: print(msg, flush=True)
@@ -358,6 +436,7 @@ class Run:
             warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs)
         self.ema = ModelEmaV3(self.model, decay=cfg.model_ema_decay) if cfg.model_ema else None
         if ckpt is not None: self._restore(ckpt)
+        if any(c['epoch'] == self.start_epoch for c in self.resume_changes): self._rebuild_schedule()
         self.amp_dtype = None
         if cfg.amp and self.device.type == 'cuda':
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -403,6 +482,16 @@ class Run:
         self.best = ckpt.get('best')
         self.skipped = ckpt.get('skipped_steps', 0)
         self.run_id = ckpt.get('run_id', self.run_dir.name)
+        self.resume_changes = list(ckpt.get('resume_changes', [])) + [c for c in self.resume_changes if c['epoch'] == self.start_epoch]
+
+    def _rebuild_schedule(self):
+        "A resume that changes lr or epochs: the schedule is rebuilt from the new values and set to the resumed epoch."
+        for g in self.optimizer.param_groups: g['initial_lr'] = g['lr'] = self.cfg.lr
+        cfg = self.cfg
+        self.scheduler, self.num_epochs = create_scheduler_v2(
+            self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+            warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs)
+        self.scheduler.step(self.start_epoch)
 
     # --- one epoch ------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -487,7 +576,7 @@ class Run:
         st = dict(epoch=epoch, arch=self.cfg.model, state_dict=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                   scheduler=self.scheduler.state_dict(), args=self.cfg.to_dict(), metric=self.summary[-1]['top1'],
                   best=self.best, summary=self.summary, skipped_steps=self.skipped, run_id=self.run_id,
-                  num_classes=self.num_classes, version=1)
+                  num_classes=self.num_classes, resume_changes=self.resume_changes, version=1)
         if self.ema is not None: st['state_dict_ema'] = self.ema.module.state_dict()
         return st
 
@@ -498,34 +587,89 @@ class Run:
         for r in self.summary: w.writerow({k: _fmt(r.get(k, '')) for k in cols})
         atomic_write(self.run_dir / 'summary.csv', buf.getvalue())
 
+    def _config_hash(self) -> str:
+        "The config's hash; a run whose lr or epochs changed on resume hashes the changes too (it is not the same as either run)."
+        h = config_hash(self.cfg)
+        if not self.resume_changes: return h
+        return hashlib.sha256(json.dumps([h, self.resume_changes], sort_keys=True, default=str).encode()).hexdigest()[:len(h)]
+
     def write_metrics(self, status: str, error: Optional[str] = None):
         "Refresh `metrics.json` (rank 0 writes; every rank keeps the dict, which `fit` returns)."
         last = self.summary[-1] if self.summary else {}
         m = dict(status=status, run_id=getattr(self, 'run_id', self.run_dir.name), run_dir=str(self.run_dir),
-                 model=self.cfg.model, name=self.cfg.name, tricks=self.cfg.tricks, config_hash=config_hash(self.cfg),
+                 model=self.cfg.model, name=self.cfg.name, tricks=self.cfg.tricks, config_hash=self._config_hash(),
+                 resume_changes=self.resume_changes,
                  dataset=getattr(self, 'info', {}).get('dataset'), epochs=len(self.summary),
                  planned_epochs=getattr(self, 'num_epochs', None), final_top1=last.get('top1'), final_top5=last.get('top5'),
                  best_top1=self.best['top1'] if self.best else None, best_epoch=self.best['epoch'] if self.best else None,
                  wall_time_s=round(self.wall, 3), train_images_per_s=round(self.images / self.train_time, 2) if self.train_time else None,
                  skipped_steps=self.skipped, world_size=self.world, device=str(self.device), error=error,
+                 pid=os.getpid(), host=socket.gethostname(),
                  updated=datetime.now().isoformat(timespec='seconds'))
         if self.is_main: atomic_write(self.run_dir / 'metrics.json', json.dumps(m, indent=2))
         self.metrics = m
 
+    def _save_args(self):
+        save_config(self.cfg, self.run_dir / 'args.yaml.tmp'); os.replace(self.run_dir / 'args.yaml.tmp', self.run_dir / 'args.yaml')
+
+    # --- signals -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _interruptible(self):
+        "SIGTERM and SIGINT raise `RunInterrupted` (main thread only); during `_whole()` they wait until the files are whole."
+        self._saving, self._pending = False, None
+        if threading.current_thread() is not threading.main_thread(): yield; return
+        def handler(signum, frame):
+            if self._saving: self._pending = signum
+            else: raise RunInterrupted(signum)
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        try: yield
+        finally:
+            for s, h in old.items(): signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def _whole(self):
+        "A block (the checkpoints, summary and metrics of an epoch) that a signal does not cut in two."
+        self._saving = True
+        try: yield
+        finally: self._saving = False
+        if self._pending is not None: raise RunInterrupted(self._pending)
+
+    def _interrupted(self, e: KeyboardInterrupt) -> RunInterrupted:
+        "Record `interrupted` and say, in one line, where the run stopped and how to resume it."
+        signum = e.signum if isinstance(e, RunInterrupted) else int(signal.SIGINT)
+        last, done = self.run_dir / 'last.pth.tar', getattr(self, 'saved_epochs', 0)
+        how = (f"resume with: qvit train --resume {last}" if last.is_file() else
+               f"it had no checkpoint yet: qvit train --output {self.run_dir.parent} --experiment {self.run_dir.name} --resume "
+               "starts it again")
+        msg = (f"run {self.run_id} interrupted by {signal.Signals(signum).name} after {done} of "
+               f"{getattr(self, 'num_epochs', self.cfg.epochs)} epochs; {how}")
+        with contextlib.suppress(Exception): self.write_metrics('interrupted', msg)
+        self._log(msg, echo=False)
+        return RunInterrupted(signum, msg)
+
     # --- the loop -------------------------------------------------------------------------------------------
     def fit(self) -> dict:
+        with self._interruptible(): return self._fit()
+
+    def _fit(self) -> dict:
         cfg, t_start = self.cfg, time.perf_counter()
         self.wall = self.train_time = 0.; self.images = 0
         self.summary, self.best, self.skipped = [], None, 0      # so a run that fails before _setup still writes its metrics.json
         self.run_id = self.run_dir.name
         try:
-            if self.is_main:    # the resolved config is recorded first, so even a run that fails to start says what it was
-                save_config(cfg, self.run_dir / 'args.yaml.tmp'); os.replace(self.run_dir / 'args.yaml.tmp', self.run_dir / 'args.yaml')
+            if self.is_main and self.resume_from is None:   # a new run records its config first, so even a failed start says what it was
+                self._save_args()
             check_inputs(self.cfg)       # before any data loads; the run directory records the config and the failure
             self._setup()
+            if self.is_main and self.resume_from is not None: self._save_args()   # a resume writes nothing until it has set up
+            self._started = True
             self._log(f"run {self.run_id}: {'resuming from ' + str(self.resume_from) + ' at epoch ' + str(self.start_epoch + 1) if self.resume_from else 'starting'} "
                       f"in {self.run_dir}")
             for line in [self.plan(), *self._warnings()]: self._log(line)
+            for c in self.resume_changes:
+                if c['epoch'] == self.start_epoch:
+                    self._log(f"resume changes {c['key']} from {c['old']} to {c['new']} at epoch {c['epoch'] + 1} (schedule rebuilt)")
+            self.saved_epochs = self.start_epoch
             self.write_metrics('running')
             for epoch in range(self.start_epoch, self.num_epochs):
                 tr = self.train_epoch(epoch)
@@ -540,12 +684,14 @@ class Run:
                 improved = self.best is None or row['top1'] > self.best['top1']
                 if improved: self.best = dict(epoch=epoch, top1=row['top1'])
                 if self.is_main:
-                    st = self._state(epoch)
-                    save_checkpoint(st, self.run_dir / 'last.pth.tar', keep_previous=True)
-                    if improved: save_checkpoint(st, self.run_dir / 'model_best.pth.tar')
-                    self._write_summary()
-                    self.wall = time.perf_counter() - t_start
-                    self.write_metrics('running')
+                    with self._whole():
+                        st = self._state(epoch)
+                        save_checkpoint(st, self.run_dir / 'last.pth.tar', keep_previous=True)
+                        if improved: save_checkpoint(st, self.run_dir / 'model_best.pth.tar')
+                        self._write_summary()
+                        self.saved_epochs = epoch + 1
+                        self.wall = time.perf_counter() - t_start
+                        self.write_metrics('running')
                     self._log(f"epoch {epoch + 1}/{self.num_epochs} | train loss {tr['train_loss']:.4f} | eval loss {ev['eval_loss']:.4f} "
                               f"top1 {ev['top1']:.2f} top5 {ev['top5']:.2f} | lr {row['lr']:.3g} | {tr['seconds']:.1f}s "
                               f"{tr['images'] / max(tr['seconds'], 1e-9):.0f} img/s")
@@ -557,13 +703,41 @@ class Run:
             return self.metrics
         except BaseException as e:
             self.wall = time.perf_counter() - t_start
-            if self.run_dir.exists() and not isinstance(e, KeyboardInterrupt):
+            if isinstance(e, KeyboardInterrupt) and self.run_dir.exists(): raise self._interrupted(e) from None
+            if self.resume_from is not None and not getattr(self, '_started', False): raise   # the resumed run is left as it was
+            if self.run_dir.exists():
                 with contextlib.suppress(Exception): self.write_metrics('failed', f"{type(e).__name__}: {e}")
                 self._log(f"run {self.run_id} failed: {type(e).__name__}: {e}", echo=False)
             raise
         finally:
             if self.world > 1 and dist.is_initialized(): dist.destroy_process_group()
+            if getattr(self, '_lock', None) is not None: os.close(self._lock); self._lock = None
 
 def train(cfg: Union[TrainConfig, dict, str, None] = None, **overrides) -> dict:
     "Run one experiment (a `TrainConfig`, a dict of keys, or a YAML path, plus keyword overrides); returns `metrics.json`'s dict."
     return Run(cfg, **overrides).fit()
+
+# %% ../nbs/05_train.ipynb #6b1d0e22
+RESUME_CHANGEABLE = ('lr', 'epochs')    # applied on resume, with the schedule rebuilt; every other result-changing key is refused
+
+def resume_config(cfg: TrainConfig, ckpt: dict, path='checkpoint') -> tuple[TrainConfig, list]:
+    "`(config, changes)` for resuming from `ckpt`: its own config, the free keys of `cfg`, and `lr`/`epochs` changes; else ValueError naming the key."
+    from qvit_nb.config import HASH_EXCLUDED
+    if not isinstance(ckpt.get('args'), dict): return cfg, []     # a foreign checkpoint: nothing to compare with
+    saved = TrainConfig.from_dict(ckpt.get('args') or {})
+    default, free = TrainConfig(), set(HASH_EXCLUDED) | {'device', 'compile', 'data_dir'}   # data may move
+    out, changes, refused = {}, [], []
+    for k, old in saved.to_dict().items():
+        new = getattr(cfg, k)
+        if k in free: out[k] = new if new != getattr(default, k) or k == 'resume' else old
+        elif new == old or new == getattr(default, k): out[k] = old
+        elif k in RESUME_CHANGEABLE: out[k] = new; changes.append(dict(epoch=ckpt['epoch'] + 1, key=k, old=old, new=new))
+        else: refused.append(f"{k} {old!r} -> {new!r}")
+    if refused:
+        raise ValueError(f"resume from {path} would change {', '.join(refused)}; a resumed run keeps its settings (only "
+                         f"{' and '.join(RESUME_CHANGEABLE)} may change): drop those flags, or start a new run "
+                         "(--initial-checkpoint starts one from these weights)")
+    if out['epochs'] <= ckpt['epoch'] + 1 and any(c['key'] == 'epochs' for c in changes):
+        raise ValueError(f"resume: epochs {out['epochs']} is not more than the {ckpt['epoch'] + 1} epochs {path} has trained")
+    return TrainConfig.from_dict(out), changes
+

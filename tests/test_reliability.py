@@ -193,3 +193,244 @@ def test_two_sweeps_on_one_runs_dir_never_run_an_experiment_twice(tmp_path):
     assert len(runs) == 2, [d.name for d in runs]                 # one run per experiment, not four
     reg = json.loads((tmp_path / 'runs' / 'c' / 'sweep.json').read_text())
     assert sorted(reg) == ['a', 'b'] and all(r['status'] == 'finished' for r in reg.values())
+
+
+# --- issue #17, round two: every way a run ends leaves a status -------------------------------------------------------
+
+def _stop_after_first_epoch(p, signum):
+    "Send `signum` once the run has saved its first epoch; return the lines printed after the signal."
+    for line in p.stdout:
+        if line.startswith('epoch 1/') and '| train loss' in line: break
+    p.send_signal(signum)
+    return p.communicate(timeout=300)[0]
+
+
+@pytest.mark.parametrize('signum, code', [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_or_sigint_records_interrupted_keeps_a_checkpoint_and_says_one_line(tmp_path, signum, code):
+    over = dict(epochs=30, max_images=64)                # long enough that the signal lands during training
+    p = qvit_train(tmp_path, 'stop', **over)
+    out = _stop_after_first_epoch(p, signum)
+    assert p.returncode == code, out
+    assert 'Traceback' not in out and len(out.strip().splitlines()) == 1, out
+    assert f"interrupted by {signal.Signals(signum).name}" in out and '--resume' in out, out
+    m = json.loads((tmp_path / 'stop' / 'metrics.json').read_text())
+    assert m['status'] == 'interrupted' and m['error'].startswith('run stop interrupted'), m
+    assert m['pid'] == p.pid and m['host']
+    ck = load_checkpoint(tmp_path / 'stop' / 'last.pth.tar')
+    assert ck['epoch'] + 1 == int(out.split(' after ')[1].split()[0])     # the line names the epochs the checkpoint holds
+    r = qvit_train(tmp_path, 'stop', extra=['--resume'], **over)
+    for line in r.stdout:                                # the resume continues the run from its checkpoint
+        if line.startswith('run '): assert f"at epoch {ck['epoch'] + 2}" in line, line; break
+    r.kill(); r.wait(timeout=60)
+
+
+def test_a_running_run_whose_process_is_gone_is_reported_stale(tmp_path):
+    from qvit_nb.runs import load_runs
+    p = qvit_train(tmp_path, 'killed', epochs=30, max_images=64)
+    for line in p.stdout:
+        if line.startswith('epoch 1/') and '| train loss' in line: break
+    assert load_runs(tmp_path).set_index('run_id').status['killed'] == 'running'     # its process is alive
+    p.send_signal(signal.SIGKILL); p.wait(timeout=60)
+    assert json.loads((tmp_path / 'killed' / 'metrics.json').read_text())['status'] == 'running'
+    assert load_runs(tmp_path).set_index('run_id').status['killed'] == 'stale'
+    assert '| stale' in qvit_report_md(tmp_path)
+
+
+def qvit_report_md(runs_dir):
+    return subprocess.run([sys.executable, '-m', 'qvit_nb.cli', 'report', str(runs_dir)], capture_output=True, text=True,
+                          env=ENV, timeout=300).stdout
+
+
+# --- a resume validates before it writes; it continues the same run or refuses -----------------------------------------
+
+def _files(run_dir):
+    return {p.name: p.read_bytes() for p in Path(run_dir).iterdir() if p.is_file()}
+
+
+def test_a_refused_resume_writes_nothing_and_names_the_key(tmp_path, capsys):
+    train(**TINY, epochs=1, aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2, output=str(tmp_path), experiment='done')
+    before = _files(tmp_path / 'done')
+    last = str(tmp_path / 'done' / 'last.pth.tar')
+    for argv, named in [(['--model', 'vit_4_4_32'], "model 'vit_2_4_32' -> 'vit_4_4_32'"),
+                        (['--aq-bitw', '4', '--wq-bitw', '4'], 'wq_bitw 2 -> 4, aq_bitw 2 -> 4'),
+                        (['--epochs', '3', '--experiment', 'fork'], "--experiment 'fork' and --resume")]:
+        assert qvit(['train', '--resume', last, *argv]) == 2
+        assert named in capsys.readouterr().err
+        assert _files(tmp_path / 'done') == before, argv        # args.yaml, metrics.json, checkpoints: untouched
+    assert qvit(['train', '--resume', str(tmp_path / 'done' / 'model_best.pth.tar'), '--experiment', 'fork']) == 2
+    assert 'not a run\'s last.pth.tar' in capsys.readouterr().err and not (tmp_path / 'fork').exists()
+    assert _files(tmp_path / 'done') == before
+
+
+def test_resume_without_a_config_continues_with_the_checkpoints_settings(tmp_path):
+    train(**TINY, epochs=1, aq_enable=True, aq_bitw=2, output=str(tmp_path), experiment='r')
+    args = yaml.safe_load((tmp_path / 'r' / 'args.yaml').read_text())
+    assert qvit(['train', '--resume', str(tmp_path / 'r' / 'last.pth.tar'), '--epochs', '2']) == 0
+    after = yaml.safe_load((tmp_path / 'r' / 'args.yaml').read_text())
+    changed = {k for k in args if args[k] != after[k]}
+    assert changed == {'resume', 'epochs'}, changed                # not the defaults: the checkpoint's own config
+    m = json.loads((tmp_path / 'r' / 'metrics.json').read_text())
+    assert m['status'] == 'finished' and m['epochs'] == 2 and [c['key'] for c in m['resume_changes']] == ['epochs']
+
+
+def test_a_changed_lr_on_resume_is_applied_and_recorded(tmp_path):
+    for name in ('same', 'faster'): train(**TINY, epochs=1, output=str(tmp_path), experiment=name)
+    assert qvit(['train', '--resume', str(tmp_path / 'same' / 'last.pth.tar'), '--epochs', '3']) == 0
+    assert qvit(['train', '--resume', str(tmp_path / 'faster' / 'last.pth.tar'), '--epochs', '3', '--lr', '0.5']) == 0
+    same, faster = state(tmp_path / 'same'), state(tmp_path / 'faster')
+    assert not all(torch.equal(same[0][k], faster[0][k]) for k in same[0])          # it trained at the new lr
+    assert faster[2].lr.iloc[1] > 10 * same[2].lr.iloc[1]
+    assert yaml.safe_load((tmp_path / 'faster' / 'args.yaml').read_text())['lr'] == 0.5
+    m = json.loads((tmp_path / 'faster' / 'metrics.json').read_text())
+    assert {(c['key'], c['old'], c['new'], c['epoch']) for c in m['resume_changes']} == {('lr', 1e-3, 0.5, 1), ('epochs', 1, 3, 1)}
+    from qvit_nb.config import config_hash
+    assert m['config_hash'] != config_hash(load_config(None, {**TINY, 'epochs': 3, 'lr': 0.5}))   # not the same as lr 0.5 throughout
+
+
+# --- a run folder has one owner, inside --output ------------------------------------------------------------------------
+
+def test_two_runs_started_together_under_one_experiment_name_cannot_share_its_folder(tmp_path):
+    a = qvit_train(tmp_path, 'dup', epochs=2)
+    time.sleep(0.3)
+    b = qvit_train(tmp_path, 'dup', epochs=2)
+    outs = {p: p.communicate(timeout=600)[0] for p in (a, b)}
+    assert sorted(p.returncode for p in outs) == [0, 2], outs
+    loser = next(o for p, o in outs.items() if p.returncode == 2)
+    assert 'is in use by another process' in loser or 'already holds a run' in loser, loser
+    assert 'Traceback' not in loser
+    m = json.loads((tmp_path / 'dup' / 'metrics.json').read_text())
+    winner = next(p for p in outs if p.returncode == 0)
+    assert m['status'] == 'finished' and m['pid'] == winner.pid
+    assert load_checkpoint(tmp_path / 'dup' / 'last.pth.tar')['epoch'] == load_checkpoint(tmp_path / 'dup' / 'last-prev.pth.tar')['epoch'] + 1
+
+
+@pytest.mark.parametrize('name', ['../../escaped', '/tmp/qvit-absolute-run', '..', 'x' * 300])
+def test_an_experiment_name_must_stay_inside_output(tmp_path, capsys, name):
+    out = tmp_path / 'a' / 'b' / 'runs'
+    assert qvit(['train', *cli_args({**TINY, 'epochs': 1}), '--output', str(out), '--experiment', name]) == 2
+    assert 'it names one directory inside --output' in capsys.readouterr().err
+    assert not (tmp_path / 'escaped').exists() and not Path('/tmp/qvit-absolute-run').exists() and not out.exists()
+
+
+def test_a_sweep_name_must_stay_inside_output(tmp_path, capsys):
+    (tmp_path / 'sweep.yml').write_text(yaml.safe_dump({'name': '../../x', 'experiments': [{'name': 'fp', 'overrides': {**TINY, 'epochs': 1}}]}))
+    assert qvit(['sweep', str(tmp_path / 'sweep.yml'), '--output', str(tmp_path / 'o' / 'runs')]) == 2
+    assert "sweep name '../../x' contains a path separator" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['sweep.yml']
+
+
+# --- checkpoints carry a checksum -----------------------------------------------------------------------------------------
+
+def _tensor_regions(path):
+    "(start, size) of each stored tensor's bytes inside a torch zip checkpoint (stored uncompressed)."
+    import struct, zipfile
+    raw = Path(path).read_bytes()
+    out = []
+    for info in zipfile.ZipFile(path).infolist():
+        if '/data/' in info.filename and info.file_size >= 256:
+            n, m = struct.unpack('<HH', raw[info.header_offset + 26:info.header_offset + 30])
+            out.append((info.header_offset + 30 + n + m, info.file_size))
+    return out
+
+
+def test_flipped_bytes_in_a_checkpoint_are_caught_and_the_previous_one_offered(tmp_path, capsys):
+    train(**TINY, epochs=2, output=str(tmp_path), experiment='run')
+    last = tmp_path / 'run' / 'last.pth.tar'
+    good = last.read_bytes()
+    regions = _tensor_regions(last)
+    assert regions
+    rng = random.Random(17)
+    for attempt in range(15):
+        raw = bytearray(good)
+        for _ in range(20):
+            start, size = rng.choice(regions)
+            raw[start + rng.randrange(size)] ^= 1 << rng.randrange(8)
+        last.write_bytes(bytes(raw))
+        with pytest.raises(CheckpointError, match='do not match the checksum') as e:
+            load_checkpoint(last)
+        assert f"--resume {previous_checkpoint(last)}" in str(e.value), attempt
+    assert qvit(['train', '--resume', str(last), '--epochs', '3']) == 1
+    err = capsys.readouterr().err
+    assert 'is damaged' in err and 'Traceback' not in err and f"--resume {previous_checkpoint(last)}" in err
+
+
+def test_an_empty_checkpoint_is_named_with_the_fallback_not_a_traceback(tmp_path, capsys):
+    train(**TINY, epochs=2, output=str(tmp_path), experiment='run')
+    last = tmp_path / 'run' / 'last.pth.tar'
+    last.write_bytes(b'')
+    assert qvit(['train', '--resume', str(last), '--epochs', '3']) == 1
+    err = capsys.readouterr().err
+    assert 'is empty (0 bytes)' in err and f"--resume {previous_checkpoint(last)}" in err and 'Traceback' not in err
+
+
+# --- bad input ends in a message and exit 2, not a traceback --------------------------------------------------------------
+
+@pytest.mark.parametrize('argv, message', [(['--seed', '1e30'], "config key 'seed' must be in [0, 2**32)"),
+                                           (['--img-size', '100000'], "config key 'img_size' must be at most 2048"),
+                                           (['--experiment', 'n' * 5000], 'bytes long (at most 200)')])
+def test_out_of_range_input_is_refused_before_the_run_directory_exists(tmp_path, capsys, argv, message):
+    assert qvit(['train', *cli_args({**TINY, 'epochs': 1}), '--output', str(tmp_path / 'runs'), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and 'Traceback' not in err and not (tmp_path / 'runs').exists()
+
+
+def test_a_teacher_with_nan_weights_is_refused_naming_the_checkpoint(tmp_path, capsys):
+    train(**TINY, epochs=1, output=str(tmp_path), experiment='teacher')
+    ck = load_checkpoint(tmp_path / 'teacher' / 'model_best.pth.tar')
+    k = next(k for k, v in ck['state_dict'].items() if v.is_floating_point() and v.numel() > 1)
+    ck['state_dict'][k][0] = float('nan')
+    save_checkpoint(ck, tmp_path / 'nan_teacher.pth.tar')
+    code = qvit(['train', *cli_args({**TINY, 'epochs': 1}), '--output', str(tmp_path), '--experiment', 'student', '--use-kd',
+                 '--teacher', 'vit_2_4_32', '--teacher-checkpoint', str(tmp_path / 'nan_teacher.pth.tar')])
+    err = capsys.readouterr().err
+    assert code == 2 and 'Traceback' not in err, err
+    assert f"teacher_checkpoint {tmp_path / 'nan_teacher.pth.tar'} has non-finite (NaN/inf) weights in {k}" in err
+    m = json.loads((tmp_path / 'student' / 'metrics.json').read_text())
+    assert m['status'] == 'failed' and 'non-finite' in m['error'] and not (tmp_path / 'student' / 'last.pth.tar').exists()
+
+
+# --- the sweep registry records every experiment; the hash covers the data ------------------------------------------------
+
+def test_the_registry_records_skipped_and_twin_experiments_and_the_data_folder_is_hashed(tmp_path):
+    from qvit_nb.runs import run_sweep
+    (tmp_path / 'sweep.yml').write_text(yaml.safe_dump({'name': 'reg', 'experiments': [
+        {'name': 'a', 'overrides': {**TINY, 'epochs': 1, 'max_images': 64}},
+        {'name': 'twin', 'overrides': {**TINY, 'epochs': 1, 'max_images': 64}}]}))
+    runs = tmp_path / 'runs'
+    first = run_sweep(tmp_path / 'sweep.yml', output=runs, verbose=False)
+    assert first.records['a']['status'] == 'finished'
+    assert first.records['twin']['status'] == 'failed' and "same config as experiment 'a'" in first.records['twin']['error']
+    (runs / 'reg' / 'sweep.json').unlink()                  # as if the sweep had been killed before writing its registry
+    again = run_sweep(tmp_path / 'sweep.yml', output=runs, verbose=False)
+    assert again.records['a']['reused']
+    assert set(json.loads((runs / 'reg' / 'sweep.json').read_text())) == {'a', 'twin'}
+    other = run_sweep(tmp_path / 'sweep.yml', output=runs, verbose=False, only=['a'], overrides={'data_dir': str(tmp_path)})
+    assert not other.records['a']['reused'] and other.records['a']['run_dir'] != first.records['a']['run_dir']
+
+
+def test_damaged_metrics_files_are_reported_not_dropped_or_fatal(tmp_path, capsys):
+    train(**TINY, epochs=1, output=str(tmp_path), experiment='good')
+    for name, text in [('torn', '{"status": "fini'), ('list', '[1, 2]'), ('typed', '{"status": "finished", "best_top1": "abc"}')]:
+        (tmp_path / name).mkdir(); (tmp_path / name / 'metrics.json').write_text(text)
+    capsys.readouterr()
+    assert qvit(['report', str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"| {n} " in out for n in ('good', 'torn', 'list', 'typed')) and out.count('| damaged ') == 2, out
+
+
+def test_sigterm_to_a_sweep_stops_its_workers_and_writes_its_registry(tmp_path):
+    import psutil
+    (tmp_path / 'sweep.yml').write_text(yaml.safe_dump({'name': 'sig', 'experiments': [
+        {'name': 'long', 'overrides': {**TINY, 'epochs': 200, 'max_images': 64, 'log_interval': 1}}]}))
+    p = subprocess.Popen([sys.executable, '-m', 'qvit_nb.cli', 'sweep', str(tmp_path / 'sweep.yml'), '--output', str(tmp_path / 'runs')],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    for line in p.stdout:                                # the run has saved an epoch (relayed every few seconds)
+        if line.startswith('[long] epoch') and '| train loss' in line: break
+    p.send_signal(signal.SIGTERM)
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 143 and 'Traceback' not in out, out
+    reg = json.loads((tmp_path / 'runs' / 'sig' / 'sweep.json').read_text())
+    assert reg['long']['status'] == 'interrupted', reg
+    m = json.loads((Path(reg['long']['run_dir']) / 'metrics.json').read_text())
+    assert m['status'] == 'interrupted' and m['epochs'] < 200, m
+    assert not psutil.pid_exists(m['pid']) or psutil.Process(m['pid']).status() == psutil.STATUS_ZOMBIE   # nothing trains on

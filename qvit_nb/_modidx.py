@@ -499,6 +499,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'qvit_nb.runs._read_args': ('runs.html#_read_args', 'qvit_nb/runs.py'),
                               'qvit_nb.runs._read_json': ('runs.html#_read_json', 'qvit_nb/runs.py'),
                               'qvit_nb.runs._run_study_rows': ('runs.html#_run_study_rows', 'qvit_nb/runs.py'),
+                              'qvit_nb.runs._size': ('runs.html#_size', 'qvit_nb/runs.py'),
                               'qvit_nb.runs._stop_workers': ('runs.html#_stop_workers', 'qvit_nb/runs.py'),
                               'qvit_nb.runs._unknown': ('runs.html#_unknown', 'qvit_nb/runs.py'),
                               'qvit_nb.runs._update_registry': ('runs.html#_update_registry', 'qvit_nb/runs.py'),

@@ -71,19 +71,25 @@ def load_runs(runs_dir: Union[str, Path] = 'runs') -> pd.DataFrame:
         m, rd = _read_json(mf), mf.parent
         if not isinstance(m, dict) or not m:      # damaged (a torn copy, a disk error): listed as such, never dropped
             m = dict(status='damaged', error=f"{mf} is not a readable metrics object", run_id=rd.name)
-        m = {**m, **{k: _number(m.get(k)) for k in ('best_top1', 'final_top1', 'epochs', 'planned_epochs')}}
+        m = {**m, **{k: _number(m.get(k)) for k in ('best_top1', 'final_top1', 'epochs', 'planned_epochs', 'storage_kib', 'float32_kib')}}
         args = _read_args(rd) or {k: m[k] for k in ('model', 'tricks', 'name') if m.get(k)}
         rows.append(dict(network=network_label(args), tricks=tricks_label(args), dataset=m.get('dataset') or args.get('dataset', ''),
                          best_top1=m.get('best_top1'),
                          final_top1=m.get('final_top1'), epochs=m.get('epochs'), planned_epochs=m.get('planned_epochs'),
                          run_id=m.get('run_id', rd.name), output_dir=str(rd), status=run_status(m),
                          sweep=m.get('sweep') or (rd.parent.name if (rd.parent / 'sweep.json').exists() else ''),
-                         name=m.get('name') or args.get('name', ''), error=m.get('error'), config_hash=m.get('config_hash')))
+                         name=m.get('name') or args.get('name', ''), error=m.get('error'), config_hash=m.get('config_hash'),
+                         storage_kib=m.get('storage_kib'), float32_kib=m.get('float32_kib')))
     cols = ['network', 'tricks', 'dataset', 'best_top1', 'final_top1', 'epochs', 'planned_epochs', 'run_id', 'output_dir', 'status',
-            'sweep', 'name', 'error', 'config_hash']
+            'sweep', 'name', 'error', 'config_hash', 'storage_kib', 'float32_kib']
     return pd.DataFrame(rows, columns=cols)
 
 # %% ../nbs/08_runs.ipynb #1816d519
+def _size(kib, float32_kib) -> str:
+    "A model's storage at its bit widths, with its float32 size: '943 (12,463)'."
+    if kib is None or pd.isna(kib): return ''
+    return f"{kib:,.0f} ({float32_kib:,.0f})" if float32_kib is not None and not pd.isna(float32_kib) else f"{kib:,.0f}"
+
 def results_table(runs: Union[pd.DataFrame, str, Path] = 'runs') -> pd.DataFrame:
     "The study's results table from `load_runs` (or a runs directory)."
     df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
@@ -92,7 +98,8 @@ def results_table(runs: Union[pd.DataFrame, str, Path] = 'runs') -> pd.DataFrame
     fmt = lambda v: '' if v is None or pd.isna(v) else f"{v:.2f}"
     out = pd.DataFrame({'Network': df.network, 'Tricks': df.tricks, 'Dataset': df.dataset, acc: df.best_top1.map(fmt),
                         'Last': df.final_top1.map(fmt), 'Run ID': df.run_id, 'Output Dir': df.output_dir,
-                        'Status': df.status, 'Sweep': df.sweep})
+                        'Status': df.status, 'Sweep': df.sweep,
+                        'Size KiB (float32)': [_size(s, f) for s, f in zip(df.storage_kib, df.float32_kib)]})
     return out.sort_values(['Sweep', 'Run ID'], kind='stable').reset_index(drop=True)
 
 def render_report(runs: Union[pd.DataFrame, str, Path] = 'runs', fmt: str = 'md') -> str:

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 import qvit_nb.models  # noqa: F401  (registers the compact transformers with timm)
 from .quant import QConfig
-from .qmodules import quantize_model, quant_summary, activation_quantizers
+from .qmodules import quantize_model, quant_summary, activation_quantizers, model_storage
 from .distill import DistillLoss, ClassificationLoss, forward_with_embeddings, load_teacher, check_state_dict, is_quantizer_key
 from .data import build_loaders, build_mixup, kwargs_for, dataset_name, DATASETS
 from .config import TrainConfig, load_config, save_config, config_hash
@@ -414,6 +414,7 @@ class Run:
             raise ValueError(f"num_classes {cfg.num_classes} is smaller than the {self.info['num_classes']} classes of {self.info['dataset']}")
         self.mixup = build_mixup(**{**kwargs_for(build_mixup, d), 'num_classes': self.num_classes})
         self.model = build_model(cfg, self.num_classes).to(self.device)
+        self.storage = model_storage(self.model)      # bytes at its bit widths and in float32: metrics.json, the report
         for q in activation_quantizers(self.model).values():      # DDP: LSQ's gradient scale counts the global batch
             if hasattr(q, 'numel_scale'): q.numel_scale = self.world
         self.teacher = build_teacher(cfg, self.num_classes)
@@ -605,6 +606,8 @@ class Run:
                  wall_time_s=round(self.wall, 3), train_images_per_s=round(self.images / self.train_time, 2) if self.train_time else None,
                  skipped_steps=self.skipped, world_size=self.world, device=str(self.device), error=error,
                  pid=os.getpid(), host=socket.gethostname(),
+                 storage_kib=round(self.storage['bytes'] / 1024, 1) if hasattr(self, 'storage') else None,
+                 float32_kib=round(self.storage['float32_bytes'] / 1024, 1) if hasattr(self, 'storage') else None,
                  updated=datetime.now().isoformat(timespec='seconds'))
         if self.is_main: atomic_write(self.run_dir / 'metrics.json', json.dumps(m, indent=2))
         self.metrics = m

@@ -37,7 +37,8 @@ def test_exported_run_matches_the_trained_model_on_the_test_split(runs, name):
     print(name, parity.to_dict('records'), size)
     assert parity.images.tolist() == [360, 360]                    # the whole digits test split
     assert parity.ok.all(), parity
-    assert size['ratio'] > 1.5 if 'w2' in name else size['ratio'] == 1.0    # weights packed at 2 bits, or float32
+    if 'w2' in name: assert size['ratio'] > 1.5                     # weights packed at 2 bits
+    else: assert 0 <= size['bytes'] - size['float32_bytes'] <= 4 * 64   # float32, plus the activation steps and shifts
 
 
 def test_export_of_a_missing_or_damaged_checkpoint_says_so(runs, tmp_path):

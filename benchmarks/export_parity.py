@@ -8,7 +8,8 @@ images whose logits match to float rounding, the largest logit difference, and t
 
 `--data` is a folder with train.tar/test.tar (or train/test class folders) of 32x32 CIFAR-10 images; the default
 is the shared copy beside the repository (`../shared/data/cifar10`). `--train-images` subsets the training split
-(the epoch is one pass over that subset); the test split is always used whole.
+(default: all 50,000; the epoch is one pass over it); the test split is always used whole. One epoch, so no
+auto-augment, mixup, cutmix or erasing, lr 2e-3.
 """
 import argparse, contextlib, io, tempfile, time
 from pathlib import Path
@@ -28,7 +29,7 @@ def main():
     p.add_argument('--data', default=str(Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'cifar10'))
     p.add_argument('--model', default='vit_2_4_32')
     p.add_argument('--epochs', type=int, default=1)
-    p.add_argument('--train-images', type=int, default=10_000)
+    p.add_argument('--train-images', type=int, default=50_000)
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--output', default=None, help='where the runs go (default: a temporary folder)')
     a = p.parse_args()
@@ -41,8 +42,8 @@ def main():
         t0 = time.time()
         with contextlib.redirect_stdout(io.StringIO()):
             m = train(output=str(out), experiment=exp, dataset='folder', data_dir=a.data, model=a.model, epochs=a.epochs,
-                      warmup_epochs=0, cooldown_epochs=0, batch_size=128, lr=1e-3, workers=0, max_images=a.train_images,
-                      **over)
+                      warmup_epochs=0, cooldown_epochs=0, batch_size=128, lr=2e-3, workers=0, max_images=a.train_images,
+                      aa=None, mixup=0., cutmix=0., reprob=0., **over)        # one epoch: no heavy regularisation
         t1 = time.time()
         path, size = export_run(out / exp)
         t2 = time.time()

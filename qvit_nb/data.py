@@ -132,7 +132,7 @@ def safe_pickle_load(path) -> object:
     data = io.BytesIO(Path(path).read_bytes())      # in memory: a damaged length field cannot make a read allocate more
     try: return SafeUnpickler(data, encoding='latin1').load()
     except pickle.UnpicklingError as e: raise pickle.UnpicklingError(f"{path}: {e}") from None
-    except (Exception, RecursionError) as e:        # truncated or garbled: struct, index, unicode, value errors ...
+    except Exception as e:                          # truncated or garbled: struct, index, unicode, value, recursion errors ...
         raise pickle.UnpicklingError(f"{path}: damaged or not a dataset pickle ({type(e).__name__}: {str(e)[:200]})") from None
 
 # %% ../nbs/04_data.ipynb #e97e2ee9

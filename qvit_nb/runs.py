@@ -169,6 +169,16 @@ def _group_best(values: dict, ids) -> tuple:
     got = [(values[i], i) for i in ids if i in values and values[i] is not None and not pd.isna(values[i])]
     return max(got) if got else (None, None)
 
+def _seed_stats(done: pd.DataFrame) -> dict:
+    "Per study row: (mean, sample standard deviation, n) of the best top-1 of its finished runs (one per seed)."
+    accs = pd.Series(done.best_top1.astype(float).values, index=_run_study_rows(done).values)
+    return {r: (a.mean(), a.std(ddof=1) if len(a) > 1 else None, len(a)) for r, a in accs.groupby(level=0) if r}
+
+def _fmt_stats(s: tuple, row: str) -> str:
+    "`71.00 (39173)` for one run; `71.00 ± 0.50 (n=3, 39173)` for several seeds."
+    mean, sd, n = s
+    return f"{mean:.2f} ({row})" if n == 1 else f"{mean:.2f} ± {sd:.2f} (n={n}, {row})"
+
 def _float_on_top(df: pd.DataFrame) -> Optional[bool]:
     "Per model with both kinds of finished runs: does the best float run beat the best quantized one? None: no such model."
     df = df[(df.status == 'finished') & df.best_top1.notna()]
@@ -177,27 +187,38 @@ def _float_on_top(df: pd.DataFrame) -> Optional[bool]:
                 for _, g in df.groupby(model) if (kind[g.index] == 'fp').any() and (kind[g.index] != 'fp').any()]
     return all(verdicts) if verdicts else None
 
+def _float_evidence(df: pd.DataFrame) -> str:
+    "What `_float_on_top` compared: per model, the best float run vs the best quantized one."
+    df = df[(df.status == 'finished') & df.best_top1.notna()]
+    model, kind = df.network.str.rsplit(' ', n=1).str[0], df.network.str.rsplit(' ', n=1).str[-1]
+    return '; '.join(f"{g[kind[g.index] == 'fp'].best_top1.max():.2f} vs {g[kind[g.index] != 'fp'].best_top1.max():.2f} ({m})"
+                     for m, g in df.groupby(model) if (kind[g.index] == 'fp').any() and (kind[g.index] != 'fp').any())
+
 def study_findings(runs: Union[pd.DataFrame, str, Path] = 'runs') -> pd.DataFrame:
-    "The study's claims, each with its evidence (study rows and accuracies) and whether our matching runs agree (✓/✗, –: not run)."
+    """The study's claims, each with its evidence (study rows and accuracies) and whether our matching runs agree (✓/✗, –: not run).
+
+    Runs sharing a study row (seeds) count by their mean; `Ours` shows mean ± standard deviation (n), `Margin` the gap."""
     df = runs if isinstance(runs, pd.DataFrame) else load_runs(runs)
     study = study_results()
     theirs = dict(zip(study.run_id, study.accuracy))
     done = df[(df.status == 'finished') & df.best_top1.notna()]
-    ours = {}
-    for r, acc in zip(_run_study_rows(done), done.best_top1): ours[r] = max(acc, ours.get(r, acc))
+    stats = _seed_stats(done)                      # several runs of one row (seeds) count by their mean
+    ours = {r: s[0] for r, s in stats.items()}
     mark = lambda v: '–' if v is None else '✓' if v else '✗'
     fmt = lambda v, i: '' if v is None else f"{v:.2f} ({i})"
     out = []
     for claim, better, worse in STUDY_FINDINGS:
         (sb, sbi), (sw, swi) = _group_best(theirs, better), _group_best(theirs, worse)
         (ob, obi), (ow, owi) = _group_best(ours, better), _group_best(ours, worse)
+        ran = ob is not None and ow is not None
         out.append({'Finding': claim, 'Study': f"{fmt(sb, sbi)} vs {fmt(sw, swi)}", 'Study holds': mark(sb > sw),
-                    'Ours': f"{fmt(ob, obi)} vs {fmt(ow, owi)}" if ob is not None and ow is not None else '',
-                    'Ours holds': mark(None if ob is None or ow is None else ob > ow)})
+                    'Ours': f"{_fmt_stats(stats[obi], obi)} vs {_fmt_stats(stats[owi], owi)}" if ran else '',
+                    'Ours holds': mark(ob > ow if ran else None), 'Margin': f"{ob - ow:+.2f}" if ran else ''})
     vit = study[(study.dataset == 'cifar10') & study.network.str.startswith('vit-6-4-32 ') & study.accuracy.notna()]
     fp = vit.network.str.endswith(' fp')
     out.append({'Finding': 'the float model is on top', 'Study': f"{vit[fp].accuracy.max():.2f} vs {vit[~fp].accuracy.max():.2f} (vit-6-4-32)",
-                'Study holds': mark(vit[fp].accuracy.max() > vit[~fp].accuracy.max()), 'Ours': '', 'Ours holds': mark(_float_on_top(df))})
+                'Study holds': mark(vit[fp].accuracy.max() > vit[~fp].accuracy.max()), 'Ours': _float_evidence(df),
+                'Ours holds': mark(_float_on_top(df)), 'Margin': ''})
     return pd.DataFrame(out)
 
 def render_study_report(runs: Union[pd.DataFrame, str, Path] = 'runs', fmt: str = 'md') -> str:

@@ -28,11 +28,11 @@ from .train import build_model, load_checkpoint, train
 from .runs import load_runs, results_table, network_label, tricks_label
 
 # %% auto #0
-__all__ = ['TRACES', 'activation_layers', 'LayerActivations', 'collect_activations', 'check_layer', 'activation_histogram',
-           'activation_figure', 'activation_table', 'activation_snapshot', 'load_run', 'run_eval_data', 'read_summary',
-           'run_label', 'accuracy_curves', 'accuracy_bars', 'value_range', 'study_bars', 'html_page',
-           'layer_select_html', 'ReportRenderer', 'use_report_renderer', 'ActivationDashboard', 'activation_dashboard',
-           'AccuracyDashboard', 'accuracy_dashboard', 'demo_runs']
+__all__ = ['TRACES', 'SUMMARY_MAX_BYTES', 'activation_layers', 'LayerActivations', 'collect_activations', 'check_layer',
+           'activation_histogram', 'activation_figure', 'activation_table', 'activation_snapshot', 'load_run',
+           'run_eval_data', 'read_summary', 'run_label', 'accuracy_curves', 'accuracy_bars', 'value_range',
+           'study_bars', 'html_page', 'layer_select_html', 'ReportRenderer', 'use_report_renderer',
+           'ActivationDashboard', 'activation_dashboard', 'AccuracyDashboard', 'accuracy_dashboard', 'demo_runs']
 
 # %% ../nbs/09_dashboard.ipynb #47d87b70
 def activation_layers(model: nn.Module) -> dict[str, LSQQuantizer]:
@@ -251,10 +251,30 @@ def run_eval_data(cfg: Union[TrainConfig, str, Path], max_images: int = 256, bat
     return build_loaders(**kw)[1]
 
 # %% ../nbs/09_dashboard.ipynb #d7a9b56d
+SUMMARY_MAX_BYTES = 16 << 20      # a summary has one short row per epoch: a few hundred KiB even for a long run
+
+def _damaged_summary(why: str) -> pd.DataFrame:
+    df = pd.DataFrame(columns=['epoch', 'top1'])
+    df.attrs['damaged'] = why
+    return df
+
 def read_summary(run_dir: Union[str, Path]) -> pd.DataFrame:
-    "A run's `summary.csv` (empty when it has not finished an epoch yet)."
-    try: return pd.read_csv(Path(run_dir) / 'summary.csv')
-    except (OSError, pd.errors.EmptyDataError): return pd.DataFrame(columns=['epoch', 'top1'])
+    """A run's `summary.csv` (empty when it has not finished an epoch yet). A damaged one (unreadable, empty, too big,
+    without the `epoch` and `top1` columns, a row without them, a value that is not a number) reads as empty too,
+    with the reason in `.attrs['damaged']`: the run keeps its place, its curve is left out with a note."""
+    p = Path(run_dir) / 'summary.csv'
+    if not p.exists(): return pd.DataFrame(columns=['epoch', 'top1'])
+    try:
+        if (size := p.stat().st_size) > SUMMARY_MAX_BYTES: return _damaged_summary(f"{p} is {size:,} bytes (at most {SUMMARY_MAX_BYTES:,})")
+        df = pd.read_csv(p)
+    except (OSError, ValueError, RecursionError) as e:     # pandas' parser, empty-file and decoding errors are ValueErrors
+        return _damaged_summary(f"{p} is unreadable ({type(e).__name__}: {' '.join(str(e).split())[:120]})")
+    missing = [c for c in ('epoch', 'top1') if c not in df.columns]
+    if missing: return _damaged_summary(f"{p} has no {' or '.join(missing)} column (its columns: {', '.join(map(str, df.columns))[:120]})")
+    numbers = df.apply(pd.to_numeric, errors='coerce')
+    bad = (numbers.isna() & df.notna()).any(axis=1) | df[['epoch', 'top1']].isna().any(axis=1)    # text, or a torn last row
+    if bad.any(): return _damaged_summary(f"{p} line {bad.idxmax() + 2} is damaged (not a number, or cut short)")
+    return numbers
 
 def run_label(row) -> str:
     "How a run is named in legends: `run_id | network | tricks`."
@@ -273,14 +293,19 @@ def _runs_frame(run_dirs) -> pd.DataFrame:
 def accuracy_curves(run_dirs, metric: str = 'top1') -> go.Figure:
     "Per-epoch `metric` (top-1 by default) of each run: a runs directory, a list of run directories or a `load_runs` frame."
     df = _runs_frame(run_dirs)
-    fig = go.Figure()
+    fig, omitted = go.Figure(), 0
     for _, row in df.iterrows():
         s = read_summary(row.output_dir)
+        if s.attrs.get('damaged'):                 # the run stays in the legend, without a curve, saying why
+            omitted += 1
+            fig.add_trace(go.Scatter(x=[], y=[], mode='lines+markers', name=f"{run_label(row)} (no curve: damaged summary.csv)",
+                                     meta=row.output_dir, hovertext=s.attrs['damaged']))
+            continue
         if metric not in s.columns and len(s): raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(s.columns)}")
         fig.add_trace(go.Scatter(x=(s.epoch + 1).tolist(), y=s[metric].tolist() if len(s) else [], mode='lines+markers',
                                  name=run_label(row), meta=row.output_dir))
     epochs = max([len(t.x) for t in fig.data] or [1])
-    fig.update_layout(title=f"{metric} per epoch", xaxis_title='epoch', yaxis_title=f"{metric} (%)", height=420,
+    fig.update_layout(title=f"{metric} per epoch" + (f" ({omitted} run(s) without a curve: damaged summary.csv)" if omitted else ''), xaxis_title='epoch', yaxis_title=f"{metric} (%)", height=420,
                       showlegend=True, legend=dict(orientation='h', y=-0.2), margin=dict(t=60, l=60, r=20, b=40))
     fig.update_xaxes(tick0=1, dtick=max(1, math.ceil(epochs / 10)))       # whole epochs
     return fig
@@ -543,7 +568,8 @@ class AccuracyDashboard:
         new = {d for d in self.df.output_dir if d not in old}
         self._refilter(kept | new)
         done = int((self.df.status == 'finished').sum()) if len(self.df) else 0
-        self.status.value = f"{len(self.df)} runs, {done} finished"
+        damaged = int((self.df.status == 'damaged').sum()) if len(self.df) else 0
+        self.status.value = f"{len(self.df)} runs, {done} finished" + (f", {damaged} with a damaged metrics.json" if damaged else '')
         return self
 
     def _options(self):

@@ -12,19 +12,24 @@ import pandas as pd
 import yaml
 
 # %% auto #0
-__all__ = ['STUDY_FINDINGS', 'EXECUTORS', 'run_status', 'network_label', 'tricks_label', 'load_runs', 'results_table',
+__all__ = ['STATUSES', 'STUDY_FINDINGS', 'EXECUTORS', 'run_status', 'network_label', 'tricks_label', 'load_runs', 'results_table',
            'render_report', 'study_results', 'study_table', 'study_findings', 'render_study_report', 'Experiment',
            'Sweep', 'load_sweep', 'train_notebook', 'report_config', 'quiet_expected_warnings', 'execute_experiment',
            'SweepResult', 'SweepInterrupted', 'run_sweep', 'sweep_plan']
 
 # %% ../nbs/08_runs.ipynb #e6e9a86e
 def _read_json(p: Path) -> Optional[dict]:
-    try: return json.loads(p.read_text())
-    except (OSError, ValueError): return None
+    "The JSON object in `p`; None when it is missing, unreadable (torn, garbage bytes, nested too deep) or not an object."
+    try: d = json.loads(p.read_text())
+    except (OSError, ValueError, RecursionError): return None
+    return d if isinstance(d, dict) else None
 
 def _read_args(run_dir: Path) -> dict:
-    try: return yaml.safe_load((run_dir / 'args.yaml').read_text()) or {}
-    except (OSError, yaml.YAMLError): return {}
+    "A run's `args.yaml` as a dict (`{}` when missing or damaged; read with the config's size and alias bounds)."
+    from qvit_nb.config import _safe_yaml
+    try: d = _safe_yaml((run_dir / 'args.yaml').read_text(), run_dir / 'args.yaml')
+    except (OSError, ValueError, RecursionError): return {}
+    return d if isinstance(d, dict) else {}
 
 def _process_gone(pid) -> bool:
     "No live process has this pid (a zombie counts as gone: it has exited)."
@@ -64,21 +69,33 @@ def _number(v) -> Optional[float]:
     if isinstance(v, bool) or not isinstance(v, (int, float)): return None
     return v if math.isfinite(v) else None
 
+STATUSES = ('running', 'finished', 'failed', 'interrupted')    # what a run writes; `stale` and `damaged` are read into the table
+
+def _text(v) -> Optional[str]:
+    "A text field of `metrics.json` (None for a missing or damaged one: a number, a list, an object)."
+    return v if isinstance(v, str) else None
+
+def _metrics_row(mf: Path) -> dict:
+    "A `metrics.json` as the table reads it: numbers and text checked field by field; an unreadable file, or one without a known status, is `damaged`."
+    m = _read_json(mf)
+    if not m or m.get('status') not in STATUSES:  # damaged (a torn copy, garbage, a disk error): listed as such, never dropped
+        why = 'is not a readable metrics object' if not m else f"has no known status ({str(m.get('status'))[:40]!r})"
+        m = dict(status='damaged', error=f"{mf} {why}", run_id=_text((m or {}).get('run_id')))
+    m = {**m, **{k: _number(m.get(k)) for k in ('best_top1', 'final_top1', 'epochs', 'planned_epochs', 'storage_kib', 'float32_kib')}}
+    return {**m, **{k: _text(m.get(k)) for k in ('run_id', 'dataset', 'sweep', 'name', 'error', 'config_hash', 'model', 'tricks')}}
+
 def load_runs(runs_dir: Union[str, Path] = 'runs') -> pd.DataFrame:
     "One row per run directory under `runs_dir` (searched recursively): status, accuracies, labels, paths."
     rows = []
     for mf in sorted(Path(runs_dir).rglob('metrics.json')):
-        m, rd = _read_json(mf), mf.parent
-        if not isinstance(m, dict) or not m:      # damaged (a torn copy, a disk error): listed as such, never dropped
-            m = dict(status='damaged', error=f"{mf} is not a readable metrics object", run_id=rd.name)
-        m = {**m, **{k: _number(m.get(k)) for k in ('best_top1', 'final_top1', 'epochs', 'planned_epochs', 'storage_kib', 'float32_kib')}}
+        m, rd = _metrics_row(mf), mf.parent
         args = _read_args(rd) or {k: m[k] for k in ('model', 'tricks', 'name') if m.get(k)}
-        rows.append(dict(network=network_label(args), tricks=tricks_label(args), dataset=m.get('dataset') or args.get('dataset', ''),
+        rows.append(dict(network=network_label(args), tricks=tricks_label(args), dataset=m.get('dataset') or str(args.get('dataset', '')),
                          best_top1=m.get('best_top1'),
                          final_top1=m.get('final_top1'), epochs=m.get('epochs'), planned_epochs=m.get('planned_epochs'),
-                         run_id=m.get('run_id', rd.name), output_dir=str(rd), status=run_status(m),
+                         run_id=m.get('run_id') or rd.name, output_dir=str(rd), status=run_status(m),
                          sweep=m.get('sweep') or (rd.parent.name if (rd.parent / 'sweep.json').exists() else ''),
-                         name=m.get('name') or args.get('name', ''), error=m.get('error'), config_hash=m.get('config_hash'),
+                         name=m.get('name') or str(args.get('name', '')), error=m.get('error'), config_hash=m.get('config_hash'),
                          storage_kib=m.get('storage_kib'), float32_kib=m.get('float32_kib')))
     cols = ['network', 'tricks', 'dataset', 'best_top1', 'final_top1', 'epochs', 'planned_epochs', 'run_id', 'output_dir', 'status',
             'sweep', 'name', 'error', 'config_hash', 'storage_kib', 'float32_kib']

@@ -12,10 +12,10 @@ import pandas as pd
 import yaml
 
 # %% auto #0
-__all__ = ['STATUSES', 'STUDY_FINDINGS', 'EXECUTORS', 'run_status', 'network_label', 'tricks_label', 'load_runs', 'results_table',
-           'render_report', 'study_results', 'study_table', 'study_findings', 'render_study_report', 'Experiment',
-           'Sweep', 'load_sweep', 'train_notebook', 'report_config', 'quiet_expected_warnings', 'execute_experiment',
-           'SweepResult', 'SweepInterrupted', 'run_sweep', 'sweep_plan']
+__all__ = ['STATUSES', 'STUDY_FINDINGS', 'EXECUTORS', 'KERNEL_LOG', 'run_status', 'network_label', 'tricks_label', 'load_runs',
+           'results_table', 'render_report', 'study_results', 'study_table', 'study_findings', 'render_study_report',
+           'Experiment', 'Sweep', 'load_sweep', 'train_notebook', 'report_config', 'quiet_expected_warnings',
+           'execute_experiment', 'SweepResult', 'SweepInterrupted', 'run_sweep', 'sweep_plan']
 
 # %% ../nbs/08_runs.ipynb #e6e9a86e
 def _read_json(p: Path) -> Optional[dict]:
@@ -385,33 +385,54 @@ def quiet_expected_warnings():
     log = logging.getLogger('torch.utils.cpp_extension')
     if not any(isinstance(f, _ExpectedOnCPU) for f in log.filters): log.addFilter(_ExpectedOnCPU())
 
+KERNEL_LOG = 'kernel.log'   # a run's notebook kernel writes its own log lines here, not into the sweep's output
+
+@contextlib.contextmanager
+def _stderr_to(path: Path):
+    "Point this process's file descriptor 2 at `path` (appending) while the block runs: a kernel started inside inherits it."
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, 'ab') as f: os.dup2(f.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush(); os.dup2(saved, 2); os.close(saved)
+
 def execute_experiment(spec: dict) -> dict:
-    """Run one experiment spec (`name`, `params`, `run_dir`, `threads`) through papermill; returns its outcome.
+    """Run one experiment spec (`name`, `params`, `run_dir`, `threads`; `resumed_from_epoch` when it continues an
+    interrupted run) through papermill; returns its outcome.
     The status is train()'s, from `metrics.json`: a run that finished training is `finished` even if a later report
-    cell fails (that error is kept as `report_error`)."""
+    cell fails (that error is kept as `report_error`); an `interrupted` run stays `interrupted` (a re-run resumes it).
+    A run that ended without recording its end (its kernel died, bad input before training) is recorded `failed`,
+    except a resume that stopped before writing anything: its folder is left as it was."""
     import papermill as pm
     run_dir = Path(spec['run_dir']); run_dir.mkdir(parents=True, exist_ok=True)
     if spec.get('threads'): os.environ['OMP_NUM_THREADS'] = os.environ['QVIT_NUM_THREADS'] = str(spec['threads'])
-    error = None
+    resuming = spec.get('resumed_from_epoch') is not None
+    before, error = _metrics(run_dir), None
     try:
-        pm.execute_notebook(str(train_notebook()), str(run_dir / 'train.ipynb'), parameters=dict(config=report_config(spec['params'])),
-                            progress_bar=False, log_output=False, cwd=str(run_dir), kernel_name='python3')
+        with _stderr_to(run_dir / KERNEL_LOG):
+            pm.execute_notebook(str(train_notebook()), str(run_dir / 'train.ipynb'), parameters=dict(config=report_config(spec['params'])),
+                                progress_bar=False, log_output=False, cwd=str(run_dir), kernel_name='python3')
     except Exception as e:                                   # the executed notebook keeps the traceback
         error = f"{type(e).__name__}: {getattr(e, 'evalue', None) or str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
     m = _metrics(run_dir)
-    out = dict(name=spec['name'], run_dir=str(run_dir), best_top1=m.get('best_top1'))
+    out = dict(name=spec['name'], run_dir=str(run_dir), best_top1=m.get('best_top1'), resumed_from_epoch=spec.get('resumed_from_epoch'))
     if m.get('status') == 'finished': return dict(out, status='finished', error=None, report_error=error)
+    if m.get('status') == 'interrupted' and m != before: return dict(out, status='interrupted', error=m.get('error'), report_error=None)
     if error is None: error = f"run ended with status {m.get('status')!r}"
+    if resuming and m == before:                             # the resume refused (or died) before writing: the run is left as it was
+        return dict(out, status='failed', error=f"resume of {run_dir.name} stopped before training: {error}", report_error=None)
     if m.get('status') != 'failed':                          # died before train() could record it (killed, bad input)
-        m = {**m, 'status': 'failed', 'error': m.get('error') or error, 'run_id': run_dir.name, 'run_dir': str(run_dir),
-             'name': spec['name'], 'config_hash': spec.get('config_hash')}
+        m = {**m, 'status': 'failed', 'error': m.get('error') or f"{error} (kernel log: {run_dir / KERNEL_LOG})", 'run_id': run_dir.name,
+             'run_dir': str(run_dir), 'name': spec['name'], 'config_hash': spec.get('config_hash')}
         atomic_write(run_dir / 'metrics.json', json.dumps(m, indent=2))
     return dict(out, status='failed', error=m.get('error'), report_error=None)
 
 # %% ../nbs/08_runs.ipynb #09a59058
 @dataclass
 class SweepResult:
-    "What a sweep did: one record per experiment (`status`, `run_dir`, `error`, `reused`)."
+    "What a sweep did: one record per experiment (`status`, `run_dir`, `error`, `reused`, `resumed_from_epoch`)."
     sweep: Sweep
     runs_dir: Path
     records: dict
@@ -438,6 +459,23 @@ def _finished_run(sweep_dir: Path, h: str) -> Optional[Path]:
     hits = [mf.parent for mf in sweep_dir.glob('*/metrics.json')
             if (m := _read_json(mf)) and m.get('status') == 'finished' and m.get('config_hash') == h]
     return max(hits, key=lambda p: p.name) if hits else None
+
+def _resumable_run(sweep_dir: Path, h: str) -> Optional[dict]:
+    """The newest run of config hash `h` under `sweep_dir` that a re-run continues rather than starts over: `interrupted`,
+    or `stale` (`running`, its process gone), with a `last.pth.tar` that loads (or, killed between the two renames of a
+    save, a whole `last-prev.pth.tar` and no `last`), or no checkpoint at all (stopped in its first epoch: it starts
+    again in its own folder). A damaged checkpoint, or a `failed` run, is not resumed.
+    Returns `run_dir`, `status` (interrupted/stale), `epochs` (what its checkpoint holds) and `planned_epochs`."""
+    from qvit_nb.train import CheckpointError, load_checkpoint, previous_checkpoint
+    for mf in sorted(sweep_dir.glob('*/metrics.json'), key=lambda p: p.parent.name, reverse=True):
+        m = _read_json(mf)
+        if not m or m.get('config_hash') != h or (status := run_status(m)) not in ('interrupted', 'stale'): continue
+        run_dir, epochs, last = mf.parent, 0, mf.parent / 'last.pth.tar'
+        if any(run_dir.glob('*.pth.tar')):
+            try: epochs = load_checkpoint(last if last.exists() else previous_checkpoint(last))['epoch'] + 1
+            except CheckpointError: continue
+        return dict(run_dir=run_dir, status=status, epochs=epochs, planned_epochs=m.get('planned_epochs'))
+    return None
 
 def _locked_execute(spec: dict) -> dict:
     "`execute_experiment` under the experiment's lock; another process holding it means: wait, then reuse its run."
@@ -500,6 +538,10 @@ def _new_lines(path: Path, offsets: dict) -> list:
     offsets[path] = offsets.get(path, 0) + done
     return chunk[:done].decode(errors='replace').splitlines()
 
+def _ignore_sigint():
+    "Pool workers leave Ctrl-C to the sweep: the terminal signals its whole process group, and the sweep stops them in order."
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
 def _stop_workers(pool):
     "SIGTERM to the local workers' children (papermill kernels, which record `interrupted`), then to the workers: nothing trains on."
     import psutil
@@ -534,13 +576,14 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
     sweep_dir = out / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     threads = sweep.threads or max(1, (os.cpu_count() or 1) // workers)
-    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) if executor == 'local'
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'), initializer=_ignore_sigint) if executor == 'local'
             else _Slurm(sweep_dir / '.submitit', sweep.slurm))
     records, running, pending, run_dirs, offsets, hashes = {}, {}, list(exps), {}, {}, {}
     say = (lambda *a: print(*a, flush=True)) if verbose else (lambda *a: None)
     t0 = time.time()
     main_thread = threading.current_thread() is threading.main_thread()
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
+    old_int = signal.getsignal(signal.SIGINT) if main_thread else None
     try:
         while pending or running:
             for e in list(pending):
@@ -566,13 +609,22 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
                     _update_registry(sweep_dir, e.name, records[e.name])      # the registry records every experiment
                     pending.remove(e); say(f"[{e.name}] already finished in {done}: skipped")
                     continue
-                run_id = new_run_id(re.sub(r'[^A-Za-z0-9_.=,-]+', '_', e.name))
-                params = {**cfg.to_dict(), 'experiment': run_id}
+                if (stopped := _resumable_run(sweep_dir, h)) is not None:      # interrupted: continue it, in its own folder
+                    run_id = stopped['run_dir'].name
+                    params = {**cfg.to_dict(), 'experiment': run_id, 'resume': 'last'}
+                    say(f"[{e.name}] resuming run {run_id} ({stopped['status']}) from its checkpoint at epoch "
+                        f"{stopped['epochs'] + 1}/{stopped['planned_epochs'] or cfg.epochs}" if stopped['epochs'] else
+                        f"[{e.name}] starting run {run_id} ({stopped['status']} before its first checkpoint) again in its folder")
+                else:
+                    run_id = new_run_id(re.sub(r'[^A-Za-z0-9_.=,-]+', '_', e.name))
+                    params = {**cfg.to_dict(), 'experiment': run_id}
+                    say(f"[{e.name}] starting run {run_id}")
                 spec = dict(name=e.name, params=params, run_dir=str(sweep_dir.resolve() / run_id), sweep_dir=str(sweep_dir.resolve()),
-                            config_hash=h, threads=threads)
-                say(f"[{e.name}] starting run {run_id}")
-                running[pool.submit(_locked_execute, spec)] = e.name
+                            config_hash=h, threads=threads, resumed_from_epoch=stopped['epochs'] if stopped else None)
                 run_dirs[e.name] = Path(spec['run_dir'])
+                with contextlib.suppress(OSError):             # relay only what the resumed run adds to its progress.log
+                    offsets[run_dirs[e.name] / PROGRESS_FILE] = (run_dirs[e.name] / PROGRESS_FILE).stat().st_size
+                running[pool.submit(_locked_execute, spec)] = e.name
                 pending.remove(e)
             if not running: continue
             while True:
@@ -593,18 +645,23 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
                 say(f"[{name}] {rec['status']}" + (f": {rec['error']}" if rec.get('error') else f", best top1 {rec.get('best_top1')}") +
                     (f" ({rec['run_dir']})" if rec.get('run_dir') else ''))
     except KeyboardInterrupt as stop:       # SIGINT or SIGTERM: stop the workers, record what was running, keep the registry
+        if main_thread:                     # a second Ctrl-C while the workers stop must not cut the registry short
+            for signum in (signal.SIGINT, signal.SIGTERM): signal.signal(signum, signal.SIG_IGN)
         if executor == 'local': _stop_workers(pool)
         for name in list(running.values()):
             rec = dict(status='interrupted', run_dir=str(run_dirs[name]), error=f"sweep {str(stop) or 'interrupted by SIGINT'}", reused=False)
             records[name] = rec; _update_registry(sweep_dir, name, rec)
         if executor == 'local': pool.shutdown(wait=False, cancel_futures=True); pool = None
         raise SweepInterrupted(f"sweep {sweep.name} {str(stop) or 'interrupted by SIGINT'}: stopped {len(running)} running "
-                               f"experiment(s), registry in {sweep_dir / 'sweep.json'}", getattr(stop, 'exit_code', 130) - 128) from None
+                               f"experiment(s), registry in {sweep_dir / 'sweep.json'}; run the sweep again to resume them",
+                               getattr(stop, 'exit_code', 130) - 128) from None
     finally:
-        if main_thread: signal.signal(signal.SIGTERM, old_term)
+        if main_thread: signal.signal(signal.SIGTERM, old_term); signal.signal(signal.SIGINT, old_int)
         if pool is not None: pool.shutdown()
+    resumed = sum(r.get('resumed_from_epoch') is not None for r in records.values())
     say(f"sweep {sweep.name}: {sum(r['status'] == 'finished' for r in records.values())} finished, "
-        f"{len([r for r in records.values() if r['status'] != 'finished'])} failed, {time.time() - t0:.1f}s")
+        f"{len([r for r in records.values() if r['status'] != 'finished'])} failed" + (f", {resumed} resumed" if resumed else '') +
+        f", {time.time() - t0:.1f}s")
     return SweepResult(sweep, sweep_dir, records)
 
 def sweep_plan(path: Union[str, Path], output: Union[str, Path, None] = None, only: Optional[Sequence[str]] = None,
@@ -619,9 +676,12 @@ def sweep_plan(path: Union[str, Path], output: Union[str, Path, None] = None, on
         run_dir = lambda n: done.get(n) or sweep_dir / f"<run of {n}>"
         cfg = sweep.config(e, sweep_dir, _chain_links(e, run_dir, models.get), overrides)
         models[e.name] = cfg.model
-        found = _finished_run(sweep_dir, config_hash(cfg)) if all(d in done for d in e.deps) and sweep_dir.is_dir() else None
+        known = all(d in done for d in e.deps) and sweep_dir.is_dir()
+        found = _finished_run(sweep_dir, config_hash(cfg)) if known else None
+        stopped = _resumable_run(sweep_dir, config_hash(cfg)) if known and found is None else None
         if found is not None: done[e.name] = found
         links = ', '.join(f"{k} {v}" for k, v in (('teacher_from', e.teacher_from), ('init_from', e.init_from)) if v)
-        lines.append(f"[{e.name}]" + (f" {links}" if links else '') + (f" (already finished in {found}: skipped)" if found else ''))
+        lines.append(f"[{e.name}]" + (f" {links}" if links else '') + (f" (already finished in {found}: skipped)" if found else '') +
+                     (f" ({stopped['status']} in {stopped['run_dir']}: resumed from epoch {stopped['epochs'] + 1})" if stopped else ''))
         lines += [f"    {k}: {v}" for k, v in cfg.to_dict().items() if v != defaults[k] and k not in ('name', 'output')]
     return '\n'.join(lines)

@@ -457,3 +457,117 @@ def test_sigterm_to_a_sweep_stops_its_workers_and_writes_its_registry(tmp_path):
     m = json.loads((Path(reg['long']['run_dir']) / 'metrics.json').read_text())
     assert m['status'] == 'interrupted' and m['epochs'] < 200, m
     assert not psutil.pid_exists(m['pid']) or psutil.Process(m['pid']).status() == psutil.STATUS_ZOMBIE   # nothing trains on
+
+
+# --- a sweep's Ctrl-C, and its re-run resuming what was interrupted ------------------------------------------------------
+
+def _sweep(tmp_path, name, experiments):
+    (tmp_path / 'sweep.yml').write_text(yaml.safe_dump({'name': name, 'experiments': experiments}))
+    return [sys.executable, '-m', 'qvit_nb.cli', 'sweep', str(tmp_path / 'sweep.yml'), '--output', str(tmp_path / 'runs')]
+
+
+def _summary_rows(run_dir) -> int:
+    try: return len((Path(run_dir) / 'summary.csv').read_text().splitlines()) - 1
+    except OSError: return 0
+
+
+def test_ctrl_c_to_a_sweep_says_one_line_records_interrupted_and_a_rerun_resumes_it(tmp_path):
+    import psutil
+    cmd = _sweep(tmp_path, 'cc', [{'name': 'long', 'overrides': {**TINY, 'epochs': 20, 'max_images': 64}}])
+    sweep_dir = tmp_path / 'runs' / 'cc'
+    # a terminal's Ctrl-C signals the whole foreground process group: the sweep and its pool workers
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, start_new_session=True)
+    deadline = time.time() + 900
+    while not any(_summary_rows(d) >= 2 for d in sweep_dir.glob('*/')):         # the run has saved two epochs
+        assert p.poll() is None and time.time() < deadline, p.stdout.read()
+        time.sleep(0.1)
+    os.killpg(p.pid, signal.SIGINT)
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 130, out
+    own = [l for l in out.splitlines() if not l.startswith('[long] ')]            # all but the relayed progress lines
+    assert len(own) == 1 and 'interrupted by SIGINT' in own[0] and 'sweep.json' in own[0], out   # no traceback, no zmq noise
+    reg = json.loads((sweep_dir / 'sweep.json').read_text())
+    run_dir = Path(reg['long']['run_dir'])
+    assert reg['long']['status'] == 'interrupted', reg
+    m = json.loads((run_dir / 'metrics.json').read_text())
+    assert m['status'] == 'interrupted' and 2 <= m['epochs'] < 20, m
+    assert not psutil.pid_exists(m['pid']) or psutil.Process(m['pid']).status() == psutil.STATUS_ZOMBIE   # nothing trains on
+    done = load_checkpoint(run_dir / 'last.pth.tar')['epoch'] + 1
+    before = (run_dir / 'summary.csv').read_text().splitlines()
+    assert len(before) == done + 1
+    # the re-run continues that run from its checkpoint: same folder and run id, the earlier rows kept
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, timeout=1800)
+    assert r.returncode == 0, r.stdout
+    assert f"[long] resuming run {run_dir.name} (interrupted) from its checkpoint at epoch {done + 1}/20" in r.stdout, r.stdout
+    assert [d.name for d in sweep_dir.iterdir() if (d / 'metrics.json').exists()] == [run_dir.name]
+    reg = json.loads((sweep_dir / 'sweep.json').read_text())
+    assert reg['long']['status'] == 'finished' and reg['long']['run_dir'] == str(run_dir) and reg['long']['resumed_from_epoch'] == done, reg
+    m = json.loads((run_dir / 'metrics.json').read_text())
+    assert m['status'] == 'finished' and m['epochs'] == 20 and m['run_id'] == run_dir.name, m
+    after = (run_dir / 'summary.csv').read_text().splitlines()
+    assert after[:done + 1] == before and [int(l.split(',')[0]) for l in after[1:]] == list(range(20))
+
+
+def test_a_sweep_rerun_resumes_a_stale_run_from_its_checkpoint_and_starts_a_failed_one_anew(tmp_path, capsys):
+    from dataclasses import replace
+    from qvit_nb.config import save_config
+    from qvit_nb.runs import load_sweep, run_sweep, sweep_plan
+    _sweep(tmp_path, 'rs', [{'name': 'killed', 'overrides': {**TINY, 'epochs': 8, 'max_images': 64}},
+                                  {'name': 'broke', 'overrides': {**TINY, 'epochs': 1, 'max_images': 64, 'seed': 3}}])
+    sweep, sweep_dir = load_sweep(tmp_path / 'sweep.yml'), (tmp_path / 'runs' / 'rs').resolve()
+    ids = {'killed': '20260101-000000-aaaa-killed', 'broke': '20260101-000000-bbbb-broke'}
+    for e in sweep.experiments:       # each experiment's run as the sweep would start it: its config, in its folder
+        save_config(replace(sweep.config(e, sweep_dir), experiment=ids[e.name]), tmp_path / f"{e.name}.yml")
+    p = subprocess.Popen([sys.executable, '-m', 'qvit_nb.cli', 'train', '-c', str(tmp_path / 'killed.yml')],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV)
+    for line in p.stdout:                                  # kill -9 (a lost node, the OOM killer) after its second epoch
+        if line.startswith('epoch 2/') and '| train loss' in line: break
+    p.send_signal(signal.SIGKILL); p.wait(timeout=60)
+    killed = sweep_dir / ids['killed']
+    assert json.loads((killed / 'metrics.json').read_text())['status'] == 'running'      # stale: its process is gone
+    done = load_checkpoint(killed / 'last.pth.tar')['epoch'] + 1
+    before = (killed / 'summary.csv').read_text().splitlines()
+    train(tmp_path / 'broke.yml')                          # a run that failed (here: marked so) after saving a checkpoint
+    broke = sweep_dir / ids['broke']
+    m = json.loads((broke / 'metrics.json').read_text())
+    (broke / 'metrics.json').write_text(json.dumps({**m, 'status': 'failed', 'error': 'RuntimeError: a bug'}))
+    assert f"(stale in {killed}: resumed from epoch {done + 1})" in sweep_plan(tmp_path / 'sweep.yml', tmp_path / 'runs')
+    capsys.readouterr()
+    res = run_sweep(tmp_path / 'sweep.yml', output=tmp_path / 'runs', progress_every=0.5)
+    out = capsys.readouterr().out
+    assert f"[killed] resuming run {ids['killed']} (stale) from its checkpoint at epoch {done + 1}/8" in out, out
+    rec = res.records['killed']
+    assert rec['status'] == 'finished' and rec['run_dir'] == str(killed) and rec['resumed_from_epoch'] == done, rec
+    m = json.loads((killed / 'metrics.json').read_text())
+    assert m['status'] == 'finished' and m['epochs'] == 8 and m['run_id'] == ids['killed'], m
+    after = (killed / 'summary.csv').read_text().splitlines()
+    assert after[:done + 1] == before and [int(l.split(',')[0]) for l in after[1:]] == list(range(8))
+    relayed = [l for l in out.splitlines() if l.startswith('[killed] epoch ') and '| train loss' in l]
+    assert [int(l.split()[2].split('/')[0]) for l in relayed] == list(range(done + 1, 9)), out   # only the new epochs are relayed
+    assert f"resuming from {killed / 'last.pth.tar'} at epoch {done + 1}" in (killed / 'progress.log').read_text()
+    # a failed run is not continued (it failed from its own error): the re-run starts a new one beside it
+    rec = res.records['broke']
+    assert rec['status'] == 'finished' and rec['run_dir'] != str(broke) and rec['resumed_from_epoch'] is None, rec
+    assert json.loads((broke / 'metrics.json').read_text())['status'] == 'failed'
+    assert json.loads((sweep_dir / 'sweep.json').read_text())['killed']['resumed_from_epoch'] == done
+
+
+def test_execute_experiment_keeps_interrupted_and_leaves_a_refused_resume_as_it_was(tmp_path, monkeypatch):
+    import papermill
+    from qvit_nb.runs import execute_experiment
+    run_dir = tmp_path / 'r'
+    stopped = {'status': 'interrupted', 'error': 'run r interrupted by SIGTERM after 1 of 3 epochs; resume with: ...', 'pid': 1}
+
+    def interrupted(*a, **k):          # the kernel recorded 'interrupted', then its cell raised
+        (run_dir / 'metrics.json').write_text(json.dumps(stopped))
+        raise RuntimeError('RunInterrupted: run r interrupted by SIGTERM')
+    monkeypatch.setattr(papermill, 'execute_notebook', interrupted)
+    rec = execute_experiment(dict(name='r', params={}, run_dir=str(run_dir)))
+    assert rec['status'] == 'interrupted' and rec['error'] == stopped['error'], rec
+    assert json.loads((run_dir / 'metrics.json').read_text()) == stopped
+
+    def refused(*a, **k): raise RuntimeError("ValueError: resume from r/last.pth.tar would change model")
+    monkeypatch.setattr(papermill, 'execute_notebook', refused)
+    rec = execute_experiment(dict(name='r', params={}, run_dir=str(run_dir), resumed_from_epoch=1))
+    assert rec['status'] == 'failed' and 'stopped before training' in rec['error'] and 'would change model' in rec['error'], rec
+    assert json.loads((run_dir / 'metrics.json').read_text()) == stopped       # the run is left as it was: a resume writes nothing

@@ -5,10 +5,10 @@ Mixup/CutMix, and a tensor-resident loader that augments whole batches in torch.
 
 # %% auto #0
 __all__ = ['DATASETS', 'DIGITS_SPLIT', 'DATASET_STATS', 'CROPS', 'RAND_OPS', 'PIPELINES', 'DatasetLayoutError', 'dataset_name',
-           'SafeUnpickler', 'safe_pickle_load', 'InMemoryDataset', 'load_cifar', 'load_digits_dataset',
-           'folder_split_path', 'load_folder', 'reset_tar_handles', 'load_dataset', 'to_memory', 'build_transform',
-           'build_mixup', 'parse_rand_augment', 'rand_augment_batch', 'TensorLoader', 'SeededDataLoader', 'kwargs_for',
-           'build_loaders']
+           'UnsafePickleError', 'SafeUnpickler', 'safe_pickle_load', 'InMemoryDataset', 'load_cifar',
+           'load_digits_dataset', 'folder_split_path', 'load_folder', 'reset_tar_handles', 'load_dataset', 'to_memory',
+           'build_transform', 'build_mixup', 'parse_rand_augment', 'rand_augment_batch', 'TensorLoader',
+           'SeededDataLoader', 'kwargs_for', 'build_loaders']
 
 # %% ../nbs/04_data.ipynb #3687d749
 import difflib, inspect, io, math, os, pickle, random, re, tarfile
@@ -55,7 +55,10 @@ def dataset_name(name:str) -> str:
 try: from numpy._core import multiarray as _multiarray, numeric as _numeric   # numpy >= 2
 except ImportError: from numpy.core import multiarray as _multiarray, numeric as _numeric
 
-def _refuse(what): raise pickle.UnpicklingError(f"refusing {what}: not the shape of a CIFAR batch")
+class UnsafePickleError(pickle.UnpicklingError, ValueError):
+    "A dataset pickle refused (crafted, or not a dataset pickle) or damaged: bad input, so also a `ValueError` (`qvit` says it in one line, exit 2)."
+
+def _refuse(what): raise UnsafePickleError(f"refusing {what}: not the shape of a CIFAR batch")
 
 def _plain_dtype(dtype) -> np.dtype:
     "`dtype` if it is a plain number dtype (bool, int, uint, float; no fields, subarrays or objects), else refuse."
@@ -123,17 +126,17 @@ class SafeUnpickler(pickle._Unpickler):
 
     def find_class(self, module, name):
         if (module, name) in _NUMPY_GLOBALS: return _NUMPY_GLOBALS[(module, name)]
-        raise pickle.UnpicklingError(
+        raise UnsafePickleError(
             f"refusing to load {module}.{name}: dataset pickles may only hold dicts, lists, bytes, str, ints and "
             "numpy arrays")
 
 def safe_pickle_load(path) -> object:
-    "Load a dataset pickle with `SafeUnpickler` (latin1 for Python 2 pickles, as torchvision does); any damage is an `UnpicklingError`."
+    "Load a dataset pickle with `SafeUnpickler` (latin1 for Python 2 pickles, as torchvision does); any damage is an `UnsafePickleError` (an `UnpicklingError` and a `ValueError`)."
     data = io.BytesIO(Path(path).read_bytes())      # in memory: a damaged length field cannot make a read allocate more
     try: return SafeUnpickler(data, encoding='latin1').load()
-    except pickle.UnpicklingError as e: raise pickle.UnpicklingError(f"{path}: {e}") from None
+    except pickle.UnpicklingError as e: raise UnsafePickleError(f"{path}: {e}") from None
     except Exception as e:                          # truncated or garbled: struct, index, unicode, value, recursion errors ...
-        raise pickle.UnpicklingError(f"{path}: damaged or not a dataset pickle ({type(e).__name__}: {str(e)[:200]})") from None
+        raise UnsafePickleError(f"{path}: damaged or not a dataset pickle ({type(e).__name__}: {str(e)[:200]})") from None
 
 # %% ../nbs/04_data.ipynb #e97e2ee9
 class InMemoryDataset(Dataset):
@@ -181,22 +184,38 @@ def _cifar_dir(name, root, download=False):
 
 def _to_str(x): return x.decode('latin1') if isinstance(x, bytes) else x
 
+def _pickled_dict(name, path) -> dict:
+    "A CIFAR pickle that must hold a dict (a batch or the meta file), with str keys."
+    obj = safe_pickle_load(path)
+    if not isinstance(obj, dict): raise _layout_error(name, path, f"the pickle holds a {type(obj).__name__}, not a dict")
+    return {_to_str(k): v for k, v in obj.items()}
+
+def _class_names(name, path, spec) -> list:
+    names = _pickled_dict(name, path).get(spec['names'])
+    if not isinstance(names, list) or not names or not all(isinstance(c, (str, bytes)) for c in names):
+        raise _layout_error(name, path, f"meta has no list of class names under {spec['names']!r}")
+    return [_to_str(c) for c in names]
+
 def load_cifar(name:str, data_dir, split:str='train', download:bool=False) -> InMemoryDataset:
     "CIFAR-10/100 `split` ('train' or 'test'/'val') read from torchvision's on-disk format at `data_dir`."
     name = dataset_name(name)
     spec, d = _CIFAR[name], _cifar_dir(name, data_dir, download)
+    classes = _class_names(name, d/spec['meta'], spec)
     images, targets = [], []
     for fname in spec['train' if _split(split) == 'train' else 'test']:
-        batch = {_to_str(k): v for k, v in safe_pickle_load(d/fname).items()}
+        batch = _pickled_dict(name, d/fname)
         if 'data' not in batch or spec['labels'] not in batch:
             raise _layout_error(name, d/fname, f"batch lacks 'data' or {spec['labels']!r}")
-        data = np.asarray(batch['data'], dtype=np.uint8)
-        if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(batch[spec['labels']]):
+        try: data, labels = np.asarray(batch['data'], dtype=np.uint8), np.asarray(batch[spec['labels']], dtype=np.int64)
+        except (ValueError, TypeError, OverflowError) as e:
+            raise _layout_error(name, d/fname, f"'data' or {spec['labels']!r} is not numbers ({type(e).__name__})") from None
+        if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or len(data) != len(labels):
             raise _layout_error(name, d/fname, f"'data' has shape {data.shape}, not (N, 3072) with N labels")
+        if len(labels) and not (0 <= labels.min() and labels.max() < len(classes)):
+            raise _layout_error(name, d/fname, f"labels run from {labels.min()} to {labels.max()}, outside the {len(classes)} classes of its meta")
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        targets.append(np.asarray(batch[spec['labels']], dtype=np.int64))
-    meta = {_to_str(k): v for k, v in safe_pickle_load(d/spec['meta']).items()}
-    return InMemoryDataset(np.concatenate(images), np.concatenate(targets), [_to_str(c) for c in meta[spec['names']]])
+        targets.append(labels)
+    return InMemoryDataset(np.concatenate(images), np.concatenate(targets), classes)
 
 def _split(split):
     s = str(split).lower()

@@ -58,3 +58,31 @@ def test_crafted_and_mutated_pickles_never_crash_the_loader():
                            env={'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin', 'OMP_NUM_THREADS': '1'})
         assert r.returncode == 0, f"seed {seed}: exit {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
         assert '400 cases' in r.stdout and 'refused' in r.stdout, r.stdout
+
+
+CRAFTED = textwrap.dedent('''
+    import pickle, sys
+    from pathlib import Path
+    import numpy as np
+    from numpy._core.multiarray import _reconstruct
+
+    class Dt:                       # uint8 with the flags of an object dtype (what once crashed numpy)
+        def __reduce__(self): return (np.dtype, ('u1', False, True), np.dtype('u1').__reduce__()[2][:-1] + (63,))
+    class Arr:
+        def __reduce__(self): return (_reconstruct, (np.ndarray, (0,), b'b'), (1, (2, 3072), Dt(), False, bytes(6144)))
+    d = Path(sys.argv[1]) / 'cifar-10-batches-py'; d.mkdir(parents=True)
+    for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+        (d / name).write_bytes(pickle.dumps({'data': Arr(), 'labels': [0, 1]}, protocol=2))
+    (d / 'batches.meta').write_bytes(pickle.dumps({'label_names': [str(i) for i in range(10)]}, protocol=2))
+''')
+
+
+def test_a_crafted_cifar_batch_ends_qvit_train_in_one_line_with_exit_2(tmp_path):
+    env = {'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin', 'OMP_NUM_THREADS': '1'}
+    subprocess.run([sys.executable, '-c', CRAFTED, str(tmp_path / 'data')], check=True, env=env, timeout=600)
+    r = subprocess.run([sys.executable, '-m', 'qvit_nb.cli', 'train', '--dataset', 'cifar10', '--data-dir', str(tmp_path / 'data'),
+                        '--model', 'vit_2_4_32', '--epochs', '1', '--workers', '0', '--output', str(tmp_path / 'runs')],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
+    assert 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-3000:]
+    assert 'data_batch_1: refusing dtype state' in r.stderr

@@ -346,9 +346,9 @@ def _expanded_nodes(node, seen=None, memo=None) -> int:
     seen.discard(id(node))
     return n
 
-def _safe_yaml(text: str, path) -> object:
-    "`yaml.safe_load` of a config file, bounded in size and in what its aliases expand to; syntax errors name the line."
-    if len(text) > YAML_MAX_BYTES: raise ValueError(f"config file {str(path)!r} is {len(text)} bytes; a config is at most {YAML_MAX_BYTES}")
+def _safe_yaml(text: str, path, what: str = 'config file') -> object:
+    "`yaml.safe_load` of a config (or sweep) file, bounded in size and in what its aliases expand to; syntax errors name the line."
+    if len(text) > YAML_MAX_BYTES: raise ValueError(f"{what} {str(path)!r} is {len(text)} bytes; a {what.split()[0]} is at most {YAML_MAX_BYTES}")
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -357,8 +357,8 @@ def _safe_yaml(text: str, path) -> object:
             raise ValueError(f"its aliases expand to {n} nodes (at most {YAML_MAX_NODES})")
         return loader.construct_document(node)
     except yaml.YAMLError as e:
-        raise ValueError(f"config file {str(path)!r} is not valid YAML: {' '.join(str(e).split())[:300]}") from None
-    except ValueError as e: raise ValueError(f"config file {str(path)!r} refused: {e}") from None
+        raise ValueError(f"{what} {str(path)!r} is not valid YAML: {' '.join(str(e).split())[:300]}") from None
+    except ValueError as e: raise ValueError(f"{what} {str(path)!r} refused: {e}") from None
     finally: loader.dispose()
 
 def _read_yaml(path: Path, chain=()) -> dict:

@@ -256,7 +256,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 import multiprocessing
 
-from .config import TrainConfig, load_config, config_hash, check_key, check_run_name
+from .config import TrainConfig, load_config, config_hash, check_key, check_run_name, _safe_yaml
 from .train import atomic_write, new_run_id, PROGRESS_FILE
 
 _SWEEP_KEYS = ('name', 'base', 'workers', 'executor', 'slurm', 'experiments', 'grid', 'threads')
@@ -321,7 +321,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     "Read and check a sweep file (see above); the grid is expanded, experiments come in chain order."
     path = Path(path)
     if not path.is_file(): raise ValueError(f"sweep file {path} does not exist")
-    d = yaml.safe_load(path.read_text()) or {}
+    d = _safe_yaml(path.read_text(), path, 'sweep file') or {}     # bounded: a billion-laughs sweep file is refused, not expanded
     if not isinstance(d, dict): raise ValueError(f"sweep file {path} must be a mapping with an 'experiments' list")
     for k in d:
         if k not in _SWEEP_KEYS: raise _unknown('sweep key', k, _SWEEP_KEYS, str(path))

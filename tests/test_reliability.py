@@ -319,6 +319,20 @@ def test_a_sweep_name_must_stay_inside_output(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['sweep.yml']
 
 
+@pytest.mark.parametrize('text, message', [
+    ('a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + ''.join(
+        f"{c}: &{c} [{','.join(['*' + p] * 9)}]\n" for p, c in zip('abcdefgh', 'bcdefghi')) + 'grid: {seed: *i}\nexperiments: [{name: a}]\n',
+     'refused: its aliases expand to'),
+    ('experiments: [{name: a}\n', 'is not valid YAML')])
+def test_a_billion_laughs_or_broken_sweep_file_is_refused_in_one_line(tmp_path, capsys, text, message):
+    (tmp_path / 'sweep.yml').write_text(text)
+    t0 = time.time()
+    assert qvit(['sweep', str(tmp_path / 'sweep.yml'), '--dry-run']) == 2
+    err = capsys.readouterr().err
+    assert f"sweep file {str(tmp_path / 'sweep.yml')!r} {message}" in err and len(err.splitlines()) == 1 and len(err) < 600, err
+    assert time.time() - t0 < 30                       # refused before anything expands it
+
+
 # --- checkpoints carry a checksum -----------------------------------------------------------------------------------------
 
 def _tensor_regions(path):

@@ -25,14 +25,15 @@ from .qmodules import QuantLinear, QuantConv2d, Attention, activation_quantizers
 from .data import build_loaders, kwargs_for
 from .config import TrainConfig, load_config
 from .train import build_model, load_checkpoint, train
-from .runs import load_runs, results_table, network_label, tricks_label
+# `qvit_nb.runs` executes the run template, which imports this module for `run_report`: the functions below that read
+# runs directories import `runs` when called, so importing the dashboard never imports it (no hidden loop).
 
 # %% auto #0
 __all__ = ['TRACES', 'activation_layers', 'LayerActivations', 'collect_activations', 'check_layer', 'activation_histogram',
            'activation_figure', 'activation_table', 'activation_snapshot', 'load_run', 'run_eval_data', 'read_summary',
            'run_label', 'accuracy_curves', 'accuracy_bars', 'value_range', 'study_bars', 'html_page',
-           'layer_select_html', 'ReportRenderer', 'use_report_renderer', 'ActivationDashboard', 'activation_dashboard',
-           'AccuracyDashboard', 'accuracy_dashboard', 'demo_runs']
+           'layer_select_html', 'ReportRenderer', 'use_report_renderer', 'RunReport', 'run_report',
+           'ActivationDashboard', 'activation_dashboard', 'AccuracyDashboard', 'accuracy_dashboard', 'demo_runs']
 
 # %% ../nbs/09_dashboard.ipynb #47d87b70
 def activation_layers(model: nn.Module) -> dict[str, LSQQuantizer]:
@@ -262,6 +263,7 @@ def run_label(row) -> str:
 
 def _runs_frame(run_dirs) -> pd.DataFrame:
     "`load_runs` rows for a runs directory, a list of run directories, or a `load_runs` frame."
+    from qvit_nb.runs import load_runs
     if isinstance(run_dirs, pd.DataFrame): return run_dirs
     if isinstance(run_dirs, (str, Path)):
         if not _is_run(run_dirs) and not (Path(run_dirs) / 'metrics.json').exists(): return load_runs(run_dirs)
@@ -304,10 +306,9 @@ def value_range(values, margin: float = 0.25, min_margin: float = 0.5) -> Option
     return [max(0., lo - pad), hi + pad]
 
 # %% ../nbs/09_dashboard.ipynb #cb641c2b
-from .runs import study_table
-
 def study_bars(run_dirs) -> go.Figure:
     "Best top-1 of each run whose `study_row` names a study row, next to the study's accuracy for that row (other runs are left out)."
+    from qvit_nb.runs import study_table
     t = study_table(_runs_frame(run_dirs))
     t = t[t['Study row'] != '']
     acc = next(c for c in t.columns if c.startswith('Accuracy'))
@@ -374,12 +375,62 @@ def use_report_renderer() -> ReportRenderer:
     pio.renderers.default = 'qvit_report'
     return pio.renderers['qvit_report']
 
+# %% ../nbs/09_dashboard.ipynb #525d851e
+from IPython.display import Markdown, display
+
+@dataclass
+class RunReport:
+    "A run's report: `sections` of `(heading, note, parts)`, a part being a figure, a table or a sentence."
+    run_dir: Path
+    sections: list
+
+    def outputs(self) -> list:
+        "What a notebook shows, in order: each heading with its note as Markdown, then its parts (a sentence as Markdown)."
+        out = []
+        for heading, note, parts in self.sections:
+            out.append(Markdown(f"## {heading}" + (f"\n{note}" if note else '')))
+            out += [Markdown(p) if isinstance(p, str) else p for p in parts]
+        return out
+
+    def _ipython_display_(self):
+        for o in self.outputs(): display(o)
+
+    def __repr__(self): return f"RunReport({self.run_dir}: {', '.join(h for h, _, _ in self.sections)})"
+
+# %% ../nbs/09_dashboard.ipynb #c5cb354c
+def _first_batch(run, cfg: Optional[TrainConfig]):
+    "The snapshot's batch: the first evaluation batch of a `Run`, or of a run directory's own data (at most 64 images)."
+    if cfg is None: return next(iter(run.eval_loader))[0][:64]
+    return next(iter(run_eval_data(cfg, cfg.max_images or None, min(64, cfg.max_images or 64))))[0]
+
+def run_report(run, data=None, checkpoint: str = 'last') -> RunReport:
+    """The report of a finished run, a `Run` or a run directory: accuracy curves and per-epoch table, quantizers, and a
+    snapshot of the activation histograms on `data` (default: the run's first evaluation batch). A directory's model
+    gets its `checkpoint` weights: `last`, as its executed report showed them, or `best`."""
+    if isinstance(run, (str, Path)):
+        run_dir = Path(run)
+        model, cfg = load_run(run_dir, checkpoint)
+    elif all(hasattr(run, a) for a in ('run_dir', 'model', 'eval_loader')): run_dir, model, cfg = Path(run.run_dir), run.model, None
+    else: raise TypeError(f"run_report takes a Run or a run directory, got {type(run).__name__}")
+    curves = [accuracy_curves([run_dir]), read_summary(run_dir)]
+    table = quant_summary(model)
+    n = len(table)
+    if activation_layers(model): acts = activation_snapshot(model, _first_batch(run, cfg) if data is None else data)
+    else: acts = (f'Only the weights are quantized ({n} quantized layers, listed above): no activation histogram to show.'
+                  if n else 'A float model: no activation is quantized.')
+    return RunReport(run_dir, [
+        ('Accuracy and loss per epoch', '', curves),
+        ('Quantizers', 'Bits, level sets and learned steps of every quantized place.', [table if n else 'A float model: nothing is quantized.']),
+        ('Activation histograms', 'Full-precision inputs of a few quantized layers against their quantized values, on one evaluation batch.',
+         [acts])])
+
 # %% ../nbs/09_dashboard.ipynb #58956984
 def _sources(run_or_model) -> dict:
     if isinstance(run_or_model, nn.Module): return {'model': run_or_model}
     if isinstance(run_or_model, (str, Path)):
         p = Path(run_or_model)
         if _is_run(p): return {p.name: p}
+        from qvit_nb.runs import load_runs
         found = [Path(d) for d in load_runs(p).output_dir if _is_run(d)] if p.is_dir() else []
         if not found: raise ValueError(f"{p} is neither a run directory (with args.yaml) nor a directory of runs")
         return {str(d.relative_to(p)): d for d in found}
@@ -537,6 +588,7 @@ class AccuracyDashboard:
 
     def scan(self) -> 'AccuracyDashboard':
         "Read the runs directory again; new runs that pass the filter are selected."
+        from qvit_nb.runs import load_runs
         old = set(self.df.output_dir) if len(self.df) else set()
         kept = set(self.runs.value)
         self.df = load_runs(self.runs_dir)
@@ -564,6 +616,7 @@ class AccuracyDashboard:
 
     def _draw(self):
         if self._quiet: return
+        from qvit_nb.runs import results_table
         sel = self.selected()
         _replace_traces(self.curves, accuracy_curves(sel, self.metric))
         _replace_traces(self.bars, accuracy_bars(sel))
@@ -581,6 +634,7 @@ class AccuracyDashboard:
 
     def to_html(self, path: Union[str, Path]) -> Path:
         "A standalone page of the selected runs: curves, bars and the results table."
+        from qvit_nb.runs import results_table
         sel = self.selected()
         return _write(path, html_page(f"qvit-nb accuracy: {self.runs_dir}", [accuracy_curves(sel, self.metric), accuracy_bars(sel),
                                                                               results_table(sel)]))
@@ -602,6 +656,7 @@ def _train_tiny_demo(out: Path):
 def demo_runs(repo: Union[str, Path, None] = None, fallback: Union[str, Path, None] = None) -> Path:
     """The demo's runs folder: `runs/demo` under `repo` (default: the working directory, its parent, or the repository
     holding the package) once `qvit demo` has run; else a tiny demo trained once into `fallback` (a temporary folder)."""
+    from qvit_nb.runs import load_runs
     bases = [Path(repo)] if repo is not None else [Path.cwd(), Path.cwd().parent,
                                                    Path(importlib.import_module('qvit_nb').__file__).resolve().parents[1]]
     for base in bases:

@@ -32,8 +32,8 @@ from .config import TrainConfig, load_config, save_config, config_hash
 __all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'quant_configs', 'check_model_name',
            'build_model', 'build_teacher', 'build_criterion', 'atomic_write', 'state_checksum', 'save_checkpoint',
            'previous_checkpoint', 'CheckpointError', 'load_checkpoint', 'new_run_id', 'lock_run_dir', 'resolve_run_dir',
-           'seed_epoch', 'resolve_device', 'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'RunInterrupted',
-           'check_resume', 'check_inputs', 'Run', 'train', 'resume_config']
+           'seed_epoch', 'resolve_device', 'dist_env', 'quiet_expected_warnings', 'gpu_fast_paths', 'TrainingDiverged',
+           'RunInterrupted', 'check_resume', 'check_inputs', 'Run', 'train', 'resume_config']
 
 # %% ../nbs/05_train.ipynb #0dc59e11
 def quant_configs(cfg: TrainConfig, wq_bits: Optional[int] = None, aq_bits: Optional[int] = None):
@@ -271,6 +271,20 @@ def resolve_device(name: str = 'auto') -> torch.device:
 def dist_env() -> tuple[int, int, int]:
     "`(rank, world_size, local_rank)` from torchrun's environment (`(0, 1, 0)` for a plain process)."
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
+
+# %% ../nbs/05_train.ipynb #8e0b4539
+import logging
+
+class _ExpectedOnCPU(logging.Filter):
+    "Drops torch's 'No CUDA runtime is found' record (see `quiet_expected_warnings`)."
+    def filter(self, record) -> bool: return not record.getMessage().startswith('No CUDA runtime is found')
+
+def quiet_expected_warnings():
+    """Silence log lines a CPU-only run is expected to print: `torch.utils.cpp_extension` logs 'No CUDA runtime is
+    found' when it is imported (by torch.compile's C++ kernels) on a machine with a CUDA toolkit but no GPU."""
+    if torch.cuda.is_available(): return
+    log = logging.getLogger('torch.utils.cpp_extension')
+    if not any(isinstance(f, _ExpectedOnCPU) for f in log.filters): log.addFilter(_ExpectedOnCPU())
 
 # %% ../nbs/05_train.ipynb #594cc5fd
 _FUSED_OPTS = ('adam', 'adamw', 'sgd', 'momentum')

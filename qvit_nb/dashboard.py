@@ -87,10 +87,7 @@ def _batches(data, batches: int):
 
 def _hook(q: LSQQuantizer, rec: LayerActivations, per_batch: int, gen: torch.Generator):
     def hook(mod, inputs, output):
-        x = inputs[0].detach().float()
-        if q.bias is not None: x = x + q.bias.detach().float()
-        step = q.effective_step().detach().float()
-        if q.per_channel: step = step.view(q._step_shape(x))
+        x, step, _ = q.prepare(inputs[0].detach().float())      # what the levels saw: the shifted input and its step
         codes = torch.round(output.detach().float() / step).clamp_(-q.qn, q.qp).add_(q.qn).to(torch.int32)
         rec.level_counts += torch.bincount(codes.flatten(), minlength=q.qn + q.qp + 1).cpu().numpy()
         rec.n += x.numel()
@@ -112,7 +109,7 @@ def collect_activations(model: nn.Module, data, layers: Optional[Sequence[str]] 
     if layers is not None:
         for l in layers: check_layer(l, quantizers)
         quantizers = {n: quantizers[n] for n in layers}
-    fresh = {n: (q.step.detach().clone(), q.initialized.clone()) for n, q in quantizers.items() if not q._ready}
+    fresh = {n: q.snapshot() for n, q in quantizers.items() if not q.initialised}
     recs = {n: LayerActivations(n, _kind(n, model), q.bits, q.levels, float('nan'),
                                 level_counts=np.zeros(q.qn + q.qp + 1, dtype=np.int64), sample=np.zeros(0, np.float32))
             for n, q in quantizers.items()}
@@ -129,8 +126,7 @@ def collect_activations(model: nn.Module, data, layers: Optional[Sequence[str]] 
     finally:
         for h in handles: h.remove()
         model.train(was_training)
-        for n, (step, init) in fresh.items():        # leave never-initialised quantizers as they were
-            q = quantizers[n]; q.step.data = step; q.initialized.copy_(init); q._ready = False
+        for n, snapshot in fresh.items(): quantizers[n].restore(snapshot)   # leave never-initialised quantizers as they were
     return recs
 
 def check_layer(layer: str, layers) -> str:

@@ -466,7 +466,7 @@ class Run:
     def _init_steps(self):
         "Initialise the quantizer steps that have not been (new, or not in an initial checkpoint) from the first batch."
         from qvit_nb.quant import LSQQuantizer
-        if not any(isinstance(m, LSQQuantizer) and not m._ready for m in self.model.modules()): return
+        if not any(isinstance(m, LSQQuantizer) and not m.initialised for m in self.model.modules()): return
         self.train_loader.set_epoch(0) if hasattr(self.train_loader, 'set_epoch') else None
         x, _ = next(iter(self.train_loader))
         was = self.model.training

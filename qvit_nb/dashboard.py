@@ -5,7 +5,7 @@
 # %% ../nbs/09_dashboard.ipynb #140dbd0f
 from __future__ import annotations
 import contextlib, difflib, html, importlib, io, json, math, shutil, tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -22,7 +22,7 @@ from torch import nn
 
 from .quant import LSQQuantizer, Levels
 from .qmodules import QuantLinear, QuantConv2d, Attention, activation_quantizers, quant_summary
-from .data import build_loaders, kwargs_for
+from .data import build_loaders
 from .config import TrainConfig, load_config
 from .train import build_model, load_checkpoint, train
 from .runs import load_runs, results_table, network_label, tricks_label
@@ -235,14 +235,14 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = 'best') -> tuple[nn.Mo
     path = next((run_dir / f for f in files if (run_dir / f).is_file()), run_dir / files[0])
     cfg = load_config(run_dir / 'args.yaml')
     ckpt = load_checkpoint(path)
-    model = build_model(cfg, ckpt.get('num_classes') or cfg.num_classes or 10)
+    model = build_model(replace(cfg, pretrained=False), ckpt.get('num_classes') or cfg.num_classes or 10)   # its weights come from the checkpoint
     model.load_state_dict({k.removeprefix('module.'): v for k, v in ckpt['state_dict'].items()})
     return model.eval(), cfg
 
 def run_eval_data(cfg: Union[TrainConfig, str, Path], max_images: int = 256, batch_size: int = 64):
     "The evaluation loader of a run (its config or directory), on the CPU, at most `max_images` images."
     if not isinstance(cfg, TrainConfig): cfg = load_config(Path(cfg) / 'args.yaml')
-    kw = {**kwargs_for(build_loaders, cfg.to_dict()), 'max_images': max_images, 'batch_size': batch_size,
+    kw = {**cfg.loader_kwargs(), 'max_images': max_images, 'batch_size': batch_size,
           'eval_batch_size': batch_size, 'workers': 0, 'device': 'cpu', 'rank': 0, 'world_size': 1, 'pin_memory': False}
     return build_loaders(**kw)[1]
 

@@ -346,8 +346,12 @@ class QConfig:
             raise ValueError(f"unknown quantization mode {self.mode!r}; valid modes: {', '.join(sorted(QUANTIZERS))}")
         self.mode = self.mode.lower()
         learnable_bias_kind(self.learnable_bias)
-        if self.enabled: levels_with_overrides(self.bits, True if self.signed is None else self.signed,
-                                               self.symmetric, self.pos, self.neg)
+        if not self.enabled: return
+        errors = []
+        for signed in (True, False) if self.signed is None else (self.signed,):   # None: the module decides
+            try: levels_with_overrides(self.bits, signed, self.symmetric, self.pos, self.neg); return
+            except ValueError as e: errors.append(e)
+        raise errors[-1]
 
     @property
     def enabled(self) -> bool: return self.mode != 'identity'

@@ -5,7 +5,7 @@
 # %% ../nbs/09_dashboard.ipynb #140dbd0f
 from __future__ import annotations
 import contextlib, difflib, html, importlib, io, json, math, shutil, tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -22,7 +22,7 @@ from torch import nn
 
 from .quant import LSQQuantizer, Levels
 from .qmodules import QuantLinear, QuantConv2d, Attention, activation_quantizers, quant_summary
-from .data import build_loaders, kwargs_for
+from .data import build_loaders
 from .config import TrainConfig, load_config
 from .train import build_model, load_checkpoint, train
 # `qvit_nb.runs` executes the run template, which imports this module for `run_report`: the functions below that read
@@ -88,10 +88,7 @@ def _batches(data, batches: int):
 
 def _hook(q: LSQQuantizer, rec: LayerActivations, per_batch: int, gen: torch.Generator):
     def hook(mod, inputs, output):
-        x = inputs[0].detach().float()
-        if q.bias is not None: x = x + q.bias.detach().float()
-        step = q.effective_step().detach().float()
-        if q.per_channel: step = step.view(q._step_shape(x))
+        x, step, _ = q.prepare(inputs[0].detach().float())      # what the levels saw: the shifted input and its step
         codes = torch.round(output.detach().float() / step).clamp_(-q.qn, q.qp).add_(q.qn).to(torch.int32)
         rec.level_counts += torch.bincount(codes.flatten(), minlength=q.qn + q.qp + 1).cpu().numpy()
         rec.n += x.numel()
@@ -113,7 +110,7 @@ def collect_activations(model: nn.Module, data, layers: Optional[Sequence[str]] 
     if layers is not None:
         for l in layers: check_layer(l, quantizers)
         quantizers = {n: quantizers[n] for n in layers}
-    fresh = {n: (q.step.detach().clone(), q.initialized.clone()) for n, q in quantizers.items() if not q._ready}
+    fresh = {n: q.snapshot() for n, q in quantizers.items() if not q.initialised}
     recs = {n: LayerActivations(n, _kind(n, model), q.bits, q.levels, float('nan'),
                                 level_counts=np.zeros(q.qn + q.qp + 1, dtype=np.int64), sample=np.zeros(0, np.float32))
             for n, q in quantizers.items()}
@@ -130,8 +127,7 @@ def collect_activations(model: nn.Module, data, layers: Optional[Sequence[str]] 
     finally:
         for h in handles: h.remove()
         model.train(was_training)
-        for n, (step, init) in fresh.items():        # leave never-initialised quantizers as they were
-            q = quantizers[n]; q.step.data = step; q.initialized.copy_(init); q._ready = False
+        for n, snapshot in fresh.items(): quantizers[n].restore(snapshot)   # leave never-initialised quantizers as they were
     return recs
 
 def check_layer(layer: str, layers) -> str:
@@ -240,14 +236,14 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = 'best') -> tuple[nn.Mo
     path = next((run_dir / f for f in files if (run_dir / f).is_file()), run_dir / files[0])
     cfg = load_config(run_dir / 'args.yaml')
     ckpt = load_checkpoint(path)
-    model = build_model(cfg, ckpt.get('num_classes') or cfg.num_classes or 10)
+    model = build_model(replace(cfg, pretrained=False), ckpt.get('num_classes') or cfg.num_classes or 10)   # its weights come from the checkpoint
     model.load_state_dict({k.removeprefix('module.'): v for k, v in ckpt['state_dict'].items()})
     return model.eval(), cfg
 
 def run_eval_data(cfg: Union[TrainConfig, str, Path], max_images: int = 256, batch_size: int = 64):
     "The evaluation loader of a run (its config or directory), on the CPU, at most `max_images` images."
     if not isinstance(cfg, TrainConfig): cfg = load_config(Path(cfg) / 'args.yaml')
-    kw = {**kwargs_for(build_loaders, cfg.to_dict()), 'max_images': max_images, 'batch_size': batch_size,
+    kw = {**cfg.loader_kwargs(), 'max_images': max_images, 'batch_size': batch_size,
           'eval_batch_size': batch_size, 'workers': 0, 'device': 'cpu', 'rank': 0, 'world_size': 1, 'pin_memory': False}
     return build_loaders(**kw)[1]
 

@@ -25,7 +25,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from qvit_nb.quant import fast_paths, LSQFunction, lsq_quantize, lsq_reference  # noqa: E402
+from qvit_nb.quant import lsq_quantize, lsq_reference  # noqa: E402
+from qvit_nb.fastpaths import fast_paths, quantize  # noqa: E402
 from qvit_nb.train import train  # noqa: E402
 
 CONFIG = REPO / 'configs' / 'fp' / 'vit_6_4_32_cifar10.yml'
@@ -66,14 +67,14 @@ def check_kernels(device) -> list:
         x = (torch.randn(128 * 65, 256, generator=g) * 2).to(device, dtype)            # above the fused kernels' 2^19-element floor
         s = (torch.rand(1, 256, generator=g) * 0.3 + 0.2 if per_channel else torch.tensor(0.37)).to(device)
         gy = torch.randn(x.shape, generator=g).to(device, dtype)
-        function = lambda a, b: LSQFunction.apply(a, b, 2, 1, 0.01, False)
+        function = lambda a, b: quantize(a, b, 2, 1, 0.01, False)
         eager = _grads(function, x, s, gy, fused=False)
         xs = x / s.to(dtype)                                 # the step gradient of these float terms, summed exactly
         inside = ((xs >= -2) & (xs <= 1)).to(dtype)
         d = (xs.clamp(-2, 1).round() - xs * inside).double() * gy.double()
         exact = (d.sum() if s.dim() == 0 else d.sum(0, keepdim=True)) * 0.01
         rows = {'eager function': eager}
-        if device.type == 'cpu':                                # the fused kernels are CPU-only (qvit_nb.quant)
+        if device.type == 'cpu':                                # the fused kernels are CPU-only (qvit_nb.fastpaths)
             rows['fused kernels'] = _grads(function, x, s, gy)
         rows['compiled graph (composed)'] = _grads(torch.compile(lambda a, b: lsq_quantize(a, b, 2, 1, 0.01)), x, s, gy)
         for name, (y, gx, gs) in rows.items():

@@ -11,7 +11,7 @@ machine noise hits all of them alike. Prints: variant, ms/step, images/s, ratio 
     python benchmarks/qat_overhead.py --bf16-row            # add float32 under CPU bf16 autocast, for context
 
 "qvit-nb LSQ" is the default path, every machine-dependent fast path as set (`'auto'` unless `QVIT_INT8_MATMUL` or
-`QVIT_FUSED_KERNELS` say otherwise; `qvit_nb.quant.fast_paths`):
+`QVIT_FUSED_KERNELS` say otherwise; `qvit_nb.fastpaths.fast_paths`):
 in eval without gradients (`--inference`) the forward product of each quantized linear runs on the int8 levels
 (`int8_linear`, oneDNN) where a one-time measurement at that shape showed int8 faster than float32 here; the row
 "qvit-nb LSQ, fp32 products" is the same model with int8 switched off (`fast_paths(int8=False)`). Training never
@@ -39,22 +39,17 @@ from torch import nn
 
 import qvit_nb  # noqa: F401  (registers the models)
 import timm
-from qvit_nb.quant import (QConfig, lsq_reference, register_quantizer, LSQQuantizer, fast_paths, fast_path_measurements,
-                           fast_path_settings, int8_matmul_supported, int8_linear, pack_int8_weight, _vec_width)
+from qvit_nb.quant import QConfig, lsq_reference, register_quantizer, LSQQuantizer
+from qvit_nb.fastpaths import (fast_paths, fast_path_measurements, fast_path_settings, int8_matmul_supported, int8_linear,
+                               pack_int8_weight, _vec_width)
 from qvit_nb.qmodules import quantize_model
 
 
 class NaiveLSQ(LSQQuantizer):
     "The same quantizer with the naive autograd formulation (`lsq_reference`): what our fused Function replaces."
-    def forward(self, x):
-        if self.bias is not None: x = x + self.bias
-        if not self._ready: self.init_step(x)
-        step = self.effective_step()
-        if self.per_channel: step = step.view(self._step_shape(x))
-        g = 1.0 / (x.numel() // (step.numel() or 1) * self.qp) ** 0.5
+    def forward(self, x):                      # a forward of its own: `fastpaths.linear` does not fold it either
+        x, step, g = self.prepare(x)
         return lsq_reference(x, step, self.qn, self.qp, g, self.levels.binary)
-
-    def folds_into_linear(self, x, weight): return False                            # no folded fast path
 
 
 @register_quantizer('naive_lsq')

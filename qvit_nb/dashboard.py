@@ -5,7 +5,7 @@
 # %% ../nbs/09_dashboard.ipynb #140dbd0f
 from __future__ import annotations
 import contextlib, difflib, html, importlib, io, json, math, shutil, tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -22,17 +22,19 @@ from torch import nn
 
 from .quant import LSQQuantizer, Levels
 from .qmodules import QuantLinear, QuantConv2d, Attention, activation_quantizers, quant_summary
-from .data import build_loaders, kwargs_for
+from .data import build_loaders
 from .config import TrainConfig, load_config
 from .train import build_model, load_checkpoint, train
-from .runs import load_runs, results_table, network_label, tricks_label
+# `qvit_nb.runs` executes the run template, which imports this module for `run_report`: the functions below that read
+# runs directories import `runs` when called, so importing the dashboard never imports it (no hidden loop).
 
 # %% auto #0
 __all__ = ['TRACES', 'SUMMARY_MAX_BYTES', 'activation_layers', 'LayerActivations', 'collect_activations', 'check_layer',
            'activation_histogram', 'activation_figure', 'activation_table', 'activation_snapshot', 'load_run',
            'run_eval_data', 'read_summary', 'run_label', 'accuracy_curves', 'accuracy_bars', 'value_range',
-           'study_bars', 'html_page', 'layer_select_html', 'ReportRenderer', 'use_report_renderer',
-           'ActivationDashboard', 'activation_dashboard', 'AccuracyDashboard', 'accuracy_dashboard', 'demo_runs']
+           'study_bars', 'html_page', 'layer_select_html', 'ReportRenderer', 'use_report_renderer', 'RunReport',
+           'run_report', 'ActivationDashboard', 'activation_dashboard', 'AccuracyDashboard', 'accuracy_dashboard',
+           'demo_runs']
 
 # %% ../nbs/09_dashboard.ipynb #47d87b70
 def activation_layers(model: nn.Module) -> dict[str, LSQQuantizer]:
@@ -87,10 +89,7 @@ def _batches(data, batches: int):
 
 def _hook(q: LSQQuantizer, rec: LayerActivations, per_batch: int, gen: torch.Generator):
     def hook(mod, inputs, output):
-        x = inputs[0].detach().float()
-        if q.bias is not None: x = x + q.bias.detach().float()
-        step = q.effective_step().detach().float()
-        if q.per_channel: step = step.view(q._step_shape(x))
+        x, step, _ = q.prepare(inputs[0].detach().float())      # what the levels saw: the shifted input and its step
         codes = torch.round(output.detach().float() / step).clamp_(-q.qn, q.qp).add_(q.qn).to(torch.int32)
         rec.level_counts += torch.bincount(codes.flatten(), minlength=q.qn + q.qp + 1).cpu().numpy()
         rec.n += x.numel()
@@ -112,7 +111,7 @@ def collect_activations(model: nn.Module, data, layers: Optional[Sequence[str]] 
     if layers is not None:
         for l in layers: check_layer(l, quantizers)
         quantizers = {n: quantizers[n] for n in layers}
-    fresh = {n: (q.step.detach().clone(), q.initialized.clone()) for n, q in quantizers.items() if not q._ready}
+    fresh = {n: q.snapshot() for n, q in quantizers.items() if not q.initialised}
     recs = {n: LayerActivations(n, _kind(n, model), q.bits, q.levels, float('nan'),
                                 level_counts=np.zeros(q.qn + q.qp + 1, dtype=np.int64), sample=np.zeros(0, np.float32))
             for n, q in quantizers.items()}
@@ -129,8 +128,7 @@ def collect_activations(model: nn.Module, data, layers: Optional[Sequence[str]] 
     finally:
         for h in handles: h.remove()
         model.train(was_training)
-        for n, (step, init) in fresh.items():        # leave never-initialised quantizers as they were
-            q = quantizers[n]; q.step.data = step; q.initialized.copy_(init); q._ready = False
+        for n, snapshot in fresh.items(): quantizers[n].restore(snapshot)   # leave never-initialised quantizers as they were
     return recs
 
 def check_layer(layer: str, layers) -> str:
@@ -239,14 +237,14 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = 'best') -> tuple[nn.Mo
     path = next((run_dir / f for f in files if (run_dir / f).is_file()), run_dir / files[0])
     cfg = load_config(run_dir / 'args.yaml')
     ckpt = load_checkpoint(path)
-    model = build_model(cfg, ckpt.get('num_classes') or cfg.num_classes or 10)
+    model = build_model(replace(cfg, pretrained=False), ckpt.get('num_classes') or cfg.num_classes or 10)   # its weights come from the checkpoint
     model.load_state_dict({k.removeprefix('module.'): v for k, v in ckpt['state_dict'].items()})
     return model.eval(), cfg
 
 def run_eval_data(cfg: Union[TrainConfig, str, Path], max_images: int = 256, batch_size: int = 64):
     "The evaluation loader of a run (its config or directory), on the CPU, at most `max_images` images."
     if not isinstance(cfg, TrainConfig): cfg = load_config(Path(cfg) / 'args.yaml')
-    kw = {**kwargs_for(build_loaders, cfg.to_dict()), 'max_images': max_images, 'batch_size': batch_size,
+    kw = {**cfg.loader_kwargs(), 'max_images': max_images, 'batch_size': batch_size,
           'eval_batch_size': batch_size, 'workers': 0, 'device': 'cpu', 'rank': 0, 'world_size': 1, 'pin_memory': False}
     return build_loaders(**kw)[1]
 
@@ -282,6 +280,7 @@ def run_label(row) -> str:
 
 def _runs_frame(run_dirs) -> pd.DataFrame:
     "`load_runs` rows for a runs directory, a list of run directories, or a `load_runs` frame."
+    from qvit_nb.runs import load_runs
     if isinstance(run_dirs, pd.DataFrame): return run_dirs
     if isinstance(run_dirs, (str, Path)):
         if not _is_run(run_dirs) and not (Path(run_dirs) / 'metrics.json').exists(): return load_runs(run_dirs)
@@ -329,10 +328,9 @@ def value_range(values, margin: float = 0.25, min_margin: float = 0.5) -> Option
     return [max(0., lo - pad), hi + pad]
 
 # %% ../nbs/09_dashboard.ipynb #cb641c2b
-from .runs import study_table
-
 def study_bars(run_dirs) -> go.Figure:
     "Best top-1 of each run whose `study_row` names a study row, next to the study's accuracy for that row (other runs are left out)."
+    from qvit_nb.runs import study_table
     t = study_table(_runs_frame(run_dirs))
     t = t[t['Study row'] != '']
     acc = next(c for c in t.columns if c.startswith('Accuracy'))
@@ -399,12 +397,62 @@ def use_report_renderer() -> ReportRenderer:
     pio.renderers.default = 'qvit_report'
     return pio.renderers['qvit_report']
 
+# %% ../nbs/09_dashboard.ipynb #525d851e
+from IPython.display import Markdown, display
+
+@dataclass
+class RunReport:
+    "A run's report: `sections` of `(heading, note, parts)`, a part being a figure, a table or a sentence."
+    run_dir: Path
+    sections: list
+
+    def outputs(self) -> list:
+        "What a notebook shows, in order: each heading with its note as Markdown, then its parts (a sentence as Markdown)."
+        out = []
+        for heading, note, parts in self.sections:
+            out.append(Markdown(f"## {heading}" + (f"\n{note}" if note else '')))
+            out += [Markdown(p) if isinstance(p, str) else p for p in parts]
+        return out
+
+    def _ipython_display_(self):
+        for o in self.outputs(): display(o)
+
+    def __repr__(self): return f"RunReport({self.run_dir}: {', '.join(h for h, _, _ in self.sections)})"
+
+# %% ../nbs/09_dashboard.ipynb #c5cb354c
+def _first_batch(run, cfg: Optional[TrainConfig]):
+    "The snapshot's batch: the first evaluation batch of a `Run`, or of a run directory's own data (at most 64 images)."
+    if cfg is None: return next(iter(run.eval_loader))[0][:64]
+    return next(iter(run_eval_data(cfg, cfg.max_images or None, min(64, cfg.max_images or 64))))[0]
+
+def run_report(run, data=None, checkpoint: str = 'last') -> RunReport:
+    """The report of a finished run, a `Run` or a run directory: accuracy curves and per-epoch table, quantizers, and a
+    snapshot of the activation histograms on `data` (default: the run's first evaluation batch). A directory's model
+    gets its `checkpoint` weights: `last`, as its executed report showed them, or `best`."""
+    if isinstance(run, (str, Path)):
+        run_dir = Path(run)
+        model, cfg = load_run(run_dir, checkpoint)
+    elif all(hasattr(run, a) for a in ('run_dir', 'model', 'eval_loader')): run_dir, model, cfg = Path(run.run_dir), run.model, None
+    else: raise TypeError(f"run_report takes a Run or a run directory, got {type(run).__name__}")
+    curves = [accuracy_curves([run_dir]), read_summary(run_dir)]
+    table = quant_summary(model)
+    n = len(table)
+    if activation_layers(model): acts = activation_snapshot(model, _first_batch(run, cfg) if data is None else data)
+    else: acts = (f'Only the weights are quantized ({n} quantized layers, listed above): no activation histogram to show.'
+                  if n else 'A float model: no activation is quantized.')
+    return RunReport(run_dir, [
+        ('Accuracy and loss per epoch', '', curves),
+        ('Quantizers', 'Bits, level sets and learned steps of every quantized place.', [table if n else 'A float model: nothing is quantized.']),
+        ('Activation histograms', 'Full-precision inputs of a few quantized layers against their quantized values, on one evaluation batch.',
+         [acts])])
+
 # %% ../nbs/09_dashboard.ipynb #58956984
 def _sources(run_or_model) -> dict:
     if isinstance(run_or_model, nn.Module): return {'model': run_or_model}
     if isinstance(run_or_model, (str, Path)):
         p = Path(run_or_model)
         if _is_run(p): return {p.name: p}
+        from qvit_nb.runs import load_runs
         found = [Path(d) for d in load_runs(p).output_dir if _is_run(d)] if p.is_dir() else []
         if not found: raise ValueError(f"{p} is neither a run directory (with args.yaml) nor a directory of runs")
         return {str(d.relative_to(p)): d for d in found}
@@ -562,6 +610,7 @@ class AccuracyDashboard:
 
     def scan(self) -> 'AccuracyDashboard':
         "Read the runs directory again; new runs that pass the filter are selected."
+        from qvit_nb.runs import load_runs
         old = set(self.df.output_dir) if len(self.df) else set()
         kept = set(self.runs.value)
         self.df = load_runs(self.runs_dir)
@@ -590,6 +639,7 @@ class AccuracyDashboard:
 
     def _draw(self):
         if self._quiet: return
+        from qvit_nb.runs import results_table
         sel = self.selected()
         _replace_traces(self.curves, accuracy_curves(sel, self.metric))
         _replace_traces(self.bars, accuracy_bars(sel))
@@ -607,6 +657,7 @@ class AccuracyDashboard:
 
     def to_html(self, path: Union[str, Path]) -> Path:
         "A standalone page of the selected runs: curves, bars and the results table."
+        from qvit_nb.runs import results_table
         sel = self.selected()
         return _write(path, html_page(f"qvit-nb accuracy: {self.runs_dir}", [accuracy_curves(sel, self.metric), accuracy_bars(sel),
                                                                               results_table(sel)]))
@@ -628,6 +679,7 @@ def _train_tiny_demo(out: Path):
 def demo_runs(repo: Union[str, Path, None] = None, fallback: Union[str, Path, None] = None) -> Path:
     """The demo's runs folder: `runs/demo` under `repo` (default: the working directory, its parent, or the repository
     holding the package) once `qvit demo` has run; else a tiny demo trained once into `fallback` (a temporary folder)."""
+    from qvit_nb.runs import load_runs
     bases = [Path(repo)] if repo is not None else [Path.cwd(), Path.cwd().parent,
                                                    Path(importlib.import_module('qvit_nb').__file__).resolve().parents[1]]
     for base in bases:

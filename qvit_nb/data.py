@@ -7,11 +7,11 @@ Mixup/CutMix, and a tensor-resident loader that augments whole batches in torch.
 __all__ = ['DATASETS', 'DIGITS_SPLIT', 'DATASET_STATS', 'CROPS', 'RAND_OPS', 'PIPELINES', 'DatasetLayoutError', 'dataset_name',
            'UnsafePickleError', 'SafeUnpickler', 'safe_pickle_load', 'InMemoryDataset', 'load_cifar',
            'load_digits_dataset', 'folder_split_path', 'load_folder', 'reset_tar_handles', 'load_dataset', 'to_memory',
-           'build_transform', 'build_mixup', 'parse_rand_augment', 'rand_augment_batch', 'TensorLoader',
-           'SeededDataLoader', 'kwargs_for', 'build_loaders']
+           'build_transform', 'dataset_stats', 'build_mixup', 'parse_rand_augment', 'rand_augment_batch',
+           'TensorLoader', 'SeededDataLoader', 'build_loaders']
 
 # %% ../nbs/04_data.ipynb #3687d749
-import difflib, inspect, io, math, os, pickle, random, re, tarfile
+import difflib, io, math, os, pickle, random, re, tarfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -331,7 +331,7 @@ def _stack_same_size(batch):
 # %% ../nbs/04_data.ipynb #284b045c
 DATASET_STATS = {
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    'cifar100': ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),     # CCT's (the study's) values
     'digits': ((0.3054, 0.3054, 0.3054), (0.3237, 0.3237, 0.3237)),   # measured on the train split
 }
 DATASET_STATS['folder'] = DATASET_STATS['cifar10']
@@ -349,7 +349,7 @@ def build_transform(is_training:bool, img_size:int=32, mean=None, std=None, scal
                     crop:str='rrc', padding:int=4, dataset:str='cifar10'):
     "timm's train or eval transform (PIL image -> normalised float CHW tensor)."
     _check_crop(crop)
-    mean, std = _stats(dataset, mean, std)
+    mean, std = dataset_stats(dataset, mean, std)
     if not is_training:
         return create_transform(img_size, is_training=False, interpolation=interpolation, mean=mean, std=std,
                                 crop_pct=crop_pct)
@@ -375,7 +375,8 @@ def _patch_posterize(t):
         if getattr(getattr(op, 'aug_fn', None), '__name__', '') == 'posterize': op.aug_fn = _posterize
     return t
 
-def _stats(dataset, mean, std):
+def dataset_stats(dataset: str, mean=None, std=None) -> tuple[tuple, tuple]:
+    "`(mean, std)` per channel: the given ones, else `dataset`'s from `DATASET_STATS`."
     dm, ds = DATASET_STATS[dataset_name(dataset)]
     return tuple(mean or dm), tuple(std or ds)
 
@@ -647,11 +648,6 @@ class SeededDataLoader(DataLoader):
             random.seed(s); np.random.seed(s); torch.manual_seed(s)
         return super().__iter__()
 
-def kwargs_for(fn, cfg) -> dict:
-    "The items of mapping `cfg` that `fn` accepts as keyword arguments."
-    params = inspect.signature(fn).parameters
-    return {k: v for k, v in dict(cfg).items() if k in params and params[k].kind != inspect.Parameter.VAR_KEYWORD}
-
 def _subset(ds, max_images, seed):
     if not max_images or max_images >= len(ds): return ds
     idx = np.sort(torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).numpy()[:max_images])
@@ -690,7 +686,7 @@ def build_loaders(dataset:str='digits', data_dir=None, img_size:int=32, batch_si
         fits = isinstance(train, InMemoryDataset) or \
             (_decoded_bytes(train) + _decoded_bytes(evals)) <= max_memory_mb * 2**20
         pipeline = 'tensor' if fits else 'torch'
-    mean, std = _stats(name, mean, std)
+    mean, std = dataset_stats(name, mean, std)
     aug = dict(scale=scale, ratio=ratio, hflip=hflip, color_jitter=color_jitter, aa=aa, reprob=reprob, remode=remode,
                recount=recount, interpolation=interpolation, train_interpolation=train_interpolation,
                crop_pct=crop_pct, crop=crop, padding=padding)

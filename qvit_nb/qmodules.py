@@ -12,15 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .quant import LSQQuantizer, PackedInt8Weight, QConfig, make_quantizer, pack_int8_weight, quant_levels, use_int8_matmul
+from .quant import LSQQuantizer, QConfig, make_quantizer, quant_levels
+from . import fastpaths
+from .fastpaths import PackedInt8Weight, fits_int8, int8_products_allowed, pack_int8_weight, use_int8_matmul
 
 # %% auto #0
 __all__ = ['PRESETS', 'RELU_UNSIGNED', 'UNINITIALISED', 'QuantLinear', 'QuantConv2d', 'Attention', 'parse_qmodule', 'study_alias',
            'quantize_model', 'model_storage', 'activation_quantizers', 'quant_summary']
 
 # %% ../nbs/01_qmodules.ipynb #f29972d6
-from .quant import int8_products_allowed
-
 class _QuantWeight:
     "Mixin: `quant_weight()` is `wq(weight)`, cached in eval mode without gradients."
     _wcache = _pcache = None
@@ -49,7 +49,7 @@ class _QuantWeight:
         gradients only (training would repack a changing weight every step), with integer products not switched off."""
         wq = self.wq
         if self.training or torch.is_grad_enabled() or not (
-            isinstance(wq, LSQQuantizer) and wq.bias is None and wq.fits_int8 and int8_products_allowed()): return None
+            isinstance(wq, LSQQuantizer) and wq.bias is None and fits_int8(wq.qn, wq.qp) and int8_products_allowed()): return None
         return wq.effective_step()
 
     def int8_weight(self, w: torch.Tensor, x: torch.Tensor) -> Optional[PackedInt8Weight]:
@@ -74,13 +74,7 @@ class QuantLinear(_QuantWeight, nn.Linear):
         self.wq = make_quantizer(wq, signed=True, num_channels=out_features, ch_axis=0)
         self.aq = make_quantizer(aq, signed=a_signed, ch_axis=-1)
 
-    def forward(self, x):
-        w = self.quant_weight()
-        if isinstance(self.aq, LSQQuantizer):
-            if not (self.aq.folds_into_linear(x, w) and self.aq.fits_int8): return self.aq.linear(x, w, self.bias)
-            if torch.compiler.is_compiling(): return self.aq.linear(x, w, self.bias, w_step=self.int8_step())  # the op decides
-            return self.aq.linear(x, w, self.bias, self.int8_weight(w, x))
-        return F.linear(self.aq(x), w, self.bias)
+    def forward(self, x): return fastpaths.linear(self.aq, x, self.quant_weight(), self.bias, self)
 
     @classmethod
     def from_float(cls, m: nn.Linear, wq=None, aq=None, a_signed=True) -> 'QuantLinear':
@@ -336,7 +330,7 @@ def _describe(q: nn.Module) -> tuple:
     lv = '' if levels is None else ('{-1,+1}' if levels.binary else f"{{{','.join(map(str, levels.values()))}}}"
                                      if levels.n_levels <= 8 else f"{-levels.qn}..{levels.qp}")
     step = None
-    if isinstance(q, LSQQuantizer): step = q.effective_step().mean().item() if bool(q.initialized) else UNINITIALISED
+    if isinstance(q, LSQQuantizer): step = q.effective_step().mean().item() if q.initialised else UNINITIALISED
     return bits, lv, step
 
 def _packed_bits(q: nn.Module) -> Optional[int]:

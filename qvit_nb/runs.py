@@ -14,8 +14,8 @@ import yaml
 # %% auto #0
 __all__ = ['STATUSES', 'STUDY_FINDINGS', 'EXECUTORS', 'KERNEL_LOG', 'run_status', 'network_label', 'tricks_label', 'load_runs',
            'results_table', 'render_report', 'study_results', 'study_table', 'study_findings', 'render_study_report',
-           'Experiment', 'Sweep', 'load_sweep', 'train_notebook', 'report_config', 'quiet_expected_warnings',
-           'execute_experiment', 'SweepResult', 'SweepInterrupted', 'run_sweep', 'sweep_plan']
+           'Experiment', 'Sweep', 'load_sweep', 'train_notebook', 'report_config', 'execute_experiment', 'SweepResult',
+           'SweepInterrupted', 'run_sweep', 'sweep_plan']
 
 # %% ../nbs/08_runs.ipynb #e6e9a86e
 def _read_json(p: Path) -> Optional[dict]:
@@ -357,14 +357,12 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     return sweep
 
 # %% ../nbs/08_runs.ipynb #31885f24
-import logging
-
 def train_notebook() -> Path:
-    "The parameterized training notebook (`nbs/experiments/train.ipynb` of the repository)."
-    for base in (Path(__file__).resolve().parents[1], Path.cwd()):
-        p = base / 'nbs' / 'experiments' / 'train.ipynb'
-        if p.is_file(): return p
-    raise FileNotFoundError("nbs/experiments/train.ipynb not found next to the qvit_nb package or in the working directory")
+    """The run template papermill executes once per experiment: `qvit_nb/templates/train.ipynb`, package data read
+    through `importlib.resources`, so a regular (non-editable) install finds it from any working directory."""
+    p = importlib.resources.files('qvit_nb') / 'templates' / 'train.ipynb'
+    if not p.is_file(): raise FileNotFoundError(f"the run template {p} is missing from the installed qvit_nb package; reinstall qvit-nb")
+    return Path(str(p))
 
 def _metrics(run_dir: Path) -> dict: return _read_json(Path(run_dir) / 'metrics.json') or {}
 
@@ -372,18 +370,6 @@ def report_config(params: dict) -> dict:
     "The keys of `params` that differ from `TrainConfig`'s defaults: the template's one parameter, short enough to read."
     default = TrainConfig().to_dict()
     return {k: v for k, v in params.items() if k not in default or v != default[k]}
-
-class _ExpectedOnCPU(logging.Filter):
-    "Drops torch's 'No CUDA runtime is found' record (see `quiet_expected_warnings`)."
-    def filter(self, record) -> bool: return not record.getMessage().startswith('No CUDA runtime is found')
-
-def quiet_expected_warnings():
-    """Silence log lines a CPU-only run is expected to print: `torch.utils.cpp_extension` logs 'No CUDA runtime is
-    found' when it is imported (by torch.compile's C++ kernels) on a machine with a CUDA toolkit but no GPU."""
-    import torch
-    if torch.cuda.is_available(): return
-    log = logging.getLogger('torch.utils.cpp_extension')
-    if not any(isinstance(f, _ExpectedOnCPU) for f in log.filters): log.addFilter(_ExpectedOnCPU())
 
 KERNEL_LOG = 'kernel.log'   # a run's notebook kernel writes its own log lines here, not into the sweep's output
 

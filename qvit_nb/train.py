@@ -22,32 +22,20 @@ from timm.utils import ModelEmaV3, accuracy, dispatch_clip_grad
 from tqdm.auto import tqdm
 
 import qvit_nb.models  # noqa: F401  (registers the compact transformers with timm)
-from .quant import QConfig
 from .qmodules import quantize_model, quant_summary, activation_quantizers, model_storage
 from .distill import DistillLoss, ClassificationLoss, forward_with_embeddings, load_teacher, check_state_dict, is_quantizer_key
-from .data import build_loaders, build_mixup, kwargs_for, dataset_name, DATASETS
-from .config import TrainConfig, load_config, save_config, config_hash
+from .data import build_loaders, build_mixup, dataset_name, DATASETS
+from .config import TrainConfig, EVAL_METRICS, load_config, save_config, config_hash
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'quant_configs', 'check_model_name',
-           'build_model', 'build_teacher', 'build_criterion', 'atomic_write', 'state_checksum', 'save_checkpoint',
+__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'check_model_name', 'build_model',
+           'build_teacher', 'build_criterion', 'atomic_write', 'state_checksum', 'save_checkpoint',
            'previous_checkpoint', 'CheckpointError', 'load_checkpoint', 'new_run_id', 'lock_run_dir', 'resolve_run_dir',
-           'seed_epoch', 'resolve_device', 'dist_env', 'gpu_fast_paths', 'TrainingDiverged', 'RunInterrupted',
-           'check_resume', 'check_inputs', 'Run', 'train', 'resume_config']
+           'seed_epoch', 'resolve_device', 'dist_env', 'quiet_expected_warnings', 'gpu_fast_paths', 'rank_epochs',
+           'keep_best_checkpoints', 'TrainingDiverged', 'RunInterrupted', 'check_resume', 'check_inputs', 'Run',
+           'train', 'resume_config']
 
 # %% ../nbs/05_train.ipynb #0dc59e11
-def quant_configs(cfg: TrainConfig, wq_bits: Optional[int] = None, aq_bits: Optional[int] = None):
-    "`(wq, aq)` QConfigs from the config (`None` for a disabled side); `*_bits` override the widths (quantized teachers)."
-    wq = aq = None
-    if cfg.wq_enable or wq_bits is not None:
-        wq = QConfig(mode=cfg.wq_mode, bits=wq_bits or cfg.wq_bitw, symmetric=not cfg.wq_asym,
-                     per_channel=cfg.wq_per_channel, pos=cfg.wq_pos, neg=cfg.wq_neg)
-    if cfg.aq_enable or aq_bits is not None:
-        aq = QConfig(mode=cfg.aq_mode, bits=aq_bits or cfg.aq_bitw, symmetric=not cfg.aq_asym,
-                     learnable_bias=('channel' if cfg.aq_learnable_bias_per_channel else 'tensor') if cfg.aq_learnable_bias else False,
-                     pos=cfg.aq_pos, neg=cfg.aq_neg)
-    return wq, aq
-
 def _model_kwargs(cfg: TrainConfig) -> dict:
     "`create_model` options; the architecture switches only when they differ from the default (any timm model works)."
     kw = dict(img_size=cfg.img_size, drop_rate=cfg.drop, drop_path_rate=cfg.drop_path, attn_drop_rate=cfg.attn_drop)
@@ -56,18 +44,23 @@ def _model_kwargs(cfg: TrainConfig) -> dict:
     if cfg.distill_head: kw['distill_head'] = True
     return kw
 
-def check_model_name(name: str) -> str:
+def check_model_name(name: str, pretrained: bool = False) -> str:
+    "`name` if timm knows the model (and, with `pretrained`, has pretrained weights for it), else a ValueError saying what is."
     if not timm.is_model(name):
         import difflib
         close = difflib.get_close_matches(name, timm.list_models(), n=3)
         raise ValueError(f"unknown model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else
                          "; see timm.list_models() (our models: vit_6_4_32, vit_6_4_32_sine, cct_7_3x1_32, cct_7_3x2_32, ...)"))
+    if pretrained and not timm.is_model_pretrained(name):
+        raise ValueError(f"config key 'pretrained': timm has no pretrained weights for model {name!r} (timm.list_pretrained() "
+                         "lists those that have); start from a run's weights with initial_checkpoint instead")
     return name
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     "The student: `timm.create_model(cfg.model, ...)`, quantized as the config asks."
-    model = timm.create_model(check_model_name(cfg.model), num_classes=num_classes, **_model_kwargs(cfg))
-    wq, aq = quant_configs(cfg)
+    model = timm.create_model(check_model_name(cfg.model, cfg.pretrained), pretrained=cfg.pretrained, num_classes=num_classes,
+                              **_model_kwargs(cfg))
+    wq, aq = cfg.quant_configs()
     if wq is not None or aq is not None or cfg.attn_q:
         quantize_model(model, wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q, attn_signed=cfg.attn_q_signed,
                        relu_unsigned=cfg.aq_relu_unsigned)
@@ -93,11 +86,11 @@ def build_teacher(cfg: TrainConfig, num_classes: int) -> Optional[nn.Module]:
             raise ValueError(f"teacher {cfg.teacher!r} does not match teacher_checkpoint {cfg.teacher_checkpoint}, "
                              f"which was trained as {t.model!r}")
         kw.update({k: v for k, v in _model_kwargs(t).items() if k in ('img_size', 'act_layer', 'norm_layer', 'distill_head')})
-        wq, aq = quant_configs(t)
+        wq, aq = t.quant_configs()
         if wq is not None or aq is not None:
             quantized = dict(wq=wq, aq=aq, qmodules=t.qmodules, attn=t.attn_q, relu_unsigned=t.aq_relu_unsigned)
     if cfg.quant_teacher:
-        wq, aq = quant_configs(replace(cfg, wq_enable=False, aq_enable=False), cfg.quant_teacher_wq_bitw, cfg.quant_teacher_aq_bitw)
+        wq, aq = cfg.quant_configs(teacher=True)
         quantized = dict(wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q and aq is not None, relu_unsigned=cfg.aq_relu_unsigned)
     teacher = load_teacher(cfg.teacher, cfg.teacher_checkpoint or None, quantized=quantized, num_classes=num_classes, **kw)
     bad = [n for n, t in teacher.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
@@ -272,6 +265,20 @@ def dist_env() -> tuple[int, int, int]:
     "`(rank, world_size, local_rank)` from torchrun's environment (`(0, 1, 0)` for a plain process)."
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
 
+# %% ../nbs/05_train.ipynb #8e0b4539
+import logging
+
+class _ExpectedOnCPU(logging.Filter):
+    "Drops torch's 'No CUDA runtime is found' record (see `quiet_expected_warnings`)."
+    def filter(self, record) -> bool: return not record.getMessage().startswith('No CUDA runtime is found')
+
+def quiet_expected_warnings():
+    """Silence log lines a CPU-only run is expected to print: `torch.utils.cpp_extension` logs 'No CUDA runtime is
+    found' when it is imported (by torch.compile's C++ kernels) on a machine with a CUDA toolkit but no GPU."""
+    if torch.cuda.is_available(): return
+    log = logging.getLogger('torch.utils.cpp_extension')
+    if not any(isinstance(f, _ExpectedOnCPU) for f in log.filters): log.addFilter(_ExpectedOnCPU())
+
 # %% ../nbs/05_train.ipynb #594cc5fd
 _FUSED_OPTS = ('adam', 'adamw', 'sgd', 'momentum')
 
@@ -280,6 +287,27 @@ def gpu_fast_paths(model: nn.Module, device: torch.device, opt: str) -> dict:
     if torch.device(device).type != 'cuda': return {}
     if any(isinstance(m, nn.Conv2d) for m in model.modules()): model.to(memory_format=torch.channels_last)
     return {'fused': True} if opt.lower() in _FUSED_OPTS else {}
+
+# %% ../nbs/05_train.ipynb #777afc05
+def rank_epochs(summary: list, metric: str = 'top1') -> list:
+    "The rows of `summary`, best first by `metric` (`EVAL_METRICS`); a tie goes to the earlier epoch, a non-finite value last."
+    col, mode = EVAL_METRICS[metric]
+    def key(row):
+        v = float(row[col])
+        return (not math.isfinite(v), (-v if mode == 'max' else v) if math.isfinite(v) else 0., row['epoch'])
+    return sorted(summary, key=key)
+
+def keep_best_checkpoints(run_dir: Union[str, Path], summary: list, metric: str, keep: int, state: Optional[dict] = None) -> list:
+    """timm's checkpoint history: `checkpoint-<epoch>.pth.tar` of the `keep` best epochs of `summary` (`rank_epochs`).
+    Saves `state`, the last epoch's, when that epoch is among them and removes the files of the others; returns the epochs kept."""
+    if keep <= 0: return []
+    kept = sorted(r['epoch'] for r in rank_epochs(summary, metric)[:keep])
+    last = summary[-1]['epoch']
+    if state is not None and last in kept: save_checkpoint(state, Path(run_dir) / f'checkpoint-{last}.pth.tar')
+    for p in Path(run_dir).glob('checkpoint-*.pth.tar'):
+        epoch = p.name[len('checkpoint-'):-len('.pth.tar')]
+        if epoch.isdigit() and int(epoch) not in kept: p.unlink(missing_ok=True)
+    return kept
 
 # %% ../nbs/05_train.ipynb #d784289e
 class TrainingDiverged(RuntimeError):
@@ -340,7 +368,7 @@ class Run:
         self.rank, self.world, self.local_rank = dist_env()
         self.device = resolve_device(cfg.device)
         if self.world > 1 and self.device.type == 'cuda': self.device = torch.device('cuda', self.local_rank)
-        check_model_name(cfg.model)
+        check_model_name(cfg.model, cfg.pretrained)
         if cfg.use_kd: check_model_name(cfg.teacher)
         check_resume(cfg)
         if cfg.mixup > 0 or cfg.cutmix > 0:
@@ -404,15 +432,14 @@ class Run:
     def _setup(self):
         cfg = self.cfg
         seed_epoch(cfg.seed, -1)            # the same on every rank: all ranks build the same model
-        d = cfg.to_dict()
         self.train_loader, self.eval_loader, self.info = build_loaders(
-            **{**kwargs_for(build_loaders, d), 'max_images': cfg.max_images or None,
+            **{**cfg.loader_kwargs(), 'max_images': cfg.max_images or None,
                'device': self.device if cfg.pipeline != 'torch' else 'cpu', 'rank': self.rank, 'world_size': self.world,
                'batch_size': cfg.batch_size // self.world, 'pin_memory': self.device.type == 'cuda'})
         self.num_classes = cfg.num_classes or self.info['num_classes']
         if self.info['num_classes'] > self.num_classes:
             raise ValueError(f"num_classes {cfg.num_classes} is smaller than the {self.info['num_classes']} classes of {self.info['dataset']}")
-        self.mixup = build_mixup(**{**kwargs_for(build_mixup, d), 'num_classes': self.num_classes})
+        self.mixup = build_mixup(**{**cfg.mixup_kwargs(), 'num_classes': self.num_classes})
         self.model = build_model(cfg, self.num_classes).to(self.device)
         self.storage = model_storage(self.model)      # bytes at its bit widths and in float32: metrics.json, the report
         for q in activation_quantizers(self.model).values():      # DDP: LSQ's gradient scale counts the global batch
@@ -434,7 +461,7 @@ class Run:
         for p in self.criterion.parameters(): self.optimizer.add_param_group({'params': [p], 'weight_decay': 0.})
         self.scheduler, self.num_epochs = create_scheduler_v2(
             self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
-            warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs)
+            warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, plateau_mode=EVAL_METRICS[cfg.eval_metric][1])
         self.ema = ModelEmaV3(self.model, decay=cfg.model_ema_decay) if cfg.model_ema else None
         if ckpt is not None: self._restore(ckpt)
         if any(c['epoch'] == self.start_epoch for c in self.resume_changes): self._rebuild_schedule()
@@ -466,7 +493,7 @@ class Run:
     def _init_steps(self):
         "Initialise the quantizer steps that have not been (new, or not in an initial checkpoint) from the first batch."
         from qvit_nb.quant import LSQQuantizer
-        if not any(isinstance(m, LSQQuantizer) and not m._ready for m in self.model.modules()): return
+        if not any(isinstance(m, LSQQuantizer) and not m.initialised for m in self.model.modules()): return
         self.train_loader.set_epoch(0) if hasattr(self.train_loader, 'set_epoch') else None
         x, _ = next(iter(self.train_loader))
         was = self.model.training
@@ -491,7 +518,7 @@ class Run:
         cfg = self.cfg
         self.scheduler, self.num_epochs = create_scheduler_v2(
             self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
-            warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs)
+            warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, plateau_mode=EVAL_METRICS[cfg.eval_metric][1])
         self.scheduler.step(self.start_epoch)
 
     # --- one epoch ------------------------------------------------------------------------------------------
@@ -575,7 +602,7 @@ class Run:
     # --- files ----------------------------------------------------------------------------------------------
     def _state(self, epoch):
         st = dict(epoch=epoch, arch=self.cfg.model, state_dict=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                  scheduler=self.scheduler.state_dict(), args=self.cfg.to_dict(), metric=self.summary[-1]['top1'],
+                  scheduler=self.scheduler.state_dict(), args=self.cfg.to_dict(), metric=self.summary[-1][EVAL_METRICS[self.cfg.eval_metric][0]],
                   best=self.best, summary=self.summary, skipped_steps=self.skipped, run_id=self.run_id,
                   num_classes=self.num_classes, resume_changes=self.resume_changes, version=1)
         if self.ema is not None: st['state_dict_ema'] = self.ema.module.state_dict()
@@ -677,20 +704,21 @@ class Run:
             for epoch in range(self.start_epoch, self.num_epochs):
                 tr = self.train_epoch(epoch)
                 ev = self.evaluate()
-                self.scheduler.step(epoch + 1, ev[cfg.eval_metric] if cfg.eval_metric in ev else None)
+                self.scheduler.step(epoch + 1, ev[EVAL_METRICS[cfg.eval_metric][0]])
                 row = dict(epoch=epoch, train_loss=tr['train_loss'], eval_loss=ev['eval_loss'], top1=ev['top1'], top5=ev['top5'],
                            lr=self.optimizer.param_groups[0]['lr'], **{f"train_{k}": v for k, v in tr['parts'].items()},
                            train_seconds=round(tr['seconds'], 3), train_images_per_s=round(tr['images'] / max(tr['seconds'], 1e-9), 1))
                 if self.ema is not None: row['ema_top1'] = self.evaluate(self.ema.module)['top1']
                 self.summary.append(row)
                 self.images += tr['images']; self.train_time += tr['seconds']
-                improved = self.best is None or row['top1'] > self.best['top1']
+                improved = rank_epochs(self.summary, cfg.eval_metric)[0]['epoch'] == epoch     # model_best: by eval_metric
                 if improved: self.best = dict(epoch=epoch, top1=row['top1'])
                 if self.is_main:
                     with self._whole():
                         st = self._state(epoch)
                         save_checkpoint(st, self.run_dir / 'last.pth.tar', keep_previous=True)
                         if improved: save_checkpoint(st, self.run_dir / 'model_best.pth.tar')
+                        keep_best_checkpoints(self.run_dir, self.summary, cfg.eval_metric, cfg.checkpoint_hist, st)
                         self._write_summary()
                         self.saved_epochs = epoch + 1
                         self.wall = time.perf_counter() - t_start

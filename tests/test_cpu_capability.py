@@ -1,13 +1,13 @@
-"""The numeric checks hold whatever vector width ATen's CPU kernels use (issue #13): `nbs/00_quant.ipynb`, whose
-cells pin the LSQ forward, gradients and the fused/int8 paths, runs again in a fresh process under other
-`ATEN_CPU_CAPABILITY` values, which change the order of vectorised sums and so their rounding."""
+"""The numeric checks hold whatever vector width ATen's CPU kernels use (issue #13): `nbs/00_quant.ipynb` (the LSQ
+forward and gradients) and `nbs/00a_fastpaths.ipynb` (the fused/folded/int8 paths against them) run again in a fresh
+process under other `ATEN_CPU_CAPABILITY` values, which change the order of vectorised sums and so their rounding."""
 import os, platform, subprocess, sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NB = ROOT / 'nbs' / '00_quant.ipynb'
+NBS = [ROOT / 'nbs' / '00_quant.ipynb', ROOT / 'nbs' / '00a_fastpaths.ipynb']
 RUN = ("import sys, torch; from nbdev.test import test_nb\n"
        "print('capability', torch.backends.cpu.get_cpu_capability(), flush=True)\n"
        "ok, _ = test_nb(sys.argv[1], verbose=False)\n"
@@ -15,14 +15,15 @@ RUN = ("import sys, torch; from nbdev.test import test_nb\n"
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('nb', NBS, ids=lambda p: p.stem)
 @pytest.mark.parametrize('capability', ['avx2', 'default'])
-def test_quant_notebook_under_cpu_capability(capability):
+def test_quant_notebook_under_cpu_capability(capability, nb):
     if capability == 'avx2' and platform.machine().lower() not in ('x86_64', 'amd64'):
         pytest.skip(f'ATEN_CPU_CAPABILITY=avx2 needs an x86-64 CPU, this is {platform.machine()}')
     env = {**os.environ, 'ATEN_CPU_CAPABILITY': capability, 'OMP_NUM_THREADS': '1',
            'PYTHONPATH': os.pathsep.join([str(ROOT), *filter(None, [os.environ.get('PYTHONPATH')])])}
     # ~30 s quiet here; the limit is far above it, so only a hang fails on time
-    r = subprocess.run([sys.executable, '-c', RUN, str(NB)], cwd=NB.parent, env=env, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, '-c', RUN, str(nb)], cwd=nb.parent, env=env, capture_output=True, text=True,
                        timeout=1200)
     out = r.stdout + r.stderr
     assert f'capability {capability.upper()}' in r.stdout, out[-3000:]      # the capability took effect

@@ -26,22 +26,30 @@ def test_study_configs_use_the_study_semantics():
 
 def test_study_sweeps_name_existing_study_rows():
     ids = set(study_results().run_id)
-    for name in (*STUDY_SWEEPS, 'findings_cifar10_cpu.yml'):
+    for name in STUDY_SWEEPS:
         sweep = load_sweep(ROOT / 'configs' / 'sweeps' / name)
         rows = [e.overrides.get('study_row') for e in sweep.experiments]
         assert all(isinstance(r, str) and r in ids for r in rows), (name, rows)
+    for name in ('findings_cifar10_cpu.yml', 'findings_cifar10_gpu.yml'):   # the teacher and the controls name no row
+        sweep = load_sweep(ROOT / 'configs' / 'sweeps' / name)
+        rows = {e.name: e.overrides.get('study_row') for e in sweep.experiments}
+        assert all(isinstance(r, str) and r in ids for r in rows.values() if r is not None), (name, rows)
+        assert {n for n, r in rows.items() if r is None} >= {'teacher'}, name
     final = load_sweep(ROOT / 'configs' / 'sweeps' / 'study_final.yml')
     assert {e.overrides['study_row'] for e in final.experiments} >= set(study_results('final').run_id)
 
 
 def test_findings_sweep_covers_every_finding():
     sweep = load_sweep(ROOT / 'configs' / 'sweeps' / 'findings_cifar10_cpu.yml')
-    rows = {e.overrides['study_row'] for e in sweep.experiments}
+    rows = {e.overrides.get('study_row') for e in sweep.experiments}
     for claim, better, worse in STUDY_FINDINGS:
         assert rows & set(better) and rows & set(worse), claim
-    c = sweep.config(sweep.experiments[0], 'runs')
+    c = sweep.config(next(e for e in sweep.experiments if e.name == 'fp'), 'runs')
     assert (c.dataset, c.data_dir, c.device) == ('folder', '/work/shared/data/cifar10', 'cpu')
-    assert c.max_images and c.max_images <= 5000 and c.epochs <= 6 and c.model == 'vit_2_4_32'
+    assert c.max_images and c.max_images <= 20000 and c.epochs <= 4 and c.model == 'vit_2_4_32'
+    seeds = {}
+    for e in sweep.experiments: seeds.setdefault(e.overrides.get('study_row'), set()).add(e.overrides.get('seed', 42))
+    assert len(seeds['25997']) == len(seeds['25911']) == 3                     # the study's closest pair: 3 seeds each
     assert any(not e.overrides.get('wq_enable') and not e.overrides.get('aq_enable') for e in sweep.experiments)  # float on top
 
 
@@ -70,9 +78,9 @@ def test_report_study_flag(tmp_path):
     line = next(l for l in text.splitlines() if '| two_step' in l)
     assert '25863' in line and '91.38' in line and '-31.38' in line
     finding = next(l for l in text.splitlines() if 'two-step W2A2 beats one-step W2A2' in l)
-    assert '60.00 (25863) vs 58.50 (14510)' in finding and finding.rstrip(' |').endswith('✓')
+    assert '60.00 (25863) vs 58.50 (14510)' in finding and finding.rstrip(' |').endswith('| ✓          | +1.50')
     top = next(l for l in text.splitlines() if 'the float model is on top' in l)
-    assert top.rstrip(' |').endswith('✗')                      # the fabricated float run is below the quantized ones
+    assert top.rstrip(' |').endswith('✗') and '55.00 vs 60.00 (vit-2-4-32)' in top   # the float run is below the quantized ones
     code, csv = _report(str(tmp_path), '--study', '--format', 'csv')
     assert code == 0 and csv.splitlines()[0].endswith('Study row,Study accuracy,Δ vs study')
 

@@ -154,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return getattr(e, 'exit_code', 130)
     except Exception as e:
         train = sys.modules.get('qvit_nb.train')          # only a command that imported the engine can raise its errors
-        if train is not None and isinstance(e, (train.TrainingDiverged, train.CheckpointError)):   # the run's own state: 1
+        if train is not None and isinstance(e, train.TrainingDiverged):   # the run itself failed: 1
             print(f"qvit {cmd}: failed: {e}", file=sys.stderr); return 1
         if isinstance(e, (CLIError, ValueError)):
             print(f"qvit {cmd}: error: {e}", file=sys.stderr); return 2

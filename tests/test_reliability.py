@@ -81,7 +81,7 @@ def test_corrupt_last_checkpoint_is_named_and_the_previous_one_offered(tmp_path,
     last = tmp_path / 'run' / 'last.pth.tar'
     before = {f.name: f.stat().st_mtime_ns for f in (tmp_path / 'run').iterdir()}
     last.write_bytes(last.read_bytes()[:2000] if damage == 'truncate' else os.urandom(5000))
-    assert qvit(['train', *cli_args({**TINY, 'epochs': 3}), '--output', str(tmp_path), '--experiment', 'run', '--resume']) == 1
+    assert qvit(['train', *cli_args({**TINY, 'epochs': 3}), '--output', str(tmp_path), '--experiment', 'run', '--resume']) == 2
     err = capsys.readouterr().err
     assert str(last) in err and f"the previous good checkpoint is {previous_checkpoint(last)}" in err
     after = {f.name: f.stat().st_mtime_ns for f in (tmp_path / 'run').iterdir() if f.name != 'last.pth.tar'}
@@ -363,7 +363,7 @@ def test_flipped_bytes_in_a_checkpoint_are_caught_and_the_previous_one_offered(t
         with pytest.raises(CheckpointError, match='do not match the checksum') as e:
             load_checkpoint(last)
         assert f"--resume {previous_checkpoint(last)}" in str(e.value), attempt
-    assert qvit(['train', '--resume', str(last), '--epochs', '3']) == 1
+    assert qvit(['train', '--resume', str(last), '--epochs', '3']) == 2
     err = capsys.readouterr().err
     assert 'is damaged' in err and 'Traceback' not in err and f"--resume {previous_checkpoint(last)}" in err
 
@@ -372,7 +372,7 @@ def test_an_empty_checkpoint_is_named_with_the_fallback_not_a_traceback(tmp_path
     train(**TINY, epochs=2, output=str(tmp_path), experiment='run')
     last = tmp_path / 'run' / 'last.pth.tar'
     last.write_bytes(b'')
-    assert qvit(['train', '--resume', str(last), '--epochs', '3']) == 1
+    assert qvit(['train', '--resume', str(last), '--epochs', '3']) == 2
     err = capsys.readouterr().err
     assert 'is empty (0 bytes)' in err and f"--resume {previous_checkpoint(last)}" in err and 'Traceback' not in err
 

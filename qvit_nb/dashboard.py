@@ -312,9 +312,10 @@ def accuracy_curves(run_dirs, metric: str = 'top1') -> go.Figure:
 def accuracy_bars(run_dirs) -> go.Figure:
     "Best and final top-1 of each run, side by side."
     df = _runs_frame(run_dirs)
-    labels = [run_label(r) for _, r in df.iterrows()]
-    fig = go.Figure([go.Bar(x=labels, y=df.best_top1.tolist(), name='best top-1'),
-                     go.Bar(x=labels, y=df.final_top1.tolist(), name='final top-1')])
+    # the run id (unique, short) under each pair of bars; the legend's full label (network, tricks) on hover
+    ids, labels = df.run_id.astype(str).tolist(), [run_label(r) for _, r in df.iterrows()]
+    fig = go.Figure([go.Bar(x=ids, y=df.best_top1.tolist(), name='best top-1', hovertext=labels),
+                     go.Bar(x=ids, y=df.final_top1.tolist(), name='final top-1', hovertext=labels)])
     fig.update_layout(barmode='group', title='final and best top-1', yaxis_title='top-1 (%)', height=380,
                       margin=dict(t=60, l=60, r=20, b=40), yaxis_range=value_range(df.best_top1.tolist() + df.final_top1.tolist()))
     return fig

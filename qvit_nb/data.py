@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from timm.data import ImageDataset, Mixup, create_transform
@@ -388,7 +389,7 @@ def build_mixup(mixup:float=0., cutmix:float=0., cutmix_minmax=None, mixup_prob:
     return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, cutmix_minmax=cutmix_minmax, prob=mixup_prob,
                  switch_prob=mixup_switch_prob, mode=mixup_mode, label_smoothing=smoothing, num_classes=num_classes)
 
-# %% ../nbs/04_data.ipynb #14e458a8
+# %% ../nbs/04_data.ipynb #07c44786
 @contextmanager
 def _forked_rng(seed, device):
     "Seed python's and torch's global RNGs for a block, restoring them afterwards."
@@ -417,6 +418,7 @@ def parse_rand_augment(aa:str) -> dict:
     if cfg['mstd'] > 100: cfg['mstd'] = float('inf')
     return cfg
 
+# %% ../nbs/04_data.ipynb #ecaf3cc5
 RAND_OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize', 'SolarizeAdd', 'Color',
             'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY', 'TranslateXRel', 'TranslateYRel')
 _GEOMETRIC = ('Rotate', 'ShearX', 'ShearY', 'TranslateXRel', 'TranslateYRel')
@@ -497,6 +499,7 @@ def _warp(x, A, fill):
     out = out[:, :C] + (1 - out[:, C:]) * fill
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
+# %% ../nbs/04_data.ipynb #c894b43d
 class TensorLoader:
     "Yields augmented, normalised batches from a dataset held as one uint8 tensor; seeded and deterministic."
     def __init__(self, images, targets, batch_size:int, is_training:bool, img_size:int=32, mean=(0.5,)*3,
@@ -566,71 +569,79 @@ class TensorLoader:
                 with _forked_rng(int(torch.randint(2**31, (1,), generator=g)), self.device): x = self.erase(x)
             yield x, y
 
-    def _augment(self, x, g):
-        B = len(x)
-        if self.rand_augment: x = rand_augment_batch(x, g, fill=self.fill, **self.rand_augment)
-        x = x.float().div_(255)
-        theta = self._theta(B, x.shape[-2], x.shape[-1], g).to(x.device)
-        grid = F.affine_grid(theta, (B, x.shape[1], self.img_size, self.img_size), align_corners=False)
-        x = F.grid_sample(x, grid, mode=self.train_mode, padding_mode='zeros', align_corners=False)
-        if self.train_mode == 'bicubic': x = x.clamp_(0, 1)
-        if self.color_jitter: x = self._jitter(x, g)
-        return x
-
-    def _theta(self, B, H, W, g):
-        "Per-sample affine matrices (B,2,3) mapping output to input coordinates: crop box, shift, flip."
-        flip = torch.where(torch.rand(B, generator=g) < self.hflip, -1., 1.)
-        if self.crop == 'pad':
-            p = self.padding
-            ty = torch.randint(-p, p + 1, (B,), generator=g).float() * 2 / H
-            tx = torch.randint(-p, p + 1, (B,), generator=g).float() * 2 / W
-            sx, sy = torch.full((B,), self.img_size / W), torch.full((B,), self.img_size / H)
-        else:
-            area, T = H * W, 10
-            target = area * (self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(B, T, generator=g))
-            lr = math.log(self.ratio[0]), math.log(self.ratio[1])
-            ar = torch.exp(lr[0] + (lr[1] - lr[0]) * torch.rand(B, T, generator=g))
-            w, h = (target * ar).sqrt().round(), (target / ar).sqrt().round()
-            ok = (w > 0) & (w <= W) & (h > 0) & (h <= H)
-            first = ok.float().argmax(1, keepdim=True)
-            w, h, found = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0], ok.any(1)
-            in_ratio = W / H
-            if in_ratio < min(self.ratio): fw, fh = W, round(W / min(self.ratio))
-            elif in_ratio > max(self.ratio): fw, fh = round(H * max(self.ratio)), H
-            else: fw, fh = W, H
-            w, h = torch.where(found, w, float(fw)), torch.where(found, h, float(fh))
-            u, v = torch.rand(B, generator=g), torch.rand(B, generator=g)
-            i = torch.where(found, (u * (H - h + 1)).floor(), ((H - h) / 2).floor())
-            j = torch.where(found, (v * (W - w + 1)).floor(), ((W - w) / 2).floor())
-            sx, sy = w / W, h / H
-            tx, ty = (2 * j + w) / W - 1, (2 * i + h) / H - 1
-        theta = torch.zeros(B, 2, 3)
-        theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx * flip, tx, sy, ty
-        return theta
-
-    def _jitter(self, x, g):
-        B = len(x)
-        def factor(c): return (1 - c + 2 * c * torch.rand(B, 1, 1, 1, generator=g)).to(x.device)
-        fb, fc, fs = (factor(c) for c in self.color_jitter)
-        x = (x * fb).clamp_(0, 1)
-        gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-        x = (fc * x + (1 - fc) * gray.mean((2, 3), keepdim=True)).clamp_(0, 1)
-        gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-        return (fs * x + (1 - fs) * gray).clamp_(0, 1)
-
-    def _eval_resize(self, x):
-        size = math.floor(self.img_size / self.crop_pct) if self.crop_pct else self.img_size
-        H, W = x.shape[-2:]
-        if min(H, W) != size:
-            hw = (size, round(W * size / H)) if H <= W else (round(H * size / W), size)
-            x = F.interpolate(x, size=hw, mode=self.interpolation, align_corners=False, antialias=True).clamp_(0, 1)
-        H, W = x.shape[-2:]
-        top, left = (H - self.img_size) // 2, (W - self.img_size) // 2
-        return x[..., top:top + self.img_size, left:left + self.img_size]
-
     def __repr__(self):
         return (f"TensorLoader({len(self.images)} images on {self.device}, batch {self.batch_size}, "
                 f"{'train' if self.is_training else 'eval'}, aa={self.aa}, crop={self.crop})")
+
+# %% ../nbs/04_data.ipynb #be2c135e
+@patch
+def _eval_resize(self: TensorLoader, x):
+    size = math.floor(self.img_size / self.crop_pct) if self.crop_pct else self.img_size
+    H, W = x.shape[-2:]
+    if min(H, W) != size:
+        hw = (size, round(W * size / H)) if H <= W else (round(H * size / W), size)
+        x = F.interpolate(x, size=hw, mode=self.interpolation, align_corners=False, antialias=True).clamp_(0, 1)
+    H, W = x.shape[-2:]
+    top, left = (H - self.img_size) // 2, (W - self.img_size) // 2
+    return x[..., top:top + self.img_size, left:left + self.img_size]
+
+# %% ../nbs/04_data.ipynb #8a5e9fc7
+@patch
+def _theta(self: TensorLoader, B, H, W, g):
+    "Per-sample affine matrices (B,2,3) mapping output to input coordinates: crop box, shift, flip."
+    flip = torch.where(torch.rand(B, generator=g) < self.hflip, -1., 1.)
+    if self.crop == 'pad':
+        p = self.padding
+        ty = torch.randint(-p, p + 1, (B,), generator=g).float() * 2 / H
+        tx = torch.randint(-p, p + 1, (B,), generator=g).float() * 2 / W
+        sx, sy = torch.full((B,), self.img_size / W), torch.full((B,), self.img_size / H)
+    else:
+        area, T = H * W, 10
+        target = area * (self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(B, T, generator=g))
+        lr = math.log(self.ratio[0]), math.log(self.ratio[1])
+        ar = torch.exp(lr[0] + (lr[1] - lr[0]) * torch.rand(B, T, generator=g))
+        w, h = (target * ar).sqrt().round(), (target / ar).sqrt().round()
+        ok = (w > 0) & (w <= W) & (h > 0) & (h <= H)
+        first = ok.float().argmax(1, keepdim=True)
+        w, h, found = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0], ok.any(1)
+        in_ratio = W / H
+        if in_ratio < min(self.ratio): fw, fh = W, round(W / min(self.ratio))
+        elif in_ratio > max(self.ratio): fw, fh = round(H * max(self.ratio)), H
+        else: fw, fh = W, H
+        w, h = torch.where(found, w, float(fw)), torch.where(found, h, float(fh))
+        u, v = torch.rand(B, generator=g), torch.rand(B, generator=g)
+        i = torch.where(found, (u * (H - h + 1)).floor(), ((H - h) / 2).floor())
+        j = torch.where(found, (v * (W - w + 1)).floor(), ((W - w) / 2).floor())
+        sx, sy = w / W, h / H
+        tx, ty = (2 * j + w) / W - 1, (2 * i + h) / H - 1
+    theta = torch.zeros(B, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx * flip, tx, sy, ty
+    return theta
+
+# %% ../nbs/04_data.ipynb #f27f4227
+@patch
+def _jitter(self: TensorLoader, x, g):
+    B = len(x)
+    def factor(c): return (1 - c + 2 * c * torch.rand(B, 1, 1, 1, generator=g)).to(x.device)
+    fb, fc, fs = (factor(c) for c in self.color_jitter)
+    x = (x * fb).clamp_(0, 1)
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    x = (fc * x + (1 - fc) * gray.mean((2, 3), keepdim=True)).clamp_(0, 1)
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    return (fs * x + (1 - fs) * gray).clamp_(0, 1)
+
+# %% ../nbs/04_data.ipynb #06835b4d
+@patch
+def _augment(self: TensorLoader, x, g):
+    B = len(x)
+    if self.rand_augment: x = rand_augment_batch(x, g, fill=self.fill, **self.rand_augment)
+    x = x.float().div_(255)
+    theta = self._theta(B, x.shape[-2], x.shape[-1], g).to(x.device)
+    grid = F.affine_grid(theta, (B, x.shape[1], self.img_size, self.img_size), align_corners=False)
+    x = F.grid_sample(x, grid, mode=self.train_mode, padding_mode='zeros', align_corners=False)
+    if self.train_mode == 'bicubic': x = x.clamp_(0, 1)
+    if self.color_jitter: x = self._jitter(x, g)
+    return x
 
 # %% ../nbs/04_data.ipynb #4a23034c
 PIPELINES = ('auto', 'tensor', 'torch')

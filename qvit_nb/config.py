@@ -9,13 +9,14 @@ __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'EVAL_METRICS', 'GR
            'config_keys', 'build_parser', 'parse_train_args']
 
 # %% ../nbs/06_config.ipynb #397713fc
-import argparse, difflib, functools, hashlib, json, math, re, sys
+import argparse, functools, hashlib, json, math, re, sys
 from dataclasses import dataclass, field, fields, asdict, MISSING
 from pathlib import Path
 from typing import Any, Optional, Union, get_type_hints, get_origin, get_args
 
 import yaml
 
+from .core import did_you_mean, unknown_choice_error
 from .quant import QUANTIZERS, QConfig
 from .qmodules import PRESETS, parse_qmodule
 from .data import dataset_name, dataset_stats
@@ -192,15 +193,10 @@ class TrainConfig:
 FIELDS = {f.name: f for f in fields(TrainConfig)}
 FIELD_TYPES = get_type_hints(TrainConfig)
 
-def _closest(word, candidates, n=1):
-    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)
-
 def check_key(key: str) -> str:
     "Return `key` if it is a `TrainConfig` field, else raise ValueError with the closest key."
     if key in FIELDS: return key
-    near = _closest(str(key).replace('-', '_'), FIELDS)
-    hint = f"; did you mean '{near[0]}'?" if near else f"; valid keys: {', '.join(FIELDS)}"
-    raise ValueError(f"unknown config key '{key}'{hint}")
+    raise unknown_choice_error('config key', key, FIELDS, cutoff=0.5, match=str(key).replace('-', '_'))
 
 # %% ../nbs/06_config.ipynb #a4446210
 _TRUE, _FALSE = ('true', 'yes', 'y', 'on', '1'), ('false', 'no', 'n', 'off', '0')
@@ -283,8 +279,7 @@ def _check_field(cfg, f):
     v, md, k = getattr(cfg, f.name), f.metadata, f.name
     if v is None: return
     if md['choices'] and v not in md['choices']:
-        near = _closest(str(v), map(str, md['choices']))
-        raise ValueError(f"invalid {k} {v!r}" + (f"; did you mean '{near[0]}'?" if near else '') + f" (valid: {', '.join(map(str, md['choices']))})")
+        raise ValueError(f"invalid {k} {v!r}" + did_you_mean(v, md['choices'], cutoff=0.5) + f" (valid: {', '.join(map(str, md['choices']))})")
     for x in (v if isinstance(v, list) else [v]):
         if isinstance(x, (int, float)) and not isinstance(x, bool):
             if md['lo'] is not None and x < md['lo']: raise ValueError(f"config key '{k}' must be >= {md['lo']}, got {x}")
@@ -485,8 +480,7 @@ class _TrainArgumentParser(argparse.ArgumentParser):
         if extras:
             flags = [o for a in self._actions for o in a.option_strings]
             bad = next((e for e in extras if e.startswith('-')), extras[0])
-            near = _closest(bad.partition('=')[0], flags) if bad.startswith('-') else []
-            self.error(f"unrecognized argument {bad!r}" + (f"; did you mean {near[0]!r}?" if near else '')
+            self.error(f"unrecognized argument {bad!r}" + (did_you_mean(bad.partition('=')[0], flags, cutoff=0.5) if bad.startswith('-') else '')
                        + (f" (all unrecognized: {' '.join(extras)})" if len(extras) > 1 else ''))
         return ns
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_dashboard.ipynb #140dbd0f
 from __future__ import annotations
-import contextlib, difflib, html, importlib, io, json, math, shutil, tempfile
+import contextlib, html, importlib, io, json, math, shutil, tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -20,6 +20,7 @@ import torch
 import yaml
 from torch import nn
 
+from .core import unknown_choice_error
 from .quant import LSQQuantizer, Levels
 from .qmodules import QuantLinear, QuantConv2d, Attention, activation_quantizers, quant_summary
 from .data import build_loaders
@@ -133,9 +134,8 @@ def collect_activations(model: nn.Module, data, layers: Optional[Sequence[str]] 
 def check_layer(layer: str, layers) -> str:
     "`layer` if it is one of `layers`, else a ValueError naming the closest ones."
     if layer not in layers:
-        close = difflib.get_close_matches(layer, list(layers), n=3, cutoff=0.4)
-        raise ValueError(f"unknown layer {layer!r}; " + (f"closest: {', '.join(close)}" if close else
-                         f"valid layers: {', '.join(list(layers)[:6])}{' ...' if len(layers) > 6 else ''}"))
+        names = list(layers)
+        raise unknown_choice_error('layer', layer, names, n=3, cutoff=0.4, valid=', '.join(names[:6]) + (' ...' if len(names) > 6 else ''))
     return layer
 
 # %% ../nbs/09_dashboard.ipynb #db95207b

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_distill.ipynb #1adf0676
 from __future__ import annotations
-import argparse, difflib, inspect
+import argparse, inspect
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -15,7 +15,7 @@ from torch import nn
 from timm.utils import unwrap_model
 
 from .qmodules import quantize_model
-from . import models as _models  # registers our models, so they can be teachers
+from .models import check_model_name   # importing models registers them, so they can be teachers
 
 # %% auto #0
 __all__ = ['KD_TARGETS', 'KD_TYPES', 'load_state_dict_file', 'is_quantizer_key', 'check_state_dict', 'freeze', 'load_teacher',
@@ -83,10 +83,7 @@ def freeze(model: nn.Module) -> nn.Module:
 def load_teacher(name: str, checkpoint: Union[str, Path, dict, None] = None, quantized=None, num_classes: int = 10,
                  **model_kwargs) -> nn.Module:
     "Build timm model `name`, quantize it like its run (`quantized`), load `checkpoint` strictly, freeze it."
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        raise ValueError(f"unknown teacher model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ''))
-    model = timm.create_model(name, num_classes=num_classes, **model_kwargs)
+    model = timm.create_model(check_model_name(name, what='teacher model'), num_classes=num_classes, **model_kwargs)
     if quantized is not None: quantize_model(model, **_quant_args(quantized))
     if checkpoint is not None:
         sd = checkpoint if isinstance(checkpoint, dict) else load_state_dict_file(checkpoint)

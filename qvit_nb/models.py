@@ -4,21 +4,22 @@
 
 # %% ../nbs/02_models.ipynb #9ff903db
 from __future__ import annotations
-import difflib, warnings
+import warnings
 from typing import Callable, Union
 
 import torch
 from torch import nn
 from timm.layers import DropPath, Mlp, trunc_normal_
-from timm.models import register_model, is_model, model_entrypoint
+from timm.models import register_model, is_model, is_model_pretrained, list_models, model_entrypoint
 
+from .core import unknown_choice_error
 from .qmodules import Attention
 
 # %% auto #0
 __all__ = ['ACT_LAYERS', 'NORM_LAYERS', 'POS_EMBEDS', 'TokenBatchNorm', 'ConvTokenizer', 'patch_tokenizer', 'sine_table', 'Block',
            'CompactTransformer', 'vit_lite', 'cct', 'vit_2_4_32', 'vit_4_4_32', 'vit_6_4_32', 'vit_7_4_32',
            'vit_6_4_32_sine', 'vit_7_4_32_sine', 'cct_2_3x2_32', 'cct_4_3x2_32', 'cct_6_3x1_32', 'cct_6_3x2_32',
-           'cct_7_3x1_32', 'cct_7_3x2_32']
+           'cct_7_3x1_32', 'cct_7_3x2_32', 'our_models', 'check_model_name']
 
 # %% ../nbs/02_models.ipynb #11f5d567
 class TokenBatchNorm(nn.Module):
@@ -37,9 +38,7 @@ def _choose(kind: str, value, choices):
     if not isinstance(value, str): return value
     key = value.lower()
     if key in choices: return choices[key] if isinstance(choices, dict) else key
-    close = difflib.get_close_matches(key, list(choices), n=1)
-    raise ValueError(f"unknown {kind} {value!r}" + (f"; did you mean {close[0]!r}?" if close else "") +
-                     f" (valid: {', '.join(choices)})")
+    raise unknown_choice_error(kind, value, choices, match=key)
 
 # %% ../nbs/02_models.ipynb #0c2ec871
 def _conv_out(size, kernel, stride, padding): return (size + 2 * padding - kernel) // stride + 1
@@ -291,3 +290,17 @@ def cct_6_3x2_32(pretrained=False, **kwargs): return _build(cct, 6, pretrained, 
 def cct_7_3x1_32(pretrained=False, **kwargs): return _build(cct, 7, pretrained, n_conv_layers=1, **kwargs)
 @_register
 def cct_7_3x2_32(pretrained=False, **kwargs): return _build(cct, 7, pretrained, n_conv_layers=2, **kwargs)
+
+# %% ../nbs/02_models.ipynb #295fccc7
+def our_models() -> list[str]:
+    "The names this module registers with timm."
+    return [n for n in list_models() if getattr(model_entrypoint(n), '_qvit_model', False)]
+
+def check_model_name(name: str, pretrained: bool = False, what: str = 'model') -> str:
+    "`name` if timm knows the model (and, with `pretrained`, has pretrained weights for it), else a ValueError saying what is."
+    if not is_model(name):
+        raise unknown_choice_error(what, name, list_models(), n=3, valid=f"see timm.list_models(); ours: {', '.join(our_models())}")
+    if pretrained and not is_model_pretrained(name):
+        raise ValueError(f"timm has no pretrained weights for {what} {name!r} (timm.list_pretrained() lists those that have); "
+                         "start from a run's weights with initial_checkpoint instead")
+    return name

@@ -234,11 +234,12 @@ def render_study_report(runs: Union[pd.DataFrame, str, Path] = 'runs', fmt: str 
             "<h2>The study's findings on these runs</h2>" + findings.to_html(index=False, escape=True) + "</body></html>")
 
 # %% ../nbs/08_runs.ipynb #0ff02f8b
-import difflib, fcntl, itertools, os, re, signal, sys, threading, time, traceback
+import fcntl, itertools, os, re, signal, sys, threading, time, traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 import multiprocessing
 
+from .core import unknown_choice_error
 from .config import TrainConfig, load_config, config_hash, check_key, check_run_name
 from .train import atomic_write, new_run_id, PROGRESS_FILE
 
@@ -281,16 +282,12 @@ class Sweep:
             try: self.config(e, 'runs', links, common)
             except ValueError as err: raise ValueError(f"experiment {e.name!r} {where}: {err}") from None
 
-def _unknown(what, bad, valid, where):
-    close = difflib.get_close_matches(bad, valid, n=1)
-    return ValueError(f"unknown {what} {bad!r} in {where}" + (f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(valid)}"))
-
 def _order(exps: list) -> list:
     "Dependency (chain) order; unknown links and cycles raise."
     by = {e.name: e for e in exps}
     for e in exps:
         for d in e.deps:
-            if d not in by: raise _unknown('experiment', d, list(by), f"teacher_from/init_from of {e.name!r}")
+            if d not in by: raise unknown_choice_error('experiment', d, by, where=f"teacher_from/init_from of {e.name!r}")
     out, state = [], {}
     def visit(e, path=()):
         if state.get(e.name) == 'done': return
@@ -307,7 +304,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     d = yaml.safe_load(path.read_text()) or {}
     if not isinstance(d, dict): raise ValueError(f"sweep file {path} must be a mapping with an 'experiments' list")
     for k in d:
-        if k not in _SWEEP_KEYS: raise _unknown('sweep key', k, _SWEEP_KEYS, str(path))
+        if k not in _SWEEP_KEYS: raise unknown_choice_error('sweep key', k, _SWEEP_KEYS, where=str(path))
     base = (path.parent / d['base']).resolve() if d.get('base') else None
     if base is not None and not base.is_file(): raise ValueError(f"base config {base} (from {path}) does not exist")
     raw = d.get('experiments') or []
@@ -316,7 +313,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     for i, e in enumerate(raw):
         if not isinstance(e, dict) or 'name' not in e: raise ValueError(f"experiment #{i + 1} in {path} needs a 'name'")
         for k in e:
-            if k not in _EXP_KEYS: raise _unknown('experiment key', k, _EXP_KEYS, f"experiment {e['name']!r}")
+            if k not in _EXP_KEYS: raise unknown_choice_error('experiment key', k, _EXP_KEYS, where=f"experiment {e['name']!r}")
         ov = dict(e.get('overrides') or {})
         for k in ov: check_key(k)
         exps.append(Experiment(str(e['name']), str(e.get('tricks', '')), ov, e.get('teacher_from'), e.get('init_from')))
@@ -333,7 +330,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
                            *(f"{x}[{tag(p)}]" if x in names else x for x in (e.teacher_from, e.init_from)))
                 for p in points for e in exps]
     executor = d.get('executor', 'local')
-    if executor not in EXECUTORS: raise _unknown('executor', executor, EXECUTORS, str(path))
+    if executor not in EXECUTORS: raise unknown_choice_error('executor', executor, EXECUTORS, where=str(path))
     sweep = Sweep(check_run_name(str(d.get('name') or path.stem), 'sweep name'), path, base, _order(exps), int(d.get('workers', 1)), executor,
                   dict(d.get('slurm') or {}), d.get('threads'))
     sweep.check(f"in {path}")
@@ -442,7 +439,7 @@ def _prepare(path, only: Optional[Sequence[str]], overrides: Optional[dict]) -> 
     if only:
         by = {e.name: e for e in exps}
         for n in only:
-            if n not in by: raise _unknown('experiment', n, list(by), str(path))
+            if n not in by: raise unknown_choice_error('experiment', n, by, where=str(path))
         keep = set()
         def add(n):
             keep.add(n); [add(d) for d in by[n].deps]
@@ -498,7 +495,7 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
     sweep, overrides, exps = _prepare(path, only, overrides)
     workers = max(1, workers or sweep.workers)
     executor = executor or sweep.executor
-    if executor not in EXECUTORS: raise _unknown('executor', executor, EXECUTORS, 'the command line')
+    if executor not in EXECUTORS: raise unknown_choice_error('executor', executor, EXECUTORS, where='the command line')
     out = Path(output or 'runs')
     sweep_dir = out / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)

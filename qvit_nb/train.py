@@ -21,17 +21,17 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, accuracy, dispatch_clip_grad
 from tqdm.auto import tqdm
 
-import qvit_nb.models  # noqa: F401  (registers the compact transformers with timm)
+from .models import check_model_name   # importing models registers the compact transformers with timm
 from .qmodules import quantize_model, quant_summary, activation_quantizers, model_storage
 from .distill import DistillLoss, ClassificationLoss, forward_with_embeddings, load_teacher, check_state_dict, is_quantizer_key
 from .data import build_loaders, build_mixup, dataset_name, DATASETS
 from .config import TrainConfig, EVAL_METRICS, load_config, save_config, config_hash
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'check_model_name', 'build_model',
-           'build_teacher', 'build_criterion', 'atomic_write', 'state_checksum', 'save_checkpoint',
-           'previous_checkpoint', 'CheckpointError', 'load_checkpoint', 'new_run_id', 'lock_run_dir', 'resolve_run_dir',
-           'seed_epoch', 'resolve_device', 'dist_env', 'quiet_expected_warnings', 'gpu_fast_paths', 'rank_epochs',
+__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'build_model', 'build_teacher',
+           'build_criterion', 'atomic_write', 'state_checksum', 'save_checkpoint', 'previous_checkpoint',
+           'CheckpointError', 'load_checkpoint', 'new_run_id', 'lock_run_dir', 'resolve_run_dir', 'seed_epoch',
+           'resolve_device', 'dist_env', 'quiet_expected_warnings', 'gpu_fast_paths', 'rank_epochs',
            'keep_best_checkpoints', 'TrainingDiverged', 'RunInterrupted', 'check_resume', 'check_inputs', 'Run',
            'train', 'resume_config']
 
@@ -43,18 +43,6 @@ def _model_kwargs(cfg: TrainConfig) -> dict:
     if cfg.norm_layer != 'layernorm': kw['norm_layer'] = cfg.norm_layer
     if cfg.distill_head: kw['distill_head'] = True
     return kw
-
-def check_model_name(name: str, pretrained: bool = False) -> str:
-    "`name` if timm knows the model (and, with `pretrained`, has pretrained weights for it), else a ValueError saying what is."
-    if not timm.is_model(name):
-        import difflib
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        raise ValueError(f"unknown model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else
-                         "; see timm.list_models() (our models: vit_6_4_32, vit_6_4_32_sine, cct_7_3x1_32, cct_7_3x2_32, ...)"))
-    if pretrained and not timm.is_model_pretrained(name):
-        raise ValueError(f"config key 'pretrained': timm has no pretrained weights for model {name!r} (timm.list_pretrained() "
-                         "lists those that have); start from a run's weights with initial_checkpoint instead")
-    return name
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     "The student: `timm.create_model(cfg.model, ...)`, quantized as the config asks."

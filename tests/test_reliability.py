@@ -117,7 +117,7 @@ def test_divergence_stops_with_the_step_and_term_and_keeps_the_last_good_checkpo
     (['--aq-bitw', '2', '--aq-pos', '9'], 'do not fit in 2 bits'),
     (['--qmodules', 'blocks.*.attn.qvk', '--aq-enable'], "matched no module; closest: blocks.0.attn.qkv"),
     (['--dataset', 'cifar10', '--data-dir', '/nonexistent'], 'cifar-10-batches-py'),
-    (['--model', 'vit_6_4_23'], "did you mean vit_6_4_32"),
+    (['--model', 'vit_6_4_23'], "did you mean 'vit_6_4_32'"),
     (['--aq-mode', 'pact'], "unknown quantization mode 'pact'"),
 ])
 def test_bad_input_fails_with_a_message_naming_it(tmp_path, capsys, argv, message):

@@ -11,6 +11,8 @@ from typing import Optional, Sequence, Union
 import pandas as pd
 import yaml
 
+from .config import canonical_keys
+
 # %% auto #0
 __all__ = ['STUDY_FINDINGS', 'EXECUTORS', 'run_status', 'network_label', 'tricks_label', 'load_runs', 'results_table',
            'render_report', 'study_results', 'study_table', 'study_findings', 'render_study_report', 'Experiment',
@@ -23,8 +25,9 @@ def _read_json(p: Path) -> Optional[dict]:
     except (OSError, ValueError): return None
 
 def _read_args(run_dir: Path) -> dict:
-    try: return yaml.safe_load((run_dir / 'args.yaml').read_text()) or {}
-    except (OSError, yaml.YAMLError): return {}
+    "A run's `args.yaml` as a dict, renamed keys under their new names (`{}` when missing or unreadable)."
+    try: return canonical_keys(yaml.safe_load((run_dir / 'args.yaml').read_text()) or {})
+    except (OSError, yaml.YAMLError, ValueError, AttributeError): return {}
 
 def _process_gone(pid) -> bool:
     "No live process has this pid (a zombie counts as gone: it has exited)."
@@ -56,7 +59,7 @@ def tricks_label(args: dict) -> str:
     if args.get('aq_enable'): t.append(f"act {args.get('aq_bitw')}b{', asym' if args.get('aq_asym') else ''}")
     if args.get('attn_q'): t.append('attn q')
     if args.get('act_layer') == 'relu': t.append('relu')
-    if args.get('use_kd'): t.append(f"kd ({args.get('teacher')}" + (f", mse {args.get('kd_type')}, alpha {args.get('kd_alpha')}" if args.get('kd_type') not in (None, 'none') else '') + ')')
+    if args.get('use_kd'): t.append(f"kd ({args.get('teacher')}" + (f", mse {args.get('kd_embed')}, alpha {args.get('kd_alpha')}" if args.get('kd_embed') not in (None, 'none') else '') + ')')
     return ', '.join(t)
 
 def _number(v) -> Optional[float]:
@@ -272,7 +275,7 @@ class Sweep:
 
     def config(self, exp: Experiment, output: Union[str, Path], extra: Optional[dict] = None, common: Optional[dict] = None) -> TrainConfig:
         "The experiment's full config: defaults < base < overrides < `common` (`--set`) < chain links (`extra`)."
-        return load_config(self.base, {**exp.overrides, **(common or {}), 'name': exp.name, 'tricks': exp.tricks,
+        return load_config(self.base, {**canonical_keys(exp.overrides), **canonical_keys(common or {}), 'name': exp.name, 'tricks': exp.tricks,
                                        'output': str(output), **(extra or {})})
 
     def check(self, where: str, common: Optional[dict] = None):

@@ -164,7 +164,7 @@ KEYS = st.fixed_dictionaries({}, optional={
     'norm_layer': st.sampled_from(['layernorm', 'batchnorm']), 'clip_grad': st.one_of(st.none(), st.floats(-1, 2)),
     'clip_mode': st.sampled_from(['norm', 'value', 'agc', 'l3']), 'smoothing': st.floats(-0.5, 1.5),
     'qmodules': st.sampled_from([['linear'], ['attn'], ['all'], ['blocks.0.mlp.fc1;wq:bit:4'], ['blocks.9.mlp.fc1'], ['linear;aq:bits:x']]),
-    'kd_type': st.sampled_from(['none', 'last', 'all', 'first']), 'use_kd': st.booleans(), 'mixup': st.sampled_from([0.0, 0.8, -1.0])})
+    'kd_embed': st.sampled_from(['none', 'last', 'all', 'first']), 'use_kd': st.booleans(), 'mixup': st.sampled_from([0.0, 0.8, -1.0])})
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -97,6 +97,12 @@ def load_teacher(name: str, checkpoint: Union[str, Path, dict, None] = None, qua
 def _supports_embeddings(model: nn.Module) -> bool:
     return 'return_embeddings' in inspect.signature(unwrap_model(model).forward).parameters
 
+def _has_intermediates(model: nn.Module) -> bool:
+    "timm's `forward_intermediates` (with prefix tokens, as its transformers have it), `forward_head` and a `.blocks` list."
+    fi = getattr(model, 'forward_intermediates', None)
+    return (fi is not None and hasattr(model, 'forward_head') and getattr(model, 'blocks', None) is not None
+            and 'return_prefix_tokens' in inspect.signature(fi).parameters)
+
 class EmbeddingStream(list):
     "The residual stream `[block-0 input, each block's output, final normed tokens]`: a list that says what it holds."
 
@@ -104,28 +110,36 @@ def _full_tokens(y):
     "timm's `(spatial, prefix)` pair (or spatial tokens alone) back to full `(B, N, C)` tokens."
     return torch.cat([y[1], y[0]], dim=1) if isinstance(y, tuple) else y
 
+def _block0_input(blocks):
+    "A pre-hook on `blocks[0]` and the list it fills with the block's input."
+    first = []
+    return blocks[0].register_forward_pre_hook(lambda m, a: first.append(a[0])), first
+
 def forward_with_embeddings(model: nn.Module, x: torch.Tensor, embeddings: bool = True):
     """`(output, stream)` from one forward pass, `stream` = `[block-0 input, output of each block, final normed
     tokens]` (`(B, N, C)` each, `depth + 2` in all); `(output, None)` when `embeddings` is False."""
     if not embeddings: return model(x), None
-    if _supports_embeddings(model):
-        out, stream = model(x, return_embeddings='stream')
-        return out, EmbeddingStream(stream)
     inner = unwrap_model(model)
+    if inner is model and _has_intermediates(model):            # our models and timm's transformers: timm's feature API
+        hook, first = _block0_input(model.blocks)
+        try: final, inter = model.forward_intermediates(x, output_fmt='NLC', return_prefix_tokens=True)
+        finally: hook.remove()
+        return model.forward_head(final), EmbeddingStream([first[0], *map(_full_tokens, inter), final])
+    if _supports_embeddings(model):                             # ours inside a wrapper: through the wrapper's forward
+        out, stream = model(x, return_embeddings=True)
+        return out, EmbeddingStream(stream)
     blocks = getattr(inner, 'blocks', None)
     if blocks is None:
-        raise ValueError(f"embedding KD needs a model with forward(x, return_embeddings='stream'), forward_intermediates "
+        raise ValueError(f"embedding KD needs a model with forward_intermediates, forward(x, return_embeddings=True) "
                          f"or a `.blocks` list; {type(inner).__name__} has neither")
-    first, outs = [], []
-    handles = [blocks[0].register_forward_pre_hook(lambda m, a: first.append(a[0]))]
-    try:
-        if inner is model and hasattr(inner, 'forward_intermediates') and hasattr(inner, 'forward_head'):
-            final, inter = inner.forward_intermediates(x, output_fmt='NLC', return_prefix_tokens=True)
-            return inner.forward_head(final), EmbeddingStream([first[0], *map(_full_tokens, inter), final])
-        handles += [b.register_forward_hook(lambda m, i, o: outs.append(o)) for b in blocks]
-        out = model(x)
+    outs = []
+    hook, first = _block0_input(blocks)
+    handles = [hook, *(b.register_forward_hook(lambda m, i, o: outs.append(o)) for b in blocks)]
+    try: out = model(x)
     finally:
         for h in handles: h.remove()
+    if not first: raise ValueError(f"embedding KD: the hooks on {type(inner).__name__}'s blocks did not run (a torch.compile'd "
+                                   "model ignores hooks added after compiling); pass the model uncompiled")
     return out, EmbeddingStream([first[0], *outs, getattr(inner, 'norm', nn.Identity())(outs[-1])])
 
 # %% ../nbs/03_distill.ipynb #d6a1b21a

@@ -173,12 +173,14 @@ class CompactTransformer(nn.Module):
         return x0, outs
 
     def forward_intermediates(self, x, indices=None, return_prefix_tokens: bool = False, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False):
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+                              output_dict: bool = False):
         """timm's feature contract (as `VisionTransformer.forward_intermediates`): `(final normed tokens, [outputs of
         the blocks `indices` names])`, `indices` an int (the last n) or a list (None: all); `norm` applies the final
         norm to each; prefix (class) tokens split off (`return_prefix_tokens`: `(spatial, prefix)` pairs);
-        `output_fmt` `'NCHW'` grids or `'NLC'` tokens; `stop_early` runs no block past the last one asked for."""
-        if output_fmt not in ('NCHW', 'NLC'): raise ValueError(f"unknown output_fmt {output_fmt!r} (valid: NCHW, NLC)")
+        `output_fmt` `'NCHW'` grids or `'NLC'` tokens; `stop_early` runs no block past the last one asked for;
+        `output_dict`: timm's dict (`image_intermediates`, `image_intermediates_prefix`, `image_features`)."""
+        if output_fmt not in ('NCHW', 'NLC'): raise unknown_choice_error('output_fmt', output_fmt, ('NCHW', 'NLC'))
         take, max_index = feature_take_indices(len(self.blocks), indices)
         (B, _, H, W), npt = x.shape, self.num_prefix_tokens
         _, outs = self._stream(x, max_index if stop_early else -1)
@@ -188,15 +190,16 @@ class CompactTransformer(nn.Module):
         if output_fmt == 'NCHW':
             h, w = self.tokenizer.grid_size(H), self.tokenizer.grid_size(W)
             inter = [y.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous() for y in inter]
+        if output_dict:
+            d = dict(image_intermediates=inter, **(dict(image_intermediates_prefix=prefix) if return_prefix_tokens and npt else {}))
+            return d if intermediates_only else {**d, 'image_features': self.norm(outs[-1])}
         if return_prefix_tokens and npt: inter = list(zip(inter, prefix))
         if intermediates_only: return inter
         return self.norm(outs[-1]), inter
 
-    def forward_features(self, x, return_embeddings: bool = False):
-        "Tokens after the final norm `(B, N, C)`; with `return_embeddings`, also the list of every block's output."
-        _, outs = self._stream(x)
-        x = self.norm(outs[-1])
-        return (x, outs) if return_embeddings else x
+    def forward_features(self, x):
+        "Tokens after the final norm `(B, N, C)`."
+        return self.norm(self._stream(x)[1][-1])
 
     def pool(self, x):
         "Class token or sequence pooling of `(B, N, C)` tokens to `(B, C)`."
@@ -211,17 +214,16 @@ class CompactTransformer(nn.Module):
         logits, logits_dist = self.head(x), self.head_dist(x)
         return (logits, logits_dist) if self.training else (logits + logits_dist) / 2
 
-    def forward(self, x, return_embeddings: Union[bool, str] = False):
-        """Logits (see `forward_head`); with `return_embeddings`, `(logits, embeddings)` from the same pass: every
-        block's output (`True`), or `'stream'`: the block-0 input, every block's output and the final normed tokens
-        (what the study's embedding KD reads). Embedding KD calls this rather than `forward_intermediates` so that
-        DDP and `torch.compile` wrappers see one forward."""
-        if return_embeddings not in (False, True, 'stream'):
-            raise ValueError(f"unknown return_embeddings {return_embeddings!r} (valid: False, True, 'stream')")
+    def forward(self, x, return_embeddings: bool = False):
+        """Logits (see `forward_head`). `return_embeddings=True`, for a DDP or `torch.compile` wrapper (which calls
+        `forward` and nothing else), also returns the residual stream of the same pass: `(logits, [block-0 input,
+        each block's output, final normed tokens])`, what embedding KD reads from `forward_intermediates` and a
+        pre-hook on `blocks[0]` when it can call the model itself (see `qvit_nb.distill.forward_with_embeddings`)."""
+        if return_embeddings not in (False, True): raise ValueError(f"return_embeddings must be True or False, got {return_embeddings!r}")
         if not return_embeddings: return self.forward_head(self.forward_features(x))
         x0, outs = self._stream(x)
         feats = self.norm(outs[-1])
-        return self.forward_head(feats), (outs if return_embeddings is True else [x0, *outs, feats])
+        return self.forward_head(feats), [x0, *outs, feats]
 
     def get_classifier(self): return self.head if self.head_dist is None else (self.head, self.head_dist)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from . import __version__     # no torch, timm or pandas here: `qvit --help` answers at once
+from .core import unknown_choice_error
 
 # %% auto #0
 __all__ = ['COMMANDS', 'USAGE', 'CLIError', 'cmd_train', 'cmd_report', 'cmd_sweep', 'parse_set', 'cmd_demo', 'cmd_dashboard',
@@ -139,10 +140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if argv[0] == '--version': print(f"qvit-nb {__version__}"); return 0
     cmd, rest = argv[0], argv[1:]
     if cmd not in COMMANDS:
-        import difflib
-        close = difflib.get_close_matches(cmd, COMMANDS, n=1)
-        print(f"qvit: error: unknown command {cmd!r}" + (f"; did you mean {close[0]!r}?" if close else '') +
-              f" (valid: {', '.join(COMMANDS)})", file=sys.stderr)
+        print(f"qvit: error: {unknown_choice_error('command', cmd, COMMANDS)}", file=sys.stderr)
         return 2
     import signal, threading
     main_thread = threading.current_thread() is threading.main_thread()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_dashboard.ipynb #140dbd0f
 from __future__ import annotations
-import contextlib, difflib, html, importlib, io, json, math, shutil, tempfile
+import contextlib, html, importlib, io, json, math, shutil, tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -20,6 +20,7 @@ import torch
 import yaml
 from torch import nn
 
+from .core import unknown_choice_error
 from .quant import LSQQuantizer, Levels
 from .qmodules import QuantLinear, QuantConv2d, Attention, activation_quantizers, quant_summary
 from .data import build_loaders
@@ -134,9 +135,8 @@ def collect_activations(model: nn.Module, data, layers: Optional[Sequence[str]] 
 def check_layer(layer: str, layers) -> str:
     "`layer` if it is one of `layers`, else a ValueError naming the closest ones."
     if layer not in layers:
-        close = difflib.get_close_matches(layer, list(layers), n=3, cutoff=0.4)
-        raise ValueError(f"unknown layer {layer!r}; " + (f"closest: {', '.join(close)}" if close else
-                         f"valid layers: {', '.join(list(layers)[:6])}{' ...' if len(layers) > 6 else ''}"))
+        names = list(layers)
+        raise unknown_choice_error('layer', layer, names, n=3, cutoff=0.4, valid=', '.join(names[:6]) + (' ...' if len(names) > 6 else ''))
     return layer
 
 # %% ../nbs/09_dashboard.ipynb #db95207b
@@ -422,19 +422,19 @@ class RunReport:
 
 # %% ../nbs/09_dashboard.ipynb #c5cb354c
 def _first_batch(run, cfg: Optional[TrainConfig]):
-    "The snapshot's batch: the first evaluation batch of a `Run`, or of a run directory's own data (at most 64 images)."
+    "The snapshot's batch: the first evaluation batch of a `TrainingRun`, or of a run directory's own data (at most 64 images)."
     if cfg is None: return next(iter(run.eval_loader))[0][:64]
     return next(iter(run_eval_data(cfg, cfg.max_images or None, min(64, cfg.max_images or 64))))[0]
 
 def run_report(run, data=None, checkpoint: str = 'last') -> RunReport:
-    """The report of a finished run, a `Run` or a run directory: accuracy curves and per-epoch table, quantizers, and a
+    """The report of a finished run, a `TrainingRun` or a run directory: accuracy curves and per-epoch table, quantizers, and a
     snapshot of the activation histograms on `data` (default: the run's first evaluation batch). A directory's model
     gets its `checkpoint` weights: `last`, as its executed report showed them, or `best`."""
     if isinstance(run, (str, Path)):
         run_dir = Path(run)
         model, cfg = load_run(run_dir, checkpoint)
     elif all(hasattr(run, a) for a in ('run_dir', 'model', 'eval_loader')): run_dir, model, cfg = Path(run.run_dir), run.model, None
-    else: raise TypeError(f"run_report takes a Run or a run directory, got {type(run).__name__}")
+    else: raise TypeError(f"run_report takes a TrainingRun or a run directory, got {type(run).__name__}")
     curves = [accuracy_curves([run_dir]), read_summary(run_dir)]
     table = quant_summary(model)
     n = len(table)

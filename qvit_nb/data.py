@@ -11,7 +11,7 @@ __all__ = ['DATASETS', 'DIGITS_SPLIT', 'DATASET_STATS', 'CROPS', 'RAND_OPS', 'PI
            'TensorLoader', 'SeededDataLoader', 'build_loaders']
 
 # %% ../nbs/04_data.ipynb #3687d749
-import difflib, io, math, os, pickle, random, re, tarfile
+import io, math, os, pickle, random, re, tarfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from timm.data import ImageDataset, Mixup, create_transform
 from timm.data.random_erasing import RandomErasing
+
+from .core import unknown_choice_error
 
 # %% ../nbs/04_data.ipynb #ab5def97
 DATASETS = {
@@ -46,10 +48,8 @@ def dataset_name(name:str) -> str:
     if key.startswith('torch/'): key = key[len('torch/'):]
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
-        close = difflib.get_close_matches(key, list(DATASETS), n=2, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ''
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)} "
-                         f"(timm spelling torch/cifar10, torch/cifar100 also accepted){hint}")
+        raise unknown_choice_error('dataset', name, DATASETS, n=2, cutoff=0.5, match=key,
+                                   valid=f"{', '.join(DATASETS)}; timm's spelling torch/cifar10, torch/cifar100 too")
     return key
 
 # %% ../nbs/04_data.ipynb #393c2e20

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_distill.ipynb #1adf0676
 from __future__ import annotations
-import argparse, difflib, inspect
+import argparse, inspect
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 from timm.utils import unwrap_model
 
+from .core import unknown_choice_error
 from .qmodules import quantize_model
-from . import models as _models  # registers our models, so they can be teachers
+from .models import check_model_name   # importing models registers them, so they can be teachers
 
 # %% auto #0
-__all__ = ['KD_TARGETS', 'KD_TYPES', 'load_state_dict_file', 'is_quantizer_key', 'check_state_dict', 'freeze', 'load_teacher',
+__all__ = ['KD_TARGETS', 'KD_EMBEDS', 'load_state_dict_file', 'is_quantizer_key', 'check_state_dict', 'freeze', 'load_teacher',
            'EmbeddingStream', 'forward_with_embeddings', 'ClassificationLoss', 'soft_kd_loss', 'kd_embeddings',
            'embedding_loss', 'DistillLoss']
 
@@ -83,10 +84,7 @@ def freeze(model: nn.Module) -> nn.Module:
 def load_teacher(name: str, checkpoint: Union[str, Path, dict, None] = None, quantized=None, num_classes: int = 10,
                  **model_kwargs) -> nn.Module:
     "Build timm model `name`, quantize it like its run (`quantized`), load `checkpoint` strictly, freeze it."
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        raise ValueError(f"unknown teacher model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ''))
-    model = timm.create_model(name, num_classes=num_classes, **model_kwargs)
+    model = timm.create_model(check_model_name(name, what='teacher model'), num_classes=num_classes, **model_kwargs)
     if quantized is not None: quantize_model(model, **_quant_args(quantized))
     if checkpoint is not None:
         sd = checkpoint if isinstance(checkpoint, dict) else load_state_dict_file(checkpoint)
@@ -99,6 +97,12 @@ def load_teacher(name: str, checkpoint: Union[str, Path, dict, None] = None, qua
 def _supports_embeddings(model: nn.Module) -> bool:
     return 'return_embeddings' in inspect.signature(unwrap_model(model).forward).parameters
 
+def _has_intermediates(model: nn.Module) -> bool:
+    "timm's `forward_intermediates` (with prefix tokens, as its transformers have it), `forward_head` and a `.blocks` list."
+    fi = getattr(model, 'forward_intermediates', None)
+    return (fi is not None and hasattr(model, 'forward_head') and getattr(model, 'blocks', None) is not None
+            and 'return_prefix_tokens' in inspect.signature(fi).parameters)
+
 class EmbeddingStream(list):
     "The residual stream `[block-0 input, each block's output, final normed tokens]`: a list that says what it holds."
 
@@ -106,28 +110,36 @@ def _full_tokens(y):
     "timm's `(spatial, prefix)` pair (or spatial tokens alone) back to full `(B, N, C)` tokens."
     return torch.cat([y[1], y[0]], dim=1) if isinstance(y, tuple) else y
 
+def _block0_input(blocks):
+    "A pre-hook on `blocks[0]` and the list it fills with the block's input."
+    first = []
+    return blocks[0].register_forward_pre_hook(lambda m, a: first.append(a[0])), first
+
 def forward_with_embeddings(model: nn.Module, x: torch.Tensor, embeddings: bool = True):
     """`(output, stream)` from one forward pass, `stream` = `[block-0 input, output of each block, final normed
     tokens]` (`(B, N, C)` each, `depth + 2` in all); `(output, None)` when `embeddings` is False."""
     if not embeddings: return model(x), None
-    if _supports_embeddings(model):
-        out, stream = model(x, return_embeddings='stream')
-        return out, EmbeddingStream(stream)
     inner = unwrap_model(model)
+    if inner is model and _has_intermediates(model):            # our models and timm's transformers: timm's feature API
+        hook, first = _block0_input(model.blocks)
+        try: final, inter = model.forward_intermediates(x, output_fmt='NLC', return_prefix_tokens=True)
+        finally: hook.remove()
+        return model.forward_head(final), EmbeddingStream([first[0], *map(_full_tokens, inter), final])
+    if _supports_embeddings(model):                             # ours inside a wrapper: through the wrapper's forward
+        out, stream = model(x, return_embeddings=True)
+        return out, EmbeddingStream(stream)
     blocks = getattr(inner, 'blocks', None)
     if blocks is None:
-        raise ValueError(f"embedding KD needs a model with forward(x, return_embeddings='stream'), forward_intermediates "
+        raise ValueError(f"embedding KD needs a model with forward_intermediates, forward(x, return_embeddings=True) "
                          f"or a `.blocks` list; {type(inner).__name__} has neither")
-    first, outs = [], []
-    handles = [blocks[0].register_forward_pre_hook(lambda m, a: first.append(a[0]))]
-    try:
-        if inner is model and hasattr(inner, 'forward_intermediates') and hasattr(inner, 'forward_head'):
-            final, inter = inner.forward_intermediates(x, output_fmt='NLC', return_prefix_tokens=True)
-            return inner.forward_head(final), EmbeddingStream([first[0], *map(_full_tokens, inter), final])
-        handles += [b.register_forward_hook(lambda m, i, o: outs.append(o)) for b in blocks]
-        out = model(x)
+    outs = []
+    hook, first = _block0_input(blocks)
+    handles = [hook, *(b.register_forward_hook(lambda m, i, o: outs.append(o)) for b in blocks)]
+    try: out = model(x)
     finally:
         for h in handles: h.remove()
+    if not first: raise ValueError(f"embedding KD: the hooks on {type(inner).__name__}'s blocks did not run (a torch.compile'd "
+                                   "model ignores hooks added after compiling); pass the model uncompiled")
     return out, EmbeddingStream([first[0], *outs, getattr(inner, 'norm', nn.Identity())(outs[-1])])
 
 # %% ../nbs/03_distill.ipynb #d6a1b21a
@@ -148,56 +160,56 @@ def soft_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
 
 KD_TARGETS = ('blocks', 'study')
 
-def kd_embeddings(stream: Sequence[torch.Tensor], kd_type: str = 'last', kd_target: str = 'blocks') -> list:
+def kd_embeddings(stream: Sequence[torch.Tensor], kd_embed: str = 'last', kd_target: str = 'blocks') -> list:
     "The tensors embedding KD compares, picked from a `forward_with_embeddings` stream (see above)."
-    if kd_target not in KD_TARGETS: raise ValueError(f"unknown kd_target {kd_target!r} (valid: {', '.join(KD_TARGETS)})")
+    if kd_target not in KD_TARGETS: raise unknown_choice_error('kd_target', kd_target, KD_TARGETS)
     if len(stream) < 3: raise ValueError(f"an embedding stream holds the block-0 input, each block's output and the normed output "
                                          f"(3 tensors at least), got {len(stream)}: use forward_with_embeddings")
-    if kd_target == 'blocks': return list(stream[-2:-1] if kd_type == 'last' else stream[1:-1])
-    return list(stream[-1:] if kd_type == 'last' else [*stream[:-2], stream[-1]])
+    if kd_target == 'blocks': return list(stream[-2:-1] if kd_embed == 'last' else stream[1:-1])
+    return list(stream[-1:] if kd_embed == 'last' else [*stream[:-2], stream[-1]])
 
-def embedding_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], kd_type: str = 'last',
+def embedding_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], kd_embed: str = 'last',
                    proj: Optional[nn.Module] = None, tokens: str = 'match') -> torch.Tensor:
     "MSE of the last block's tokens (`'last'`) or the mean over all blocks (`'all'`); see `DistillLoss`."
-    if kd_type == 'last': pairs = [(student[-1], teacher[-1])]
+    if kd_embed == 'last': pairs = [(student[-1], teacher[-1])]
     else:
         if len(student) != len(teacher):
-            raise ValueError(f"kd_type='all' needs as many blocks in student ({len(student)}) as in teacher ({len(teacher)}); use kd_type='last'")
+            raise ValueError(f"kd_embed='all' needs as many blocks in student ({len(student)}) as in teacher ({len(teacher)}); use kd_embed='last'")
         pairs = list(zip(student, teacher))
     losses = []
     for i, (s, t) in enumerate(pairs):
         if proj is not None: s = proj(s)
         if tokens == 'mean': s, t = s.mean(1), t.mean(1)
         if s.shape != t.shape:
-            raise ValueError(f"embedding KD: student embedding {tuple(s.shape)} vs teacher {tuple(t.shape)} (block {i if kd_type == 'all' else -1}); "
+            raise ValueError(f"embedding KD: student embedding {tuple(s.shape)} vs teacher {tuple(t.shape)} (block {i if kd_embed == 'all' else -1}); "
                              f"configure embed_proj (width) and/or embed_tokens='mean' (token count)")
         losses.append(F.mse_loss(s, t.detach()))
     return torch.stack(losses).mean()
 
 # %% ../nbs/03_distill.ipynb #516d7985
-KD_TYPES = ('none', 'last', 'all')
+KD_EMBEDS = ('none', 'last', 'all')
 
 class DistillLoss(nn.Module):
     "Base loss, soft logit KD (+ hard labels), embedding MSE and two-head distillation; returns `(total, parts)`."
     def __init__(self, base_criterion: Optional[nn.Module] = None, teacher: Optional[nn.Module] = None,
-                 kd_temperature: float = 1., kd_hard_and_soft: bool = False, kd_type: Optional[str] = None,
+                 kd_temperature: float = 1., kd_hard_and_soft: bool = False, kd_embed: Optional[str] = None,
                  kd_alpha: float = 1., two_head_weight: float = 0.5, embed_proj: Optional[nn.Module] = None,
                  embed_tokens: str = 'match', kd_target: str = 'blocks'):
         super().__init__()
-        if kd_target not in KD_TARGETS: raise ValueError(f"unknown kd_target {kd_target!r} (valid: {', '.join(KD_TARGETS)})")
-        kd_type = 'none' if kd_type is None else kd_type
-        if kd_type not in KD_TYPES: raise ValueError(f"unknown kd_type {kd_type!r} (valid: {', '.join(KD_TYPES)})")
-        if embed_tokens not in ('match', 'mean'): raise ValueError(f"unknown embed_tokens {embed_tokens!r} (valid: match, mean)")
-        if kd_type != 'none' and teacher is None: raise ValueError(f"kd_type={kd_type!r} needs a teacher")
+        if kd_target not in KD_TARGETS: raise unknown_choice_error('kd_target', kd_target, KD_TARGETS)
+        kd_embed = 'none' if kd_embed is None else kd_embed
+        if kd_embed not in KD_EMBEDS: raise unknown_choice_error('kd_embed', kd_embed, KD_EMBEDS)
+        if embed_tokens not in ('match', 'mean'): raise unknown_choice_error('embed_tokens', embed_tokens, ('match', 'mean'))
+        if kd_embed != 'none' and teacher is None: raise ValueError(f"kd_embed={kd_embed!r} needs a teacher")
         if not 0 <= two_head_weight <= 1: raise ValueError(f"two_head_weight must be in [0, 1], got {two_head_weight}")
         self.base = base_criterion if base_criterion is not None else ClassificationLoss()
         self.__dict__['teacher'] = freeze(teacher) if teacher is not None else None   # held, not a submodule
-        self.kd_temperature, self.kd_hard_and_soft, self.kd_type, self.kd_alpha = kd_temperature, kd_hard_and_soft, kd_type, kd_alpha
+        self.kd_temperature, self.kd_hard_and_soft, self.kd_embed, self.kd_alpha = kd_temperature, kd_hard_and_soft, kd_embed, kd_alpha
         self.two_head_weight, self.embed_proj, self.embed_tokens = two_head_weight, embed_proj, embed_tokens
         self.kd_target = kd_target
 
     @property
-    def needs_embeddings(self) -> bool: return self.kd_type != 'none'
+    def needs_embeddings(self) -> bool: return self.kd_embed != 'none'
 
     def _apply(self, fn, *args, **kwargs):
         super()._apply(fn, *args, **kwargs)
@@ -231,18 +243,18 @@ class DistillLoss(nn.Module):
                 total = total + parts['base']
         if self.needs_embeddings:
             if embeddings is None:
-                raise ValueError(f"kd_type={self.kd_type!r} needs the student's embeddings: "
+                raise ValueError(f"kd_embed={self.kd_embed!r} needs the student's embeddings: "
                                  "out, emb = forward_with_embeddings(model, x); criterion(x, out, y, emb)")
             if not isinstance(embeddings, EmbeddingStream):      # a bare list of block outputs would be misread
                 raise ValueError("embeddings must be the EmbeddingStream from forward_with_embeddings(model, x) (block-0 input, "
                                  f"block outputs, normed output), got a {type(embeddings).__name__}")
-            s_emb, t_emb = (kd_embeddings(e, self.kd_type, self.kd_target) for e in (embeddings, t_emb))
-            parts['embed'] = embedding_loss(s_emb, t_emb, self.kd_type, self.embed_proj, self.embed_tokens)
+            s_emb, t_emb = (kd_embeddings(e, self.kd_embed, self.kd_target) for e in (embeddings, t_emb))
+            parts['embed'] = embedding_loss(s_emb, t_emb, self.kd_embed, self.embed_proj, self.embed_tokens)
             total = total + self.kd_alpha * parts['embed']
         parts['total'] = total
         return total, {k: v.detach() for k, v in parts.items()}
 
     def extra_repr(self):
         t = type(self.teacher).__name__ if self.teacher is not None else None
-        return (f"teacher={t}, T={self.kd_temperature}, hard_and_soft={self.kd_hard_and_soft}, kd_type={self.kd_type!r}, "
+        return (f"teacher={t}, T={self.kd_temperature}, hard_and_soft={self.kd_hard_and_soft}, kd_embed={self.kd_embed!r}, "
                 f"kd_target={self.kd_target!r}, kd_alpha={self.kd_alpha}, two_head_weight={self.two_head_weight}, embed_tokens={self.embed_tokens!r}")

@@ -4,21 +4,22 @@
 
 # %% ../nbs/02_models.ipynb #9ff903db
 from __future__ import annotations
-import difflib, warnings
+import warnings
 from typing import Callable, Union
 
 import torch
 from torch import nn
 from timm.layers import DropPath, Mlp, trunc_normal_
-from timm.models import register_model, is_model, model_entrypoint
+from timm.models import register_model, is_model, is_model_pretrained, list_models, model_entrypoint
 
+from .core import unknown_choice_error
 from .qmodules import Attention
 
 # %% auto #0
 __all__ = ['ACT_LAYERS', 'NORM_LAYERS', 'POS_EMBEDS', 'TokenBatchNorm', 'ConvTokenizer', 'patch_tokenizer', 'sine_table', 'Block',
            'CompactTransformer', 'vit_lite', 'cct', 'vit_2_4_32', 'vit_4_4_32', 'vit_6_4_32', 'vit_7_4_32',
            'vit_6_4_32_sine', 'vit_7_4_32_sine', 'cct_2_3x2_32', 'cct_4_3x2_32', 'cct_6_3x1_32', 'cct_6_3x2_32',
-           'cct_7_3x1_32', 'cct_7_3x2_32']
+           'cct_7_3x1_32', 'cct_7_3x2_32', 'our_models', 'check_model_name']
 
 # %% ../nbs/02_models.ipynb #11f5d567
 class TokenBatchNorm(nn.Module):
@@ -37,9 +38,7 @@ def _choose(kind: str, value, choices):
     if not isinstance(value, str): return value
     key = value.lower()
     if key in choices: return choices[key] if isinstance(choices, dict) else key
-    close = difflib.get_close_matches(key, list(choices), n=1)
-    raise ValueError(f"unknown {kind} {value!r}" + (f"; did you mean {close[0]!r}?" if close else "") +
-                     f" (valid: {', '.join(choices)})")
+    raise unknown_choice_error(kind, value, choices, match=key)
 
 # %% ../nbs/02_models.ipynb #0c2ec871
 def _conv_out(size, kernel, stride, padding): return (size + 2 * padding - kernel) // stride + 1
@@ -174,12 +173,14 @@ class CompactTransformer(nn.Module):
         return x0, outs
 
     def forward_intermediates(self, x, indices=None, return_prefix_tokens: bool = False, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False):
+                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
+                              output_dict: bool = False):
         """timm's feature contract (as `VisionTransformer.forward_intermediates`): `(final normed tokens, [outputs of
         the blocks `indices` names])`, `indices` an int (the last n) or a list (None: all); `norm` applies the final
         norm to each; prefix (class) tokens split off (`return_prefix_tokens`: `(spatial, prefix)` pairs);
-        `output_fmt` `'NCHW'` grids or `'NLC'` tokens; `stop_early` runs no block past the last one asked for."""
-        if output_fmt not in ('NCHW', 'NLC'): raise ValueError(f"unknown output_fmt {output_fmt!r} (valid: NCHW, NLC)")
+        `output_fmt` `'NCHW'` grids or `'NLC'` tokens; `stop_early` runs no block past the last one asked for;
+        `output_dict`: timm's dict (`image_intermediates`, `image_intermediates_prefix`, `image_features`)."""
+        if output_fmt not in ('NCHW', 'NLC'): raise unknown_choice_error('output_fmt', output_fmt, ('NCHW', 'NLC'))
         take, max_index = feature_take_indices(len(self.blocks), indices)
         (B, _, H, W), npt = x.shape, self.num_prefix_tokens
         _, outs = self._stream(x, max_index if stop_early else -1)
@@ -189,15 +190,16 @@ class CompactTransformer(nn.Module):
         if output_fmt == 'NCHW':
             h, w = self.tokenizer.grid_size(H), self.tokenizer.grid_size(W)
             inter = [y.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous() for y in inter]
+        if output_dict:
+            d = dict(image_intermediates=inter, **(dict(image_intermediates_prefix=prefix) if return_prefix_tokens and npt else {}))
+            return d if intermediates_only else {**d, 'image_features': self.norm(outs[-1])}
         if return_prefix_tokens and npt: inter = list(zip(inter, prefix))
         if intermediates_only: return inter
         return self.norm(outs[-1]), inter
 
-    def forward_features(self, x, return_embeddings: bool = False):
-        "Tokens after the final norm `(B, N, C)`; with `return_embeddings`, also the list of every block's output."
-        _, outs = self._stream(x)
-        x = self.norm(outs[-1])
-        return (x, outs) if return_embeddings else x
+    def forward_features(self, x):
+        "Tokens after the final norm `(B, N, C)`."
+        return self.norm(self._stream(x)[1][-1])
 
     def pool(self, x):
         "Class token or sequence pooling of `(B, N, C)` tokens to `(B, C)`."
@@ -212,17 +214,16 @@ class CompactTransformer(nn.Module):
         logits, logits_dist = self.head(x), self.head_dist(x)
         return (logits, logits_dist) if self.training else (logits + logits_dist) / 2
 
-    def forward(self, x, return_embeddings: Union[bool, str] = False):
-        """Logits (see `forward_head`); with `return_embeddings`, `(logits, embeddings)` from the same pass: every
-        block's output (`True`), or `'stream'`: the block-0 input, every block's output and the final normed tokens
-        (what the study's embedding KD reads). Embedding KD calls this rather than `forward_intermediates` so that
-        DDP and `torch.compile` wrappers see one forward."""
-        if return_embeddings not in (False, True, 'stream'):
-            raise ValueError(f"unknown return_embeddings {return_embeddings!r} (valid: False, True, 'stream')")
+    def forward(self, x, return_embeddings: bool = False):
+        """Logits (see `forward_head`). `return_embeddings=True`, for a DDP or `torch.compile` wrapper (which calls
+        `forward` and nothing else), also returns the residual stream of the same pass: `(logits, [block-0 input,
+        each block's output, final normed tokens])`, what embedding KD reads from `forward_intermediates` and a
+        pre-hook on `blocks[0]` when it can call the model itself (see `qvit_nb.distill.forward_with_embeddings`)."""
+        if return_embeddings not in (False, True): raise ValueError(f"return_embeddings must be True or False, got {return_embeddings!r}")
         if not return_embeddings: return self.forward_head(self.forward_features(x))
         x0, outs = self._stream(x)
         feats = self.norm(outs[-1])
-        return self.forward_head(feats), (outs if return_embeddings is True else [x0, *outs, feats])
+        return self.forward_head(feats), [x0, *outs, feats]
 
     def get_classifier(self): return self.head if self.head_dist is None else (self.head, self.head_dist)
 
@@ -291,3 +292,17 @@ def cct_6_3x2_32(pretrained=False, **kwargs): return _build(cct, 6, pretrained, 
 def cct_7_3x1_32(pretrained=False, **kwargs): return _build(cct, 7, pretrained, n_conv_layers=1, **kwargs)
 @_register
 def cct_7_3x2_32(pretrained=False, **kwargs): return _build(cct, 7, pretrained, n_conv_layers=2, **kwargs)
+
+# %% ../nbs/02_models.ipynb #295fccc7
+def our_models() -> list[str]:
+    "The names this module registers with timm."
+    return [n for n in list_models() if getattr(model_entrypoint(n), '_qvit_model', False)]
+
+def check_model_name(name: str, pretrained: bool = False, what: str = 'model') -> str:
+    "`name` if timm knows the model (and, with `pretrained`, has pretrained weights for it), else a ValueError saying what is."
+    if not is_model(name):
+        raise unknown_choice_error(what, name, list_models(), n=3, valid=f"see timm.list_models(); ours: {', '.join(our_models())}")
+    if pretrained and not is_model_pretrained(name):
+        raise ValueError(f"timm has no pretrained weights for {what} {name!r} (timm.list_pretrained() lists those that have); "
+                         "start from a run's weights with initial_checkpoint instead")
+    return name

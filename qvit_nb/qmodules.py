@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_qmodules.ipynb #c9c24ee3
 from __future__ import annotations
-import difflib, fnmatch, math
+import fnmatch, math
 from typing import Iterable, Optional, Sequence, Union
 
 import pandas as pd
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .core import closest, unknown_choice_error
 from .quant import LSQQuantizer, QConfig, make_quantizer, quant_levels
 from . import fastpaths
 from .fastpaths import PackedInt8Weight, fits_int8, int8_products_allowed, pack_int8_weight, use_int8_matmul
@@ -177,9 +178,7 @@ def parse_qmodule(entry: str) -> tuple[str, dict, dict]:
             raise ValueError(f"bad override {part!r} in qmodules entry {entry!r}: expected 'wq:KEY:VALUE' or 'aq:KEY:VALUE'")
         kind, key, raw = bits
         if key not in _KEYS:
-            close = difflib.get_close_matches(key, _KEYS, n=1)
-            raise ValueError(f"unknown override key {key!r} in {entry!r}" + (f"; did you mean {close[0]!r}?" if close else
-                             f"; valid keys: {', '.join(sorted(_KEYS))}"))
+            raise unknown_choice_error('override key', key, sorted(_KEYS), where=repr(entry))
         key = _KEYS[key]
         value = _parse_value(key, raw)
         if key == 'asym': key, value = 'symmetric', not value
@@ -262,7 +261,7 @@ def _expand(model: nn.Module, qmodules: Sequence[str]) -> tuple[list, bool]:
         if pattern == 'attn': matched += [n for n in names if _is_attention(model.get_submodule(n))]
         if not matched:
             what = pattern if pattern not in PRESETS else f"preset {pattern!r} ({', '.join(patterns)})"
-            close = sorted(difflib.get_close_matches(pattern, names, n=3, cutoff=0.5), key=names.index)
+            close = sorted(closest(pattern, names, n=3, cutoff=0.5), key=names.index)
             raise ValueError(f"qmodules pattern {what!r} matched no module" + (f"; closest: {', '.join(close)}" if close else
                              f"; module names look like: {', '.join(names[:4])}"))
         for n in matched:

@@ -11,6 +11,8 @@ from typing import Optional, Sequence, Union
 import pandas as pd
 import yaml
 
+from .config import canonical_keys
+
 # %% auto #0
 __all__ = ['STATUSES', 'STUDY_FINDINGS', 'EXECUTORS', 'KERNEL_LOG', 'run_status', 'network_label', 'tricks_label', 'load_runs',
            'results_table', 'render_report', 'study_results', 'study_table', 'study_findings', 'render_study_report',
@@ -25,11 +27,12 @@ def _read_json(p: Path) -> Optional[dict]:
     return d if isinstance(d, dict) else None
 
 def _read_args(run_dir: Path) -> dict:
-    "A run's `args.yaml` as a dict (`{}` when missing or damaged; read with the config's size and alias bounds)."
+    "A run's `args.yaml` as a dict, renamed keys under their new names (`{}` when missing or damaged; read with the config's size and alias bounds)."
     from qvit_nb.config import _safe_yaml
     try: d = _safe_yaml((run_dir / 'args.yaml').read_text(), run_dir / 'args.yaml')
     except (OSError, ValueError, RecursionError): return {}
-    return d if isinstance(d, dict) else {}
+    try: return canonical_keys(d) if isinstance(d, dict) else {}
+    except (ValueError, AttributeError): return {}
 
 def _process_gone(pid) -> bool:
     "No live process has this pid (a zombie counts as gone: it has exited)."
@@ -61,7 +64,7 @@ def tricks_label(args: dict) -> str:
     if args.get('aq_enable'): t.append(f"act {args.get('aq_bitw')}b{', asym' if args.get('aq_asym') else ''}")
     if args.get('attn_q'): t.append('attn q')
     if args.get('act_layer') == 'relu': t.append('relu')
-    if args.get('use_kd'): t.append(f"kd ({args.get('teacher')}" + (f", mse {args.get('kd_type')}, alpha {args.get('kd_alpha')}" if args.get('kd_type') not in (None, 'none') else '') + ')')
+    if args.get('use_kd'): t.append(f"kd ({args.get('teacher')}" + (f", mse {args.get('kd_embed')}, alpha {args.get('kd_alpha')}" if args.get('kd_embed') not in (None, 'none') else '') + ')')
     return ', '.join(t)
 
 def _number(v) -> Optional[float]:
@@ -251,11 +254,12 @@ def render_study_report(runs: Union[pd.DataFrame, str, Path] = 'runs', fmt: str 
             "<h2>The study's findings on these runs</h2>" + findings.to_html(index=False, escape=True) + "</body></html>")
 
 # %% ../nbs/08_runs.ipynb #0ff02f8b
-import difflib, fcntl, itertools, os, re, signal, sys, threading, time, traceback
+import fcntl, itertools, os, re, signal, sys, threading, time, traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 import multiprocessing
 
+from .core import unknown_choice_error
 from .config import TrainConfig, load_config, config_hash, check_key, check_run_name, _safe_yaml
 from .train import atomic_write, new_run_id, PROGRESS_FILE
 
@@ -288,7 +292,7 @@ class Sweep:
 
     def config(self, exp: Experiment, output: Union[str, Path], extra: Optional[dict] = None, common: Optional[dict] = None) -> TrainConfig:
         "The experiment's full config: defaults < base < overrides < `common` (`--set`) < chain links (`extra`)."
-        return load_config(self.base, {**exp.overrides, **(common or {}), 'name': exp.name, 'tricks': exp.tricks,
+        return load_config(self.base, {**canonical_keys(exp.overrides), **canonical_keys(common or {}), 'name': exp.name, 'tricks': exp.tricks,
                                        'output': str(output), **(extra or {})})
 
     def check(self, where: str, common: Optional[dict] = None):
@@ -298,16 +302,12 @@ class Sweep:
             try: self.config(e, 'runs', links, common)
             except ValueError as err: raise ValueError(f"experiment {e.name!r} {where}: {err}") from None
 
-def _unknown(what, bad, valid, where):
-    close = difflib.get_close_matches(bad, valid, n=1)
-    return ValueError(f"unknown {what} {bad!r} in {where}" + (f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(valid)}"))
-
 def _order(exps: list) -> list:
     "Dependency (chain) order; unknown links and cycles raise."
     by = {e.name: e for e in exps}
     for e in exps:
         for d in e.deps:
-            if d not in by: raise _unknown('experiment', d, list(by), f"teacher_from/init_from of {e.name!r}")
+            if d not in by: raise unknown_choice_error('experiment', d, by, where=f"teacher_from/init_from of {e.name!r}")
     out, state = [], {}
     def visit(e, path=()):
         if state.get(e.name) == 'done': return
@@ -324,7 +324,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     d = _safe_yaml(path.read_text(), path, 'sweep file') or {}     # bounded: a billion-laughs sweep file is refused, not expanded
     if not isinstance(d, dict): raise ValueError(f"sweep file {path} must be a mapping with an 'experiments' list")
     for k in d:
-        if k not in _SWEEP_KEYS: raise _unknown('sweep key', k, _SWEEP_KEYS, str(path))
+        if k not in _SWEEP_KEYS: raise unknown_choice_error('sweep key', k, _SWEEP_KEYS, where=str(path))
     base = (path.parent / d['base']).resolve() if d.get('base') else None
     if base is not None and not base.is_file(): raise ValueError(f"base config {base} (from {path}) does not exist")
     raw = d.get('experiments') or []
@@ -333,7 +333,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     for i, e in enumerate(raw):
         if not isinstance(e, dict) or 'name' not in e: raise ValueError(f"experiment #{i + 1} in {path} needs a 'name'")
         for k in e:
-            if k not in _EXP_KEYS: raise _unknown('experiment key', k, _EXP_KEYS, f"experiment {e['name']!r}")
+            if k not in _EXP_KEYS: raise unknown_choice_error('experiment key', k, _EXP_KEYS, where=f"experiment {e['name']!r}")
         ov = dict(e.get('overrides') or {})
         for k in ov: check_key(k)
         exps.append(Experiment(str(e['name']), str(e.get('tricks', '')), ov, e.get('teacher_from'), e.get('init_from')))
@@ -350,7 +350,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
                            *(f"{x}[{tag(p)}]" if x in names else x for x in (e.teacher_from, e.init_from)))
                 for p in points for e in exps]
     executor = d.get('executor', 'local')
-    if executor not in EXECUTORS: raise _unknown('executor', executor, EXECUTORS, str(path))
+    if executor not in EXECUTORS: raise unknown_choice_error('executor', executor, EXECUTORS, where=str(path))
     sweep = Sweep(check_run_name(str(d.get('name') or path.stem), 'sweep name'), path, base, _order(exps), int(d.get('workers', 1)), executor,
                   dict(d.get('slurm') or {}), d.get('threads'))
     sweep.check(f"in {path}")
@@ -497,7 +497,7 @@ def _prepare(path, only: Optional[Sequence[str]], overrides: Optional[dict]) -> 
     if only:
         by = {e.name: e for e in exps}
         for n in only:
-            if n not in by: raise _unknown('experiment', n, list(by), str(path))
+            if n not in by: raise unknown_choice_error('experiment', n, by, where=str(path))
         keep = set()
         def add(n):
             keep.add(n); [add(d) for d in by[n].deps]
@@ -557,7 +557,7 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
     sweep, overrides, exps = _prepare(path, only, overrides)
     workers = max(1, workers or sweep.workers)
     executor = executor or sweep.executor
-    if executor not in EXECUTORS: raise _unknown('executor', executor, EXECUTORS, 'the command line')
+    if executor not in EXECUTORS: raise unknown_choice_error('executor', executor, EXECUTORS, where='the command line')
     out = Path(output or 'runs')
     sweep_dir = out / sweep.name
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #a7c6121c
 from __future__ import annotations
-import contextlib, csv, hashlib, io, json, math, os, random, secrets, shutil, signal, socket, sys, threading, time, traceback
+import contextlib, csv, hashlib, io, json, math, os, random, secrets, shutil, signal, socket, sys, threading, time, traceback, warnings
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -21,18 +21,18 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, accuracy, dispatch_clip_grad
 from tqdm.auto import tqdm
 
-import qvit_nb.models  # noqa: F401  (registers the compact transformers with timm)
+from .models import check_model_name   # importing models registers the compact transformers with timm
 from .qmodules import quantize_model, quant_summary, activation_quantizers, model_storage
 from .distill import DistillLoss, ClassificationLoss, forward_with_embeddings, load_teacher, check_state_dict, is_quantizer_key
 from .data import build_loaders, build_mixup, dataset_name, DATASETS
-from .config import TrainConfig, EVAL_METRICS, load_config, save_config, config_hash
+from .config import TrainConfig, EVAL_METRICS, canonical_keys, load_config, save_config, config_hash
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'check_model_name', 'build_model',
-           'build_teacher', 'build_criterion', 'atomic_write', 'state_checksum', 'save_checkpoint',
-           'previous_checkpoint', 'CheckpointError', 'load_checkpoint', 'new_run_id', 'lock_run_dir', 'resolve_run_dir',
-           'seed_epoch', 'resolve_device', 'dist_env', 'quiet_expected_warnings', 'gpu_fast_paths', 'rank_epochs',
-           'keep_best_checkpoints', 'TrainingDiverged', 'RunInterrupted', 'check_resume', 'check_inputs', 'Run',
+__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'build_model', 'build_teacher',
+           'build_criterion', 'atomic_write', 'state_checksum', 'save_checkpoint', 'previous_checkpoint',
+           'CheckpointError', 'load_checkpoint', 'new_run_id', 'lock_run_dir', 'resolve_run_dir', 'seed_epoch',
+           'resolve_device', 'dist_env', 'quiet_expected_warnings', 'gpu_fast_paths', 'rank_epochs',
+           'keep_best_checkpoints', 'TrainingDiverged', 'RunInterrupted', 'check_resume', 'check_inputs', 'TrainingRun',
            'train', 'resume_config']
 
 # %% ../nbs/05_train.ipynb #0dc59e11
@@ -43,18 +43,6 @@ def _model_kwargs(cfg: TrainConfig) -> dict:
     if cfg.norm_layer != 'layernorm': kw['norm_layer'] = cfg.norm_layer
     if cfg.distill_head: kw['distill_head'] = True
     return kw
-
-def check_model_name(name: str, pretrained: bool = False) -> str:
-    "`name` if timm knows the model (and, with `pretrained`, has pretrained weights for it), else a ValueError saying what is."
-    if not timm.is_model(name):
-        import difflib
-        close = difflib.get_close_matches(name, timm.list_models(), n=3)
-        raise ValueError(f"unknown model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else
-                         "; see timm.list_models() (our models: vit_6_4_32, vit_6_4_32_sine, cct_7_3x1_32, cct_7_3x2_32, ...)"))
-    if pretrained and not timm.is_model_pretrained(name):
-        raise ValueError(f"config key 'pretrained': timm has no pretrained weights for model {name!r} (timm.list_pretrained() "
-                         "lists those that have); start from a run's weights with initial_checkpoint instead")
-    return name
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     "The student: `timm.create_model(cfg.model, ...)`, quantized as the config asks."
@@ -102,8 +90,8 @@ def build_teacher(cfg: TrainConfig, num_classes: int) -> Optional[nn.Module]:
 def build_criterion(cfg: TrainConfig, teacher: Optional[nn.Module], mixup_active: bool) -> DistillLoss:
     base = ClassificationLoss(smoothing=0. if mixup_active else cfg.smoothing)
     return DistillLoss(base, teacher=teacher, kd_temperature=cfg.kd_temperature, kd_hard_and_soft=cfg.kd_hard_and_soft,
-                       kd_type=cfg.kd_type if cfg.use_kd else 'none', kd_alpha=cfg.kd_alpha, kd_target=cfg.kd_target,
-                       two_head_weight=cfg.distill_weight)
+                       kd_embed=cfg.kd_embed if cfg.use_kd else 'none', kd_alpha=cfg.kd_alpha, kd_target=cfg.kd_target,
+                       two_head_weight=cfg.two_head_weight)
 
 # %% ../nbs/05_train.ipynb #ec4a55a3
 def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> Path:
@@ -358,11 +346,12 @@ def check_inputs(cfg: TrainConfig):
     if name != 'digits' and not cfg.download and not Path(cfg.data_dir).expanduser().exists():
         raise ValueError(f"data_dir {cfg.data_dir} does not exist; dataset {cfg.dataset!r} expects {DATASETS[name]}")
 
-class Run:
-    "One experiment: data, model, loss, optimizer, schedule, run directory; `fit()` trains it."
+class TrainingRun:
+    "One training run: data, model, loss, optimizer, schedule, run directory; `fit()` trains it."
     def __init__(self, cfg: Union[TrainConfig, dict, str, None] = None, **overrides):
+        overrides = canonical_keys(overrides)          # old key names (kd_type, distill_weight) under the new ones
         if cfg is None or isinstance(cfg, (str, Path)): cfg = load_config(cfg, overrides)
-        elif isinstance(cfg, dict): cfg = load_config(None, {**cfg, **overrides})
+        elif isinstance(cfg, dict): cfg = load_config(None, {**canonical_keys(cfg), **overrides})
         elif overrides: cfg = replace(cfg, **overrides)
         self.cfg = cfg
         self.rank, self.world, self.local_rank = dist_env()
@@ -746,7 +735,15 @@ class Run:
 
 def train(cfg: Union[TrainConfig, dict, str, None] = None, **overrides) -> dict:
     "Run one experiment (a `TrainConfig`, a dict of keys, or a YAML path, plus keyword overrides); returns `metrics.json`'s dict."
-    return Run(cfg, **overrides).fit()
+    return TrainingRun(cfg, **overrides).fit()
+
+# %% ../nbs/05_train.ipynb #12efe767
+def __getattr__(name: str):
+    "`Run`, the old name of `TrainingRun` (too like the `runs` module, which is about many runs), still imports, with a DeprecationWarning."
+    if name == 'Run':
+        warnings.warn("qvit_nb.train.Run is now TrainingRun; the old name will be removed", DeprecationWarning, stacklevel=2)
+        return TrainingRun
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # %% ../nbs/05_train.ipynb #6b1d0e22
 RESUME_CHANGEABLE = ('lr', 'epochs')    # applied on resume, with the schedule rebuilt; every other result-changing key is refused

@@ -54,12 +54,14 @@ def test_a_value_after_a_bool_flag_is_refused_not_taken_as_data(capsys):
 def test_the_studys_flag_spellings_are_listed_and_accepted(capsys):
     assert qvit(['train', '-h']) == 0
     out = capsys.readouterr().out
-    for flag, same in [('--use-relu', '--act-layer relu'), ('--use-token-kd', '--kd-type last'),
+    for flag, same in [('--use-relu', '--act-layer relu'), ('--use-token-kd', '--kd-embed last'),
                        ('--use-distill-head', '--distill-head'), ('--replace-ln-by-bn', '--norm-layer batchnorm')]:
         assert flag in out and f"same as {same}" in out, flag
+    for new, old in [('--kd-embed KD_EMBED', '--kd-type'), ('--two-head-weight TWO_HEAD_WEIGHT', '--distill-weight')]:
+        assert f"{new}, {old}" in out, old                      # the old names of renamed keys, beside the new ones
     from qvit_nb.config import parse_train_args
     cfg = parse_train_args(['--use-relu', '--replace-ln-by-bn', '--use-kd', '--teacher', 'vit_2_4_32', '--use-token-kd', '--use-distill-head'])
-    assert (cfg.act_layer, cfg.norm_layer, cfg.kd_type, cfg.distill_head) == ('relu', 'batchnorm', 'last', True)
+    assert (cfg.act_layer, cfg.norm_layer, cfg.kd_embed, cfg.distill_head) == ('relu', 'batchnorm', 'last', True)
 
 
 def test_without_a_terminal_progress_is_one_line_per_log_interval(tmp_path):
@@ -93,7 +95,7 @@ def test_sweep_dry_run_shows_chains_and_configs_and_trains_nothing(tmp_path, cap
     assert out.startswith(f"sweep tiny: 2 experiment(s) in chain order, runs under {tmp_path / 'runs' / 'tiny'}"), out
     fp, kd = out.split('\n[fp]')[1].split('\n[kd]')
     assert '    model: vit_2_4_32' in fp and '    seed: 7' in fp and 'use_kd' not in fp
-    assert kd.startswith(' teacher_from fp\n') and '    aq_enable: True' in kd and '    kd_type: last' in kd
+    assert kd.startswith(' teacher_from fp\n') and '    aq_enable: True' in kd and '    kd_embed: last' in kd   # kd_type: its old name
     assert f"    teacher_checkpoint: {tmp_path / 'runs' / 'tiny' / '<run of fp>' / 'model_best.pth.tar'}" in kd
     assert '    lr:' not in out                                                   # only the keys that differ from the defaults
     assert not list(tmp_path.rglob('metrics.json'))

@@ -75,3 +75,19 @@ def test_compiled_quantized_vit_trains_like_eager():
     for n, p in m.named_parameters():              # every gradient, the quantizer steps included, as in eager
         torch.testing.assert_close(got[n], p.grad, rtol=1e-4, atol=1e-7, msg=n)
     assert all(p.grad.abs().sum() > 0 for n, p in m.named_parameters() if n.endswith('.step'))
+
+
+def test_compiled_student_gives_the_embedding_stream_of_one_pass():
+    "A compiled model ignores hooks added after compiling: embedding KD reaches our compiled student through its forward."
+    import timm
+    import qvit_nb.models  # noqa: F401  (registers vit_2_4_32)
+    from qvit_nb.distill import forward_with_embeddings
+    torch.manual_seed(0)
+    torch._dynamo.reset()
+    m = timm.create_model('vit_2_4_32').eval()
+    x = torch.randn(4, 3, 32, 32)
+    out, stream = forward_with_embeddings(m, x)                               # eager: forward_intermediates
+    c_out, c_stream = forward_with_embeddings(torch.compile(m, backend='eager'), x)
+    assert len(c_stream) == len(stream) == 2 + 2
+    torch.testing.assert_close(c_out, out)
+    for a, b in zip(c_stream, stream): torch.testing.assert_close(a, b)

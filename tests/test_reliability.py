@@ -117,7 +117,7 @@ def test_divergence_stops_with_the_step_and_term_and_keeps_the_last_good_checkpo
     (['--aq-bitw', '2', '--aq-pos', '9'], 'do not fit in 2 bits'),
     (['--qmodules', 'blocks.*.attn.qvk', '--aq-enable'], "matched no module; closest: blocks.0.attn.qkv"),
     (['--dataset', 'cifar10', '--data-dir', '/nonexistent'], 'cifar-10-batches-py'),
-    (['--model', 'vit_6_4_23'], "did you mean vit_6_4_32"),
+    (['--model', 'vit_6_4_23'], "did you mean 'vit_6_4_32'"),
     (['--aq-mode', 'pact'], "unknown quantization mode 'pact'"),
 ])
 def test_bad_input_fails_with_a_message_naming_it(tmp_path, capsys, argv, message):
@@ -164,7 +164,7 @@ KEYS = st.fixed_dictionaries({}, optional={
     'norm_layer': st.sampled_from(['layernorm', 'batchnorm']), 'clip_grad': st.one_of(st.none(), st.floats(-1, 2)),
     'clip_mode': st.sampled_from(['norm', 'value', 'agc', 'l3']), 'smoothing': st.floats(-0.5, 1.5),
     'qmodules': st.sampled_from([['linear'], ['attn'], ['all'], ['blocks.0.mlp.fc1;wq:bit:4'], ['blocks.9.mlp.fc1'], ['linear;aq:bits:x']]),
-    'kd_type': st.sampled_from(['none', 'last', 'all', 'first']), 'use_kd': st.booleans(), 'mixup': st.sampled_from([0.0, 0.8, -1.0])})
+    'kd_embed': st.sampled_from(['none', 'last', 'all', 'first']), 'use_kd': st.booleans(), 'mixup': st.sampled_from([0.0, 0.8, -1.0])})
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

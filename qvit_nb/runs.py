@@ -415,7 +415,7 @@ def execute_experiment(spec: dict) -> dict:
         atomic_write(run_dir / 'metrics.json', json.dumps(m, indent=2))
     return dict(out, status='failed', error=m.get('error'), report_error=None)
 
-# %% ../nbs/08_runs.ipynb #09a59058
+# %% ../nbs/08_runs.ipynb #f9309832
 @dataclass
 class SweepResult:
     "What a sweep did: one record per experiment (`status`, `run_dir`, `error`, `reused`, `resumed_from_epoch`)."
@@ -463,6 +463,7 @@ def _resumable_run(sweep_dir: Path, h: str) -> Optional[dict]:
         return dict(run_dir=run_dir, status=status, epochs=epochs, planned_epochs=m.get('planned_epochs'))
     return None
 
+# %% ../nbs/08_runs.ipynb #2e22e318
 def _locked_execute(spec: dict) -> dict:
     "`execute_experiment` under the experiment's lock; another process holding it means: wait, then reuse its run."
     lock = Path(spec['sweep_dir']) / '.locks' / f"{spec['config_hash']}.lock"
@@ -487,6 +488,7 @@ class _Slurm:
 
 def _done(job) -> bool: return job.done()
 
+# %% ../nbs/08_runs.ipynb #2b06b641
 def _prepare(path, only: Optional[Sequence[str]], overrides: Optional[dict]) -> tuple:
     "`(sweep, overrides, experiments)`: the sweep file and the `--set` keys checked, `only` (plus what it chains from) selected."
     sweep = load_sweep(path)
@@ -514,6 +516,7 @@ def _chain_links(e: Experiment, run_dir, teacher_model) -> dict:
     if e.init_from: extra['initial_checkpoint'] = str(Path(run_dir(e.init_from)) / 'model_best.pth.tar')
     return extra
 
+# %% ../nbs/08_runs.ipynb #fafc646c
 def _new_lines(path: Path, offsets: dict) -> list:
     "Complete lines appended to `path` since the last call (the byte offset is kept in `offsets`)."
     try:
@@ -550,6 +553,7 @@ class SweepInterrupted(KeyboardInterrupt):
 
 def _raise_interrupt(signum, frame): raise SweepInterrupted(f"interrupted by {signal.Signals(signum).name}", signum)
 
+# %% ../nbs/08_runs.ipynb #da85c1ca
 def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, workers: Optional[int] = None,
               executor: Optional[str] = None, only: Optional[Sequence[str]] = None, overrides: Optional[dict] = None,
               verbose: bool = True, progress_every: float = 5.0) -> SweepResult:
@@ -650,6 +654,7 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
         f", {time.time() - t0:.1f}s")
     return SweepResult(sweep, sweep_dir, records)
 
+# %% ../nbs/08_runs.ipynb #6336a29a
 def sweep_plan(path: Union[str, Path], output: Union[str, Path, None] = None, only: Optional[Sequence[str]] = None,
                overrides: Optional[dict] = None) -> str:
     "What `run_sweep` would do, without training: the experiments in chain order, their links, the config keys that differ from the defaults, and which are already finished."

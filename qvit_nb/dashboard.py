@@ -25,7 +25,8 @@ from .quant import LSQQuantizer, Levels
 from .qmodules import QuantLinear, QuantConv2d, Attention, activation_quantizers, quant_summary
 from .data import build_loaders
 from .config import TrainConfig, load_config
-from .train import build_model, load_checkpoint, train
+from .checkpoints import load_checkpoint, state_dict_of
+from .builders import build_model     # not the training loop: `train` is imported where a demo trains
 # `qvit_nb.runs` executes the run template, which imports this module for `run_report`: the functions below that read
 # runs directories import `runs` when called, so importing the dashboard never imports it (no hidden loop).
 
@@ -238,7 +239,7 @@ def load_run(run_dir: Union[str, Path], checkpoint: str = 'best') -> tuple[nn.Mo
     cfg = load_config(run_dir / 'args.yaml')
     ckpt = load_checkpoint(path)
     model = build_model(replace(cfg, pretrained=False), ckpt.get('num_classes') or cfg.num_classes or 10)   # its weights come from the checkpoint
-    model.load_state_dict({k.removeprefix('module.'): v for k, v in ckpt['state_dict'].items()})
+    model.load_state_dict(state_dict_of(ckpt, source=f"checkpoint {str(path)!r}"))
     return model.eval(), cfg
 
 def run_eval_data(cfg: Union[TrainConfig, str, Path], max_images: int = 256, batch_size: int = 64):
@@ -673,6 +674,7 @@ def accuracy_dashboard(runs_dir: Union[str, Path] = 'runs', metric: str = 'top1'
 def _train_tiny_demo(out: Path):
     common = dict(output=str(out), dataset='digits', model='vit_2_4_32', epochs=2, batch_size=32, max_images=128, aa=None,
                   mixup=0., cutmix=0., reprob=0., workers=0, amp=False, warmup_epochs=0, cooldown_epochs=0)
+    from qvit_nb.train import train
     with contextlib.redirect_stdout(io.StringIO()):
         train(experiment='teacher', tricks='baseline', **common)
         train(experiment='student', tricks='act 2b', aq_enable=True, aq_bitw=2, aq_asym=True, **common)

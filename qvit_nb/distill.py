@@ -16,54 +16,12 @@ from timm.utils import unwrap_model
 
 from .core import unknown_choice_error
 from .qmodules import quantize_model
+from .checkpoints import CheckpointError, check_state_dict, is_quantizer_key, load_state_dict_file, strip_wrapper_prefixes  # the one loader (02a)
 from .models import check_model_name   # importing models registers them, so they can be teachers
 
 # %% auto #0
-__all__ = ['KD_TARGETS', 'KD_EMBEDS', 'load_state_dict_file', 'is_quantizer_key', 'check_state_dict', 'freeze', 'load_teacher',
-           'EmbeddingStream', 'forward_with_embeddings', 'ClassificationLoss', 'soft_kd_loss', 'kd_embeddings',
-           'embedding_loss', 'DistillLoss']
-
-# %% ../nbs/03_distill.ipynb #d0eec8bc
-_PREFIXES = ('module.', '_orig_mod.')
-
-def load_state_dict_file(path: Union[str, Path], key: Optional[str] = None) -> dict:
-    "The model state dict in a checkpoint file (timm `state_dict`, DeiT `model`, or bare), wrapper prefixes stripped."
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(ckpt, dict): raise ValueError(f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, not a state dict")
-    keys = [key] if key else ['state_dict', 'model']
-    sd = next((ckpt[k] for k in keys if isinstance(ckpt.get(k), dict)), None)
-    if sd is None:
-        if key: raise ValueError(f"checkpoint {str(path)!r} has no {key!r}; keys: {', '.join(map(str, ckpt))}")
-        sd = ckpt
-    for prefix in _PREFIXES:
-        if sd and all(k.startswith(prefix) for k in sd): sd = {k[len(prefix):]: v for k, v in sd.items()}
-    return sd
-
-def is_quantizer_key(k: str) -> bool:
-    "True for a state-dict key of a quantizer (a QAT layer's `wq`/`aq`, an attention slot): what quantizing adds to a model."
-    return any(s in k for s in ('.wq.', '.aq.', '_quant.'))
-
-def check_state_dict(model: nn.Module, sd: dict, what: str = 'model', source: str = 'checkpoint'):
-    "Raise a `ValueError` naming `what` and `source` unless `sd` has exactly `model`'s keys and shapes."
-    own = model.state_dict()
-    missing, unexpected = [k for k in own if k not in sd], [k for k in sd if k not in own]
-    shapes = [f"{k}: {source} {tuple(sd[k].shape)} vs {what} {tuple(v.shape)}" for k, v in own.items()
-              if k in sd and tuple(sd[k].shape) != tuple(v.shape) and v.numel() > 0]   # numel 0: lazy per-channel step
-    if not (missing or unexpected or shapes): return
-    hints = []
-    if unexpected and all(map(is_quantizer_key, unexpected)):
-        hints.append(f"{source} comes from a quantized model: quantize the {what} like its run (quantized=(wq, aq, qmodules, attn))")
-    if missing and all(map(is_quantizer_key, missing)):
-        hints.append(f"the {what} is quantized but {source} has no quantizer state for it (a float checkpoint, or other qmodules)")
-    if any(k.split(': ')[0].startswith('head') for k in shapes): hints.append("the class counts differ (num_classes)")
-    def few(ks): return ', '.join(ks[:4]) + (f" ... ({len(ks)} in all)" if len(ks) > 4 else '')
-    lines = [f"{source} does not fit {what}:"]
-    if missing: lines.append(f"  missing in {source}: {few(missing)}")
-    if unexpected: lines.append(f"  not in {what}: {few(unexpected)}")
-    if shapes: lines.append(f"  shape mismatch: {few(shapes)}")
-    if hints: lines.append("  likely: " + '; '.join(hints))
-    raise ValueError('\n'.join(lines))
+__all__ = ['KD_TARGETS', 'KD_EMBEDS', 'freeze', 'load_teacher', 'EmbeddingStream', 'forward_with_embeddings',
+           'ClassificationLoss', 'soft_kd_loss', 'kd_embeddings', 'embedding_loss', 'DistillLoss']
 
 # %% ../nbs/03_distill.ipynb #1cc20776
 def _quant_args(quantized) -> dict:
@@ -82,14 +40,14 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 def load_teacher(name: str, checkpoint: Union[str, Path, dict, None] = None, quantized=None, num_classes: int = 10,
-                 **model_kwargs) -> nn.Module:
-    "Build timm model `name`, quantize it like its run (`quantized`), load `checkpoint` strictly, freeze it."
+                 source: Optional[str] = None, **model_kwargs) -> nn.Module:
+    "Build timm model `name`, quantize it like its run (`quantized`), load `checkpoint` (a file or a state dict read from `source`) strictly, freeze it."
     model = timm.create_model(check_model_name(name, what='teacher model'), num_classes=num_classes, **model_kwargs)
     if quantized is not None: quantize_model(model, **_quant_args(quantized))
     if checkpoint is not None:
-        sd = checkpoint if isinstance(checkpoint, dict) else load_state_dict_file(checkpoint)
+        sd = strip_wrapper_prefixes(checkpoint) if isinstance(checkpoint, dict) else load_state_dict_file(checkpoint)
         what = f"teacher {name!r} (num_classes={num_classes}, {'quantized' if quantized is not None else 'float'})"
-        check_state_dict(model, sd, what, 'checkpoint' if isinstance(checkpoint, dict) else f"checkpoint {str(checkpoint)!r}")
+        check_state_dict(model, sd, what, source or ('checkpoint' if isinstance(checkpoint, dict) else f"checkpoint {str(checkpoint)!r}"))
         model.load_state_dict(sd)
     return freeze(model)
 

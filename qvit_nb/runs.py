@@ -261,7 +261,7 @@ import multiprocessing
 
 from .core import unknown_choice_error
 from .config import TrainConfig, load_config, config_hash, check_key, check_run_name, _safe_yaml
-from .train import atomic_write, new_run_id, PROGRESS_FILE
+from .checkpoints import atomic_write, new_run_id, PROGRESS_FILE
 
 _SWEEP_KEYS = ('name', 'base', 'workers', 'executor', 'slurm', 'experiments', 'grid', 'threads')
 _EXP_KEYS = ('name', 'tricks', 'overrides', 'teacher_from', 'init_from')
@@ -452,7 +452,7 @@ def _resumable_run(sweep_dir: Path, h: str) -> Optional[dict]:
     save, a whole `last-prev.pth.tar` and no `last`), or no checkpoint at all (stopped in its first epoch: it starts
     again in its own folder). A damaged checkpoint, or a `failed` run, is not resumed.
     Returns `run_dir`, `status` (interrupted/stale), `epochs` (what its checkpoint holds) and `planned_epochs`."""
-    from qvit_nb.train import CheckpointError, load_checkpoint, previous_checkpoint
+    from qvit_nb.checkpoints import CheckpointError, load_checkpoint, previous_checkpoint
     for mf in sorted(sweep_dir.glob('*/metrics.json'), key=lambda p: p.parent.name, reverse=True):
         m = _read_json(mf)
         if not m or m.get('config_hash') != h or (status := run_status(m)) not in ('interrupted', 'stale'): continue

@@ -21,221 +21,21 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, accuracy, dispatch_clip_grad
 from tqdm.auto import tqdm
 
-from .models import check_model_name   # importing models registers the compact transformers with timm
-from .qmodules import quantize_model, quant_summary, activation_quantizers, model_storage
-from .distill import DistillLoss, ClassificationLoss, forward_with_embeddings, load_teacher, check_state_dict, is_quantizer_key
+import qvit_nb.models  # noqa: F401  (registers the compact transformers with timm)
+from .qmodules import quant_summary, activation_quantizers, model_storage
+from .distill import DistillLoss, forward_with_embeddings
 from .data import build_loaders, build_mixup, dataset_name, DATASETS
 from .config import TrainConfig, EVAL_METRICS, canonical_keys, load_config, save_config, config_hash
+# the run's files (02a) and its objects (06a); the names stay importable from here, as scripts and the CLI use them
+from .checkpoints import (CheckpointError, PROGRESS_FILE, atomic_write, check_resume, check_state_dict, load_checkpoint,
+                                 load_state_dict_file, lock_run_dir, new_run_id, previous_checkpoint, resolve_run_dir,
+                                 resume_checkpoint, save_checkpoint, state_checksum, is_quantizer_key, _holds_run)
+from .builders import build_criterion, build_model, build_teacher, check_model_name
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'PROGRESS_FILE', 'RESUME_CHANGEABLE', 'build_model', 'build_teacher',
-           'build_criterion', 'atomic_write', 'state_checksum', 'save_checkpoint', 'previous_checkpoint',
-           'CheckpointError', 'load_checkpoint', 'new_run_id', 'lock_run_dir', 'resolve_run_dir', 'seed_epoch',
-           'resolve_device', 'dist_env', 'quiet_expected_warnings', 'gpu_fast_paths', 'rank_epochs',
-           'keep_best_checkpoints', 'TrainingDiverged', 'RunInterrupted', 'check_resume', 'check_inputs', 'TrainingRun',
-           'train', 'resume_config']
-
-# %% ../nbs/05_train.ipynb #0dc59e11
-def _model_kwargs(cfg: TrainConfig) -> dict:
-    "`create_model` options; the architecture switches only when they differ from the default (any timm model works)."
-    kw = dict(img_size=cfg.img_size, drop_rate=cfg.drop, drop_path_rate=cfg.drop_path, attn_drop_rate=cfg.attn_drop)
-    if cfg.act_layer != 'gelu': kw['act_layer'] = cfg.act_layer
-    if cfg.norm_layer != 'layernorm': kw['norm_layer'] = cfg.norm_layer
-    if cfg.distill_head: kw['distill_head'] = True
-    return kw
-
-def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
-    "The student: `timm.create_model(cfg.model, ...)`, quantized as the config asks."
-    model = timm.create_model(check_model_name(cfg.model, cfg.pretrained), pretrained=cfg.pretrained, num_classes=num_classes,
-                              **_model_kwargs(cfg))
-    wq, aq = cfg.quant_configs()
-    if wq is not None or aq is not None or cfg.attn_q:
-        quantize_model(model, wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q, attn_signed=cfg.attn_q_signed,
-                       relu_unsigned=cfg.aq_relu_unsigned)
-    return model
-
-# %% ../nbs/05_train.ipynb #2b92c830
-def _checkpoint_args(path: str) -> Optional[dict]:
-    "The config stored in one of our checkpoints (None for a bare state dict or a foreign checkpoint)."
-    if not path or not str(path).endswith('.pth.tar') or not Path(path).is_file(): return None
-    args = load_checkpoint(path).get('args')
-    return args if isinstance(args, dict) else None
-
-def build_teacher(cfg: TrainConfig, num_classes: int) -> Optional[nn.Module]:
-    """The frozen teacher. A checkpoint of ours carries its run's config, so the teacher is rebuilt exactly as it was
-    trained (activation, norm, two heads, quantizers: a 4-bit teacher for a 2-bit student needs no extra keys);
-    `quant_teacher*` keys describe the quantization of foreign checkpoints (or override the stored one)."""
-    if not cfg.use_kd: return None
-    quantized, kw = None, dict(img_size=cfg.img_size)
-    args = _checkpoint_args(cfg.teacher_checkpoint)
-    if args is not None:
-        t = TrainConfig.from_dict({k: v for k, v in args.items() if k not in ('resume', 'initial_checkpoint')})
-        if t.model != cfg.teacher:
-            raise ValueError(f"teacher {cfg.teacher!r} does not match teacher_checkpoint {cfg.teacher_checkpoint}, "
-                             f"which was trained as {t.model!r}")
-        kw.update({k: v for k, v in _model_kwargs(t).items() if k in ('img_size', 'act_layer', 'norm_layer', 'distill_head')})
-        wq, aq = t.quant_configs()
-        if wq is not None or aq is not None:
-            quantized = dict(wq=wq, aq=aq, qmodules=t.qmodules, attn=t.attn_q, relu_unsigned=t.aq_relu_unsigned)
-    if cfg.quant_teacher:
-        wq, aq = cfg.quant_configs(teacher=True)
-        quantized = dict(wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q and aq is not None, relu_unsigned=cfg.aq_relu_unsigned)
-    teacher = load_teacher(cfg.teacher, cfg.teacher_checkpoint or None, quantized=quantized, num_classes=num_classes, **kw)
-    bad = [n for n, t in teacher.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
-    if bad:      # a NaN teacher would make every distillation loss NaN: refuse it before training, naming the file
-        raise ValueError(f"teacher_checkpoint {cfg.teacher_checkpoint or '(none)'} has non-finite (NaN/inf) weights in "
-                         f"{', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''} ({len(bad)} tensors); use another teacher checkpoint")
-    return teacher
-
-def build_criterion(cfg: TrainConfig, teacher: Optional[nn.Module], mixup_active: bool) -> DistillLoss:
-    base = ClassificationLoss(smoothing=0. if mixup_active else cfg.smoothing)
-    return DistillLoss(base, teacher=teacher, kd_temperature=cfg.kd_temperature, kd_hard_and_soft=cfg.kd_hard_and_soft,
-                       kd_embed=cfg.kd_embed if cfg.use_kd else 'none', kd_alpha=cfg.kd_alpha, kd_target=cfg.kd_target,
-                       two_head_weight=cfg.two_head_weight)
-
-# %% ../nbs/05_train.ipynb #ec4a55a3
-def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> Path:
-    "Write `data` to `path` atomically (temp file in the same directory, fsync, rename)."
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    try:
-        with open(tmp, 'wb') as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError): tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):             # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY); os.fsync(fd); os.close(fd)
-    return path
-
-def state_checksum(obj) -> str:
-    "sha256 over a checkpoint's contents: every tensor's dtype, shape and bytes, and every other value, in order."
-    h = hashlib.sha256()
-    def feed(o):
-        if isinstance(o, torch.Tensor):
-            t = o.detach().cpu().contiguous()
-            h.update(f"T{t.dtype}{tuple(t.shape)}".encode()); h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(o, dict):
-            h.update(b'{')
-            for k, v in o.items(): feed(k); feed(v)
-            h.update(b'}')
-        elif isinstance(o, (list, tuple)):
-            h.update(b'[')
-            for v in o: feed(v)
-            h.update(b']')
-        else: h.update(repr(o).encode() + b'\0')
-    feed(obj)
-    return h.hexdigest()
-
-def save_checkpoint(state: dict, path: Union[str, Path], keep_previous: bool = False) -> Path:
-    "Save a checkpoint dict atomically, with its `checksum`; with `keep_previous`, the file it replaces becomes `<stem>-prev.pth.tar`."
-    path = Path(path)
-    state = {k: v for k, v in state.items() if k != 'checksum'}
-    buf = io.BytesIO(); torch.save({**state, 'checksum': state_checksum(state)}, buf)
-    if keep_previous and path.exists(): os.replace(path, previous_checkpoint(path))
-    return atomic_write(path, buf.getvalue())
-
-def previous_checkpoint(path: Union[str, Path]) -> Path:
-    path = Path(path)
-    return path.with_name(path.name.replace('.pth.tar', '') + '-prev.pth.tar')
-
-class CheckpointError(ValueError):
-    "A checkpoint that cannot be used (unreadable, truncated, unsafe, or of another run)."
-
-def load_checkpoint(path: Union[str, Path]) -> dict:
-    "Load a run checkpoint with `weights_only=True`; a truncated, garbage or unsafe file raises `CheckpointError`."
-    path = Path(path)
-    if not path.is_file():
-        prev = previous_checkpoint(path)
-        hint = f"; the previous checkpoint {prev} exists: resume from it with --resume {prev}" if prev.is_file() else ''
-        raise CheckpointError(f"checkpoint {path} does not exist{hint}")
-    prev = previous_checkpoint(path)
-    hint = (f"; the previous good checkpoint is {prev}: resume from it with --resume {prev}" if prev.is_file() and prev != path
-            else "; no previous checkpoint to fall back to")
-    if path.stat().st_size == 0: raise CheckpointError(f"checkpoint {path} is empty (0 bytes){hint}")
-    try: ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        kind = 'refused: it holds objects other than tensors and plain types' if 'weights_only' in str(e) or 'Unsupported global' in str(e) \
-               else 'unreadable (truncated or not a checkpoint)'
-        raise CheckpointError(f"checkpoint {path} is {kind}{hint}. ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
-    if not isinstance(ckpt, dict) or 'state_dict' not in ckpt:
-        raise CheckpointError(f"checkpoint {path} has no 'state_dict': not a qvit-nb/timm training checkpoint")
-    saved = ckpt.pop('checksum', None)          # checkpoints written before checksums have none
-    if saved is not None and state_checksum(ckpt) != saved:
-        raise CheckpointError(f"checkpoint {path} is damaged: its contents do not match the checksum saved with them{hint}")
-    return ckpt
-
-# %% ../nbs/05_train.ipynb #f81e7d4e
-_ISSUED_IDS: set = set()
-
-def new_run_id(model: str = '') -> str:
-    "A unique, sortable run id: `YYYYmmdd-HHMMSS-xxxx[-model]`, never repeated within a process (run directories are created exclusively, which catches other processes)."
-    while (rid := f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}") in _ISSUED_IDS: pass   # 4 hex digits: 50 ids in one second collide ~2% of the time
-    _ISSUED_IDS.add(rid)
-    return rid + (f"-{model}" if model else '')
-
-def _check_writable(d: Path):
-    try: d.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise ValueError(f"output directory {d} cannot be created: {e.strerror or e}") from None
-    try:
-        probe = d / f".write-test-{secrets.token_hex(3)}"
-        probe.write_bytes(b'0' * 4096); probe.unlink()
-    except OSError as e: raise ValueError(f"output directory {d} is not writable: {e.strerror or e}") from None
-    free = shutil.disk_usage(d).free
-    if free < 64 * 2**20: raise ValueError(f"output directory {d} has only {free / 2**20:.0f} MiB free; a run needs room for its checkpoints")
-
-def _read_metrics(run_dir: Path) -> Optional[dict]:
-    try: m = json.loads((run_dir / 'metrics.json').read_text())
-    except (OSError, ValueError): return None
-    return m if isinstance(m, dict) else None
-
-def _status(run_dir: Path) -> Optional[str]:
-    "The `status` in a run directory's `metrics.json` (None when absent or unreadable)."
-    return (_read_metrics(run_dir) or {}).get('status')
-
-def lock_run_dir(run_dir: Path) -> int:
-    "Hold an flock on the run directory itself (no lock file; the kernel drops it when the process ends, even by kill -9): one owner. Returns the fd to `os.close`."
-    import fcntl
-    fd = os.open(run_dir, os.O_RDONLY)
-    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        owner = {k: v for k, v in (_read_metrics(run_dir) or {}).items() if k in ('pid', 'host')}
-        raise ValueError(f"run directory {run_dir} is in use by another process{f' ({owner})' if owner else ''}; "
-                         "wait for it to end, or choose another --experiment") from None
-    return fd
-
-def _holds_run(run_dir: Path) -> bool: return (run_dir / 'last.pth.tar').exists() or _status(run_dir) in ('running', 'finished')
-
-def resolve_run_dir(cfg: TrainConfig, create: bool = True) -> tuple[Path, Optional[Path]]:
-    "`(run_dir, checkpoint to resume or None)` for `cfg`; checks the output is writable and nothing gets overwritten."
-    out = Path(cfg.output or 'runs')
-    if cfg.resume and cfg.resume != 'last':
-        ckpt = Path(cfg.resume)
-        return ckpt.parent, ckpt
-    if cfg.resume == 'last':
-        if not cfg.experiment:
-            raise ValueError("--resume without a path needs --experiment NAME (the run directory under --output) "
-                             "or a checkpoint path: --resume runs/<run>/last.pth.tar")
-        run_dir = out / cfg.experiment
-        return run_dir, run_dir / 'last.pth.tar'
-    if create: _check_writable(out)
-    if cfg.experiment:
-        run_dir = out / cfg.experiment
-        if _holds_run(run_dir):
-            raise ValueError(f"run directory {run_dir} already holds a run; pass --resume to continue it, "
-                             "or choose another --experiment")
-        if create: run_dir.mkdir(parents=True, exist_ok=True)
-        return run_dir, None
-    for _ in range(100):
-        run_dir = out / new_run_id(cfg.model)
-        try:
-            if create: run_dir.mkdir(parents=True)
-            return run_dir, None
-        except FileExistsError: continue
-    raise RuntimeError(f"could not create a unique run directory under {out}")
+__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'RESUME_CHANGEABLE', 'seed_epoch', 'resolve_device', 'dist_env',
+           'quiet_expected_warnings', 'gpu_fast_paths', 'rank_epochs', 'keep_best_checkpoints', 'TrainingDiverged',
+           'RunInterrupted', 'check_inputs', 'TrainingRun', 'train', 'resume_config']
 
 # %% ../nbs/05_train.ipynb #c8ef0241
 def seed_epoch(seed: int, epoch: int, rank: int = 0):
@@ -313,27 +113,9 @@ class RunInterrupted(KeyboardInterrupt):
 SUMMARY_COLUMNS = ['epoch', 'train_loss', 'eval_loss', 'top1', 'top5', 'lr']
 TIMING_COLUMNS = ['train_seconds', 'train_images_per_s']   # per-epoch wall time: the only columns that differ between reruns
 
-PROGRESS_FILE = 'progress.log'   # the run directory's progress lines: plan, every log_interval steps, every epoch
-
 def _fmt(v): return f"{v:.6g}" if isinstance(v, float) else v
 
 def _duration(s: float) -> str: return time.strftime('%H:%M:%S', time.gmtime(max(0., s))) if s < 86400 else f"{s / 86400:.1f} days"
-
-def check_resume(cfg: TrainConfig):
-    "The checkpoint or run directory `resume` names exists (checked before the run directory is resolved)."
-    if cfg.resume and cfg.resume != 'last' and not Path(cfg.resume).is_file() and not previous_checkpoint(cfg.resume).is_file():
-        raise ValueError(f"resume checkpoint {cfg.resume} does not exist")
-    if cfg.resume and cfg.resume != 'last':
-        ckpt = Path(cfg.resume)
-        if ckpt.name not in ('last.pth.tar', 'last-prev.pth.tar'):
-            raise ValueError(f"resume checkpoint {ckpt} is not a run's last.pth.tar (or last-prev.pth.tar): resuming from it would "
-                             f"overwrite the later epochs of {ckpt.parent}; to start a new run from its weights use --initial-checkpoint {ckpt}")
-        if cfg.experiment and cfg.experiment != ckpt.parent.name:
-            raise ValueError(f"--experiment {cfg.experiment!r} and --resume {ckpt} name different runs: a resume continues "
-                             f"{ckpt.parent.name!r}; drop --experiment, or use --initial-checkpoint to start {cfg.experiment!r} from its weights")
-    if cfg.resume == 'last' and cfg.experiment and not (Path(cfg.output or 'runs') / cfg.experiment).is_dir():
-        raise ValueError(f"resume: run directory {Path(cfg.output or 'runs') / cfg.experiment} does not exist "
-                         f"(--experiment names a run directory under --output {cfg.output or 'runs'})")
 
 def check_inputs(cfg: TrainConfig):
     "Every checkpoint and data folder the config reads exists (ValueError naming the key and the path); checked before any data loads."
@@ -380,17 +162,10 @@ class TrainingRun:
         "Under the run directory's lock: it holds no other run (a new run), or its checkpoint loads and fits the config (a resume)."
         if self.is_main and self.resume_from is None and cfg.experiment and _holds_run(self.run_dir):
             raise ValueError(f"run directory {self.run_dir} already holds a run; pass --resume to continue it, or choose another --experiment")
-        if self.resume_from is not None and not self.resume_from.exists():
-            prev = previous_checkpoint(self.resume_from)
-            if prev.is_file():       # killed between the two renames of a save: the previous checkpoint is the newest whole one
-                self._say(f"{self.resume_from} is missing but {prev.name} is whole: resuming from it")
-                self.resume_from = prev
-            elif cfg.resume == 'last' and self.run_dir.is_dir() and not any(self.run_dir.glob('*.pth.tar')):
-                self._say(f"{self.run_dir} has no checkpoint yet (stopped during its first epoch): starting it from the beginning")
-                self.resume_from = None
-            else: load_checkpoint(self.resume_from)      # raises: a missing checkpoint of a run that had some
-        # an unreadable checkpoint must fail here, before anything in the run directory is touched
-        self._resume_ckpt = load_checkpoint(self.resume_from) if self.resume_from is not None else None
+        # the checkpoint (or its whole last-prev) is loaded here: an unreadable one fails before anything in the run directory is touched
+        self._resume_ckpt = None
+        if self.resume_from is not None:
+            self.resume_from, self._resume_ckpt = resume_checkpoint(self.resume_from, self.run_dir, cfg.resume, self._say)
         self.resume_changes = []
         if self._resume_ckpt is not None:     # the run's own settings, checked before anything is written
             self.cfg, self.resume_changes = resume_config(cfg, self._resume_ckpt, self.resume_from)
@@ -466,16 +241,9 @@ class TrainingRun:
 
     def _load_initial(self, path):
         "Start from another run's weights (step 2 of a two-step run): only newly quantized tensors may be missing."
-        sd = load_checkpoint(path)['state_dict'] if str(path).endswith('.pth.tar') else torch.load(path, map_location='cpu', weights_only=True)
-        sd = {k.removeprefix('module.'): v for k, v in sd.items()}
-        own = self.model.state_dict()
-        unexpected = sorted(set(sd) - set(own))
-        missing = sorted(k for k in set(own) - set(sd) if not is_quantizer_key(k))
-        shape = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
-        if unexpected or missing or shape:
-            raise CheckpointError(f"initial checkpoint {path} does not fit model {self.cfg.model!r} ({self.num_classes} classes): "
-                                  + '; '.join(f"{n}: {', '.join(v[:4])}{' ...' if len(v) > 4 else ''}" for n, v in
-                                             (('unexpected', unexpected), ('missing', missing), ('shape mismatch', shape)) if v))
+        sd = load_state_dict_file(path)
+        check_state_dict(self.model, sd, f"model {self.cfg.model!r} ({self.num_classes} classes)", f"initial checkpoint {path}",
+                         optional=is_quantizer_key)
         self.model.load_state_dict(sd, strict=False)
 
     @torch.no_grad()

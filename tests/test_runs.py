@@ -131,3 +131,11 @@ def test_qvit_sweep_and_report_cli(tmp_path):
     r = subprocess.run([sys.executable, '-m', 'qvit_nb.cli', 'report', str(tmp_path / 'runs'), '--format', 'csv'],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.splitlines()[0].startswith('Network,Tricks,Dataset,Accuracy@1 epochs')
+
+
+def test_runs_and_dashboard_do_not_import_the_training_loop():
+    "The registry and the dashboards read runs through `qvit_nb.checkpoints` and `qvit_nb.builders`, never `qvit_nb.train`."
+    code = ("import sys, qvit_nb.runs, qvit_nb.dashboard; "
+            "assert 'qvit_nb.train' not in sys.modules, sorted(m for m in sys.modules if m.startswith('qvit_nb'))")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]

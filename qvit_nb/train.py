@@ -12,6 +12,7 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
@@ -97,7 +98,7 @@ def keep_best_checkpoints(run_dir: Union[str, Path], summary: list, metric: str,
         if epoch.isdigit() and int(epoch) not in kept: p.unlink(missing_ok=True)
     return kept
 
-# %% ../nbs/06_train.ipynb #d784289e
+# %% ../nbs/06_train.ipynb #f42af6da
 class TrainingDiverged(RuntimeError):
     "A non-finite loss or gradient under `nan_policy: stop` (or too many skipped steps)."
 
@@ -128,6 +129,7 @@ def check_inputs(cfg: TrainConfig):
     if name != 'digits' and not cfg.download and not Path(cfg.data_dir).expanduser().exists():
         raise ValueError(f"data_dir {cfg.data_dir} does not exist; dataset {cfg.dataset!r} expects {DATASETS[name]}")
 
+# %% ../nbs/06_train.ipynb #b7699ec2
 class TrainingRun:
     "One training run: data, model, loss, optimizer, schedule, run directory; `fit()` trains it."
     def __init__(self, cfg: Union[TrainConfig, dict, str, None] = None, **overrides):
@@ -193,314 +195,343 @@ class TrainingRun:
         return []
 
     # --- building -------------------------------------------------------------------------------------------
-    def _setup(self):
-        cfg = self.cfg
-        seed_epoch(cfg.seed, -1)            # the same on every rank: all ranks build the same model
-        self.train_loader, self.eval_loader, self.info = build_loaders(
-            **{**cfg.loader_kwargs(), 'max_images': cfg.max_images or None,
-               'device': self.device if cfg.pipeline != 'torch' else 'cpu', 'rank': self.rank, 'world_size': self.world,
-               'batch_size': cfg.batch_size // self.world, 'pin_memory': self.device.type == 'cuda'})
-        self.num_classes = cfg.num_classes or self.info['num_classes']
-        if self.info['num_classes'] > self.num_classes:
-            raise ValueError(f"num_classes {cfg.num_classes} is smaller than the {self.info['num_classes']} classes of {self.info['dataset']}")
-        self.mixup = build_mixup(**{**cfg.mixup_kwargs(), 'num_classes': self.num_classes})
-        self.model = build_model(cfg, self.num_classes).to(self.device)
-        self.storage = model_storage(self.model)      # bytes at its bit widths and in float32: metrics.json, the report
-        for q in activation_quantizers(self.model).values():      # DDP: LSQ's gradient scale counts the global batch
-            if hasattr(q, 'numel_scale'): q.numel_scale = self.world
-        self.teacher = build_teacher(cfg, self.num_classes)
-        self.criterion = build_criterion(cfg, self.teacher, self.mixup is not None).to(self.device)
-        self.start_epoch, self.summary, self.best, self.skipped = 0, [], None, 0
-        ckpt = None
-        if self.resume_from is not None:
-            ckpt, self._resume_ckpt = self._resume_ckpt, None
-            check_state_dict(self.model, ckpt['state_dict'], f"model {cfg.model!r}", f"checkpoint {str(self.resume_from)!r}")
-            self.model.load_state_dict(ckpt['state_dict'])
-        elif cfg.initial_checkpoint:
-            self._load_initial(cfg.initial_checkpoint)
-        if ckpt is None: self._init_steps()
-        opt_fast = gpu_fast_paths(self.model, self.device, cfg.opt)     # fused optimizer, channels-last (GPU only)
-        self.optimizer = create_optimizer_v2(self.model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                             eps=cfg.opt_eps, momentum=cfg.momentum, **opt_fast)
-        for p in self.criterion.parameters(): self.optimizer.add_param_group({'params': [p], 'weight_decay': 0.})
-        self.scheduler, self.num_epochs = create_scheduler_v2(
-            self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
-            warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, plateau_mode=EVAL_METRICS[cfg.eval_metric][1])
-        self.ema = ModelEmaV3(self.model, decay=cfg.model_ema_decay) if cfg.model_ema else None
-        if ckpt is not None: self._restore(ckpt)
-        if any(c['epoch'] == self.start_epoch for c in self.resume_changes): self._rebuild_schedule()
-        self.amp_dtype = None
-        if cfg.amp and self.device.type == 'cuda':
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler('cuda') if self.amp_dtype == torch.float16 else None
-        self.train_model = self.model
-        if self.world > 1:
-            self.train_model = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
-        if cfg.compile: self.train_model = torch.compile(self.train_model)
 
-    def _load_initial(self, path):
-        "Start from another run's weights (step 2 of a two-step run): only newly quantized tensors may be missing."
-        sd = load_state_dict_file(path)
-        check_state_dict(self.model, sd, f"model {self.cfg.model!r} ({self.num_classes} classes)", f"initial checkpoint {path}",
-                         optional=is_quantizer_key)
-        self.model.load_state_dict(sd, strict=False)
+# %% ../nbs/06_train.ipynb #2636d02a
+@patch
+def _setup(self: TrainingRun):
+    cfg = self.cfg
+    seed_epoch(cfg.seed, -1)            # the same on every rank: all ranks build the same model
+    self.train_loader, self.eval_loader, self.info = build_loaders(
+        **{**cfg.loader_kwargs(), 'max_images': cfg.max_images or None,
+           'device': self.device if cfg.pipeline != 'torch' else 'cpu', 'rank': self.rank, 'world_size': self.world,
+           'batch_size': cfg.batch_size // self.world, 'pin_memory': self.device.type == 'cuda'})
+    self.num_classes = cfg.num_classes or self.info['num_classes']
+    if self.info['num_classes'] > self.num_classes:
+        raise ValueError(f"num_classes {cfg.num_classes} is smaller than the {self.info['num_classes']} classes of {self.info['dataset']}")
+    self.mixup = build_mixup(**{**cfg.mixup_kwargs(), 'num_classes': self.num_classes})
+    self.model = build_model(cfg, self.num_classes).to(self.device)
+    self.storage = model_storage(self.model)      # bytes at its bit widths and in float32: metrics.json, the report
+    for q in activation_quantizers(self.model).values():      # DDP: LSQ's gradient scale counts the global batch
+        if hasattr(q, 'numel_scale'): q.numel_scale = self.world
+    self.teacher = build_teacher(cfg, self.num_classes)
+    self.criterion = build_criterion(cfg, self.teacher, self.mixup is not None).to(self.device)
+    self.start_epoch, self.summary, self.best, self.skipped = 0, [], None, 0
+    ckpt = None
+    if self.resume_from is not None:
+        ckpt, self._resume_ckpt = self._resume_ckpt, None
+        check_state_dict(self.model, ckpt['state_dict'], f"model {cfg.model!r}", f"checkpoint {str(self.resume_from)!r}")
+        self.model.load_state_dict(ckpt['state_dict'])
+    elif cfg.initial_checkpoint:
+        self._load_initial(cfg.initial_checkpoint)
+    if ckpt is None: self._init_steps()
+    opt_fast = gpu_fast_paths(self.model, self.device, cfg.opt)     # fused optimizer, channels-last (GPU only)
+    self.optimizer = create_optimizer_v2(self.model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                         eps=cfg.opt_eps, momentum=cfg.momentum, **opt_fast)
+    for p in self.criterion.parameters(): self.optimizer.add_param_group({'params': [p], 'weight_decay': 0.})
+    self.scheduler, self.num_epochs = create_scheduler_v2(
+        self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+        warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, plateau_mode=EVAL_METRICS[cfg.eval_metric][1])
+    self.ema = ModelEmaV3(self.model, decay=cfg.model_ema_decay) if cfg.model_ema else None
+    if ckpt is not None: self._restore(ckpt)
+    if any(c['epoch'] == self.start_epoch for c in self.resume_changes): self._rebuild_schedule()
+    self.amp_dtype = None
+    if cfg.amp and self.device.type == 'cuda':
+        self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    self.scaler = torch.amp.GradScaler('cuda') if self.amp_dtype == torch.float16 else None
+    self.train_model = self.model
+    if self.world > 1:
+        self.train_model = nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
+    if cfg.compile: self.train_model = torch.compile(self.train_model)
 
-    @torch.no_grad()
-    def _init_steps(self):
-        "Initialise the quantizer steps that have not been (new, or not in an initial checkpoint) from the first batch."
-        from qvit_nb.quant import LSQQuantizer
-        if not any(isinstance(m, LSQQuantizer) and not m.initialised for m in self.model.modules()): return
-        self.train_loader.set_epoch(0) if hasattr(self.train_loader, 'set_epoch') else None
-        x, _ = next(iter(self.train_loader))
-        was = self.model.training
-        self.model.eval(); self.model(x.to(self.device)); self.model.train(was)
-        if self.world > 1:
-            for t in self.model.state_dict().values(): dist.broadcast(t, 0)
+@patch
+def _load_initial(self: TrainingRun, path):
+    "Start from another run's weights (step 2 of a two-step run): only newly quantized tensors may be missing."
+    sd = load_state_dict_file(path)
+    check_state_dict(self.model, sd, f"model {self.cfg.model!r} ({self.num_classes} classes)", f"initial checkpoint {path}",
+                     optional=is_quantizer_key)
+    self.model.load_state_dict(sd, strict=False)
 
-    def _restore(self, ckpt):
-        self.optimizer.load_state_dict(ckpt['optimizer'])
-        self.scheduler.load_state_dict(ckpt['scheduler'])
-        if self.ema is not None and 'state_dict_ema' in ckpt: self.ema.module.load_state_dict(ckpt['state_dict_ema'])
-        self.start_epoch = ckpt['epoch'] + 1
-        self.summary = list(ckpt.get('summary', []))
-        self.best = ckpt.get('best')
-        self.skipped = ckpt.get('skipped_steps', 0)
-        self.run_id = ckpt.get('run_id', self.run_dir.name)
-        self.resume_changes = list(ckpt.get('resume_changes', [])) + [c for c in self.resume_changes if c['epoch'] == self.start_epoch]
+@patch
+@torch.no_grad()
+def _init_steps(self: TrainingRun):
+    "Initialise the quantizer steps that have not been (new, or not in an initial checkpoint) from the first batch."
+    from qvit_nb.quant import LSQQuantizer
+    if not any(isinstance(m, LSQQuantizer) and not m.initialised for m in self.model.modules()): return
+    self.train_loader.set_epoch(0) if hasattr(self.train_loader, 'set_epoch') else None
+    x, _ = next(iter(self.train_loader))
+    was = self.model.training
+    self.model.eval(); self.model(x.to(self.device)); self.model.train(was)
+    if self.world > 1:
+        for t in self.model.state_dict().values(): dist.broadcast(t, 0)
 
-    def _rebuild_schedule(self):
-        "A resume that changes lr or epochs: the schedule is rebuilt from the new values and set to the resumed epoch."
-        for g in self.optimizer.param_groups: g['initial_lr'] = g['lr'] = self.cfg.lr
-        cfg = self.cfg
-        self.scheduler, self.num_epochs = create_scheduler_v2(
-            self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
-            warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, plateau_mode=EVAL_METRICS[cfg.eval_metric][1])
-        self.scheduler.step(self.start_epoch)
+@patch
+def _restore(self: TrainingRun, ckpt):
+    self.optimizer.load_state_dict(ckpt['optimizer'])
+    self.scheduler.load_state_dict(ckpt['scheduler'])
+    if self.ema is not None and 'state_dict_ema' in ckpt: self.ema.module.load_state_dict(ckpt['state_dict_ema'])
+    self.start_epoch = ckpt['epoch'] + 1
+    self.summary = list(ckpt.get('summary', []))
+    self.best = ckpt.get('best')
+    self.skipped = ckpt.get('skipped_steps', 0)
+    self.run_id = ckpt.get('run_id', self.run_dir.name)
+    self.resume_changes = list(ckpt.get('resume_changes', [])) + [c for c in self.resume_changes if c['epoch'] == self.start_epoch]
 
-    # --- one epoch ------------------------------------------------------------------------------------------
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+@patch
+def _rebuild_schedule(self: TrainingRun):
+    "A resume that changes lr or epochs: the schedule is rebuilt from the new values and set to the resumed epoch."
+    for g in self.optimizer.param_groups: g['initial_lr'] = g['lr'] = self.cfg.lr
+    cfg = self.cfg
+    self.scheduler, self.num_epochs = create_scheduler_v2(
+        self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+        warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, plateau_mode=EVAL_METRICS[cfg.eval_metric][1])
+    self.scheduler.step(self.start_epoch)
 
-    def _bad(self, epoch, step, what):
-        cfg = self.cfg
-        if cfg.nan_policy == 'skip' and self.skipped < cfg.max_skipped_steps:
-            self.skipped += 1
-            self.optimizer.zero_grad(set_to_none=True)
-            return True
-        why = f"more than {cfg.max_skipped_steps} skipped steps; last: " if cfg.nan_policy == 'skip' else ''
-        raise TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {why}{what} (nan_policy={cfg.nan_policy}); "
-                               f"the last good checkpoint is kept in {self.run_dir}")
+# --- one epoch ------------------------------------------------------------------------------------------
 
-    def train_epoch(self, epoch: int) -> dict:
-        cfg, model, crit = self.cfg, self.train_model, self.criterion
-        seed_epoch(cfg.seed, epoch, self.rank)
-        if hasattr(self.train_loader, 'set_epoch'): self.train_loader.set_epoch(epoch)
-        if self.mixup is not None and cfg.mixup_off_epoch and epoch >= cfg.mixup_off_epoch: self.mixup.mixup_enabled = False
-        model.train()
-        sums, n, t0 = {}, 0, time.perf_counter()
-        params = [p for g in self.optimizer.param_groups for p in g['params']]
-        steps, tty = len(self.train_loader), self.is_main and sys.stderr.isatty()     # a terminal gets tqdm, logs get lines
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.num_epochs}", leave=False, disable=not tty, dynamic_ncols=True)
-        for step, (x, y) in enumerate(bar):
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if self.mixup is not None: x, y = self.mixup(x, y)
-            with self._autocast():
-                out, emb = forward_with_embeddings(model, x, crit.needs_embeddings)
-                loss, parts = crit(x, out, y, emb)
-            if not torch.isfinite(loss):
-                bad = ', '.join(k for k, v in parts.items() if k != 'total' and not torch.isfinite(v)) or 'total'
-                if self._bad(epoch, step, f"non-finite loss ({bad} = {loss.item()})"): continue
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward(); self.scaler.unscale_(self.optimizer)
-            else: loss.backward()
-            gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-            if not torch.isfinite(gnorm) and self.scaler is None:
-                if self._bad(epoch, step, f"non-finite gradient norm ({gnorm.item()}) from loss {loss.item():.4g}"): continue
-            if cfg.clip_grad is not None: dispatch_clip_grad(params, cfg.clip_grad, mode=cfg.clip_mode)
-            if self.scaler is not None: self.scaler.step(self.optimizer); self.scaler.update()
-            else: self.optimizer.step()
-            if self.ema is not None: self.ema.update(self.model, step=epoch * len(self.train_loader) + step)
-            bs = x.shape[0]; n += bs
-            for k, v in parts.items(): sums[k] = sums.get(k, 0.) + v.item() * bs
-            if tty: bar.set_postfix(loss=f"{loss.item():.4f}")
-            if self.is_main and ((step + 1) % cfg.log_interval == 0 or step + 1 == steps):
-                self._progress(epoch, step + 1, steps, sums['total'] / n, n * self.world, time.perf_counter() - t0, echo=not tty)
-        dt = time.perf_counter() - t0
-        stats = torch.tensor([sums.get('total', 0.), float(n)], dtype=torch.float64)
-        if self.world > 1: dist.all_reduce(stats)
-        return dict(train_loss=(stats[0] / stats[1].clamp_min(1)).item(), images=int(stats[1].item()), seconds=dt,
-                    parts={k: v / max(n, 1) for k, v in sums.items() if k != 'total'})
+# %% ../nbs/06_train.ipynb #b5c2e8ef
+@patch
+def _autocast(self: TrainingRun):
+    return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
 
-    def _progress(self, epoch, step, steps, loss, images, seconds, echo=True):
-        left = (steps - step) + (self.num_epochs - epoch - 1) * steps             # training steps still to go in the run
-        self._log(f"epoch {epoch + 1}/{self.num_epochs} step {step}/{steps} | loss {loss:.4f} | {images / max(seconds, 1e-9):.0f} img/s"
-                  f" | ETA {_duration(seconds / step * left)}", echo)
+@patch
+def _bad(self: TrainingRun, epoch, step, what):
+    cfg = self.cfg
+    if cfg.nan_policy == 'skip' and self.skipped < cfg.max_skipped_steps:
+        self.skipped += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        return True
+    why = f"more than {cfg.max_skipped_steps} skipped steps; last: " if cfg.nan_policy == 'skip' else ''
+    raise TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {why}{what} (nan_policy={cfg.nan_policy}); "
+                           f"the last good checkpoint is kept in {self.run_dir}")
 
-    @torch.no_grad()
-    def evaluate(self, model: Optional[nn.Module] = None) -> dict:
-        model = model or self.model
-        model.eval()
-        tot = torch.zeros(4, dtype=torch.float64)      # loss sum, top1 hits, top5 hits, n
-        topk = (1, min(5, self.num_classes))
-        for x, y in self.eval_loader:
-            x, y = x.to(self.device), y.to(self.device)
-            with self._autocast(): out = model(x)
-            out = out.float()
-            a1, a5 = accuracy(out, y, topk=topk)
-            b = x.shape[0]
-            tot += torch.tensor([F.cross_entropy(out, y, reduction='sum').item(), a1.item() * b / 100, a5.item() * b / 100, b],
-                                dtype=torch.float64)
-        if self.world > 1: dist.all_reduce(tot)
-        n = tot[3].clamp_min(1)
-        return dict(eval_loss=(tot[0] / n).item(), top1=(100 * tot[1] / n).item(), top5=(100 * tot[2] / n).item())
+@patch
+def train_epoch(self: TrainingRun, epoch: int) -> dict:
+    cfg, model, crit = self.cfg, self.train_model, self.criterion
+    seed_epoch(cfg.seed, epoch, self.rank)
+    if hasattr(self.train_loader, 'set_epoch'): self.train_loader.set_epoch(epoch)
+    if self.mixup is not None and cfg.mixup_off_epoch and epoch >= cfg.mixup_off_epoch: self.mixup.mixup_enabled = False
+    model.train()
+    sums, n, t0 = {}, 0, time.perf_counter()
+    params = [p for g in self.optimizer.param_groups for p in g['params']]
+    steps, tty = len(self.train_loader), self.is_main and sys.stderr.isatty()     # a terminal gets tqdm, logs get lines
+    bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.num_epochs}", leave=False, disable=not tty, dynamic_ncols=True)
+    for step, (x, y) in enumerate(bar):
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.mixup is not None: x, y = self.mixup(x, y)
+        with self._autocast():
+            out, emb = forward_with_embeddings(model, x, crit.needs_embeddings)
+            loss, parts = crit(x, out, y, emb)
+        if not torch.isfinite(loss):
+            bad = ', '.join(k for k, v in parts.items() if k != 'total' and not torch.isfinite(v)) or 'total'
+            if self._bad(epoch, step, f"non-finite loss ({bad} = {loss.item()})"): continue
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward(); self.scaler.unscale_(self.optimizer)
+        else: loss.backward()
+        gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if not torch.isfinite(gnorm) and self.scaler is None:
+            if self._bad(epoch, step, f"non-finite gradient norm ({gnorm.item()}) from loss {loss.item():.4g}"): continue
+        if cfg.clip_grad is not None: dispatch_clip_grad(params, cfg.clip_grad, mode=cfg.clip_mode)
+        if self.scaler is not None: self.scaler.step(self.optimizer); self.scaler.update()
+        else: self.optimizer.step()
+        if self.ema is not None: self.ema.update(self.model, step=epoch * len(self.train_loader) + step)
+        bs = x.shape[0]; n += bs
+        for k, v in parts.items(): sums[k] = sums.get(k, 0.) + v.item() * bs
+        if tty: bar.set_postfix(loss=f"{loss.item():.4f}")
+        if self.is_main and ((step + 1) % cfg.log_interval == 0 or step + 1 == steps):
+            self._progress(epoch, step + 1, steps, sums['total'] / n, n * self.world, time.perf_counter() - t0, echo=not tty)
+    dt = time.perf_counter() - t0
+    stats = torch.tensor([sums.get('total', 0.), float(n)], dtype=torch.float64)
+    if self.world > 1: dist.all_reduce(stats)
+    return dict(train_loss=(stats[0] / stats[1].clamp_min(1)).item(), images=int(stats[1].item()), seconds=dt,
+                parts={k: v / max(n, 1) for k, v in sums.items() if k != 'total'})
 
-    # --- files ----------------------------------------------------------------------------------------------
-    def _state(self, epoch):
-        st = dict(epoch=epoch, arch=self.cfg.model, state_dict=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                  scheduler=self.scheduler.state_dict(), args=self.cfg.to_dict(), metric=self.summary[-1][EVAL_METRICS[self.cfg.eval_metric][0]],
-                  best=self.best, summary=self.summary, skipped_steps=self.skipped, run_id=self.run_id,
-                  num_classes=self.num_classes, resume_changes=self.resume_changes, version=1)
-        if self.ema is not None: st['state_dict_ema'] = self.ema.module.state_dict()
-        return st
+@patch
+def _progress(self: TrainingRun, epoch, step, steps, loss, images, seconds, echo=True):
+    left = (steps - step) + (self.num_epochs - epoch - 1) * steps             # training steps still to go in the run
+    self._log(f"epoch {epoch + 1}/{self.num_epochs} step {step}/{steps} | loss {loss:.4f} | {images / max(seconds, 1e-9):.0f} img/s"
+              f" | ETA {_duration(seconds / step * left)}", echo)
 
-    def _write_summary(self):
-        cols = list(dict.fromkeys(SUMMARY_COLUMNS + [k for r in self.summary for k in r]))
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator='\n'); w.writeheader()
-        for r in self.summary: w.writerow({k: _fmt(r.get(k, '')) for k in cols})
-        atomic_write(self.run_dir / 'summary.csv', buf.getvalue())
+@patch
+@torch.no_grad()
+def evaluate(self: TrainingRun, model: Optional[nn.Module] = None) -> dict:
+    model = model or self.model
+    model.eval()
+    tot = torch.zeros(4, dtype=torch.float64)      # loss sum, top1 hits, top5 hits, n
+    topk = (1, min(5, self.num_classes))
+    for x, y in self.eval_loader:
+        x, y = x.to(self.device), y.to(self.device)
+        with self._autocast(): out = model(x)
+        out = out.float()
+        a1, a5 = accuracy(out, y, topk=topk)
+        b = x.shape[0]
+        tot += torch.tensor([F.cross_entropy(out, y, reduction='sum').item(), a1.item() * b / 100, a5.item() * b / 100, b],
+                            dtype=torch.float64)
+    if self.world > 1: dist.all_reduce(tot)
+    n = tot[3].clamp_min(1)
+    return dict(eval_loss=(tot[0] / n).item(), top1=(100 * tot[1] / n).item(), top5=(100 * tot[2] / n).item())
 
-    def _config_hash(self) -> str:
-        "The config's hash; a run whose lr or epochs changed on resume hashes the changes too (it is not the same as either run)."
-        h = config_hash(self.cfg)
-        if not self.resume_changes: return h
-        return hashlib.sha256(json.dumps([h, self.resume_changes], sort_keys=True, default=str).encode()).hexdigest()[:len(h)]
+# --- files ----------------------------------------------------------------------------------------------
 
-    def write_metrics(self, status: str, error: Optional[str] = None):
-        "Refresh `metrics.json` (rank 0 writes; every rank keeps the dict, which `fit` returns)."
-        last = self.summary[-1] if self.summary else {}
-        m = dict(status=status, run_id=getattr(self, 'run_id', self.run_dir.name), run_dir=str(self.run_dir),
-                 model=self.cfg.model, name=self.cfg.name, tricks=self.cfg.tricks, config_hash=self._config_hash(),
-                 resume_changes=self.resume_changes,
-                 dataset=getattr(self, 'info', {}).get('dataset'), epochs=len(self.summary),
-                 planned_epochs=getattr(self, 'num_epochs', None), final_top1=last.get('top1'), final_top5=last.get('top5'),
-                 best_top1=self.best['top1'] if self.best else None, best_epoch=self.best['epoch'] if self.best else None,
-                 wall_time_s=round(self.wall, 3), train_images_per_s=round(self.images / self.train_time, 2) if self.train_time else None,
-                 skipped_steps=self.skipped, world_size=self.world, device=str(self.device), error=error,
-                 pid=os.getpid(), host=socket.gethostname(),
-                 storage_kib=round(self.storage['bytes'] / 1024, 1) if hasattr(self, 'storage') else None,
-                 float32_kib=round(self.storage['float32_bytes'] / 1024, 1) if hasattr(self, 'storage') else None,
-                 updated=datetime.now().isoformat(timespec='seconds'))
-        if self.is_main: atomic_write(self.run_dir / 'metrics.json', json.dumps(m, indent=2))
-        self.metrics = m
+# %% ../nbs/06_train.ipynb #2ef8f979
+@patch
+def _state(self: TrainingRun, epoch):
+    st = dict(epoch=epoch, arch=self.cfg.model, state_dict=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+              scheduler=self.scheduler.state_dict(), args=self.cfg.to_dict(), metric=self.summary[-1][EVAL_METRICS[self.cfg.eval_metric][0]],
+              best=self.best, summary=self.summary, skipped_steps=self.skipped, run_id=self.run_id,
+              num_classes=self.num_classes, resume_changes=self.resume_changes, version=1)
+    if self.ema is not None: st['state_dict_ema'] = self.ema.module.state_dict()
+    return st
 
-    def _save_args(self):
-        save_config(self.cfg, self.run_dir / 'args.yaml.tmp'); os.replace(self.run_dir / 'args.yaml.tmp', self.run_dir / 'args.yaml')
+@patch
+def _write_summary(self: TrainingRun):
+    cols = list(dict.fromkeys(SUMMARY_COLUMNS + [k for r in self.summary for k in r]))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator='\n'); w.writeheader()
+    for r in self.summary: w.writerow({k: _fmt(r.get(k, '')) for k in cols})
+    atomic_write(self.run_dir / 'summary.csv', buf.getvalue())
 
-    # --- signals -------------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _interruptible(self):
-        "SIGTERM and SIGINT raise `RunInterrupted` (main thread only); during `_whole()` they wait until the files are whole."
-        self._saving, self._pending = False, None
-        if threading.current_thread() is not threading.main_thread(): yield; return
-        def handler(signum, frame):
-            if self._saving: self._pending = signum
-            else: raise RunInterrupted(signum)
-        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-        try: yield
-        finally:
-            for s, h in old.items(): signal.signal(s, h)
+@patch
+def _config_hash(self: TrainingRun) -> str:
+    "The config's hash; a run whose lr or epochs changed on resume hashes the changes too (it is not the same as either run)."
+    h = config_hash(self.cfg)
+    if not self.resume_changes: return h
+    return hashlib.sha256(json.dumps([h, self.resume_changes], sort_keys=True, default=str).encode()).hexdigest()[:len(h)]
 
-    @contextlib.contextmanager
-    def _whole(self):
-        "A block (the checkpoints, summary and metrics of an epoch) that a signal does not cut in two."
-        self._saving = True
-        try: yield
-        finally: self._saving = False
-        if self._pending is not None: raise RunInterrupted(self._pending)
+@patch
+def write_metrics(self: TrainingRun, status: str, error: Optional[str] = None):
+    "Refresh `metrics.json` (rank 0 writes; every rank keeps the dict, which `fit` returns)."
+    last = self.summary[-1] if self.summary else {}
+    m = dict(status=status, run_id=getattr(self, 'run_id', self.run_dir.name), run_dir=str(self.run_dir),
+             model=self.cfg.model, name=self.cfg.name, tricks=self.cfg.tricks, config_hash=self._config_hash(),
+             resume_changes=self.resume_changes,
+             dataset=getattr(self, 'info', {}).get('dataset'), epochs=len(self.summary),
+             planned_epochs=getattr(self, 'num_epochs', None), final_top1=last.get('top1'), final_top5=last.get('top5'),
+             best_top1=self.best['top1'] if self.best else None, best_epoch=self.best['epoch'] if self.best else None,
+             wall_time_s=round(self.wall, 3), train_images_per_s=round(self.images / self.train_time, 2) if self.train_time else None,
+             skipped_steps=self.skipped, world_size=self.world, device=str(self.device), error=error,
+             pid=os.getpid(), host=socket.gethostname(),
+             storage_kib=round(self.storage['bytes'] / 1024, 1) if hasattr(self, 'storage') else None,
+             float32_kib=round(self.storage['float32_bytes'] / 1024, 1) if hasattr(self, 'storage') else None,
+             updated=datetime.now().isoformat(timespec='seconds'))
+    if self.is_main: atomic_write(self.run_dir / 'metrics.json', json.dumps(m, indent=2))
+    self.metrics = m
 
-    def _interrupted(self, e: KeyboardInterrupt) -> RunInterrupted:
-        "Record `interrupted` and say, in one line, where the run stopped and how to resume it."
-        signum = e.signum if isinstance(e, RunInterrupted) else int(signal.SIGINT)
-        last, done = self.run_dir / 'last.pth.tar', getattr(self, 'saved_epochs', 0)
-        how = (f"resume with: qvit train --resume {last}" if last.is_file() else
-               f"it had no checkpoint yet: qvit train --output {self.run_dir.parent} --experiment {self.run_dir.name} --resume "
-               "starts it again")
-        msg = (f"run {self.run_id} interrupted by {signal.Signals(signum).name} after {done} of "
-               f"{getattr(self, 'num_epochs', self.cfg.epochs)} epochs; {how}")
-        with contextlib.suppress(Exception): self.write_metrics('interrupted', msg)
-        self._log(msg, echo=False)
-        return RunInterrupted(signum, msg)
+@patch
+def _save_args(self: TrainingRun):
+    save_config(self.cfg, self.run_dir / 'args.yaml.tmp'); os.replace(self.run_dir / 'args.yaml.tmp', self.run_dir / 'args.yaml')
 
-    # --- the loop -------------------------------------------------------------------------------------------
-    def fit(self) -> dict:
-        with self._interruptible(): return self._fit()
+# --- signals -------------------------------------------------------------------------------------------
 
-    def _fit(self) -> dict:
-        cfg, t_start = self.cfg, time.perf_counter()
-        self.wall = self.train_time = 0.; self.images = 0
-        self.summary, self.best, self.skipped = [], None, 0      # so a run that fails before _setup still writes its metrics.json
-        self.run_id = self.run_dir.name
-        try:
-            if self.is_main and self.resume_from is None:   # a new run records its config first, so even a failed start says what it was
-                self._save_args()
-            check_inputs(self.cfg)       # before any data loads; the run directory records the config and the failure
-            self._setup()
-            if self.is_main and self.resume_from is not None: self._save_args()   # a resume writes nothing until it has set up
-            self._started = True
-            self._log(f"run {self.run_id}: {'resuming from ' + str(self.resume_from) + ' at epoch ' + str(self.start_epoch + 1) if self.resume_from else 'starting'} "
-                      f"in {self.run_dir}")
-            for line in [self.plan(), *self._warnings()]: self._log(line)
-            for c in self.resume_changes:
-                if c['epoch'] == self.start_epoch:
-                    self._log(f"resume changes {c['key']} from {c['old']} to {c['new']} at epoch {c['epoch'] + 1} (schedule rebuilt)")
-            self.saved_epochs = self.start_epoch
-            self.write_metrics('running')
-            for epoch in range(self.start_epoch, self.num_epochs):
-                tr = self.train_epoch(epoch)
-                ev = self.evaluate()
-                self.scheduler.step(epoch + 1, ev[EVAL_METRICS[cfg.eval_metric][0]])
-                row = dict(epoch=epoch, train_loss=tr['train_loss'], eval_loss=ev['eval_loss'], top1=ev['top1'], top5=ev['top5'],
-                           lr=self.optimizer.param_groups[0]['lr'], **{f"train_{k}": v for k, v in tr['parts'].items()},
-                           train_seconds=round(tr['seconds'], 3), train_images_per_s=round(tr['images'] / max(tr['seconds'], 1e-9), 1))
-                if self.ema is not None: row['ema_top1'] = self.evaluate(self.ema.module)['top1']
-                self.summary.append(row)
-                self.images += tr['images']; self.train_time += tr['seconds']
-                improved = rank_epochs(self.summary, cfg.eval_metric)[0]['epoch'] == epoch     # model_best: by eval_metric
-                if improved: self.best = dict(epoch=epoch, top1=row['top1'])
-                if self.is_main:
-                    with self._whole():
-                        st = self._state(epoch)
-                        save_checkpoint(st, self.run_dir / 'last.pth.tar', keep_previous=True)
-                        if improved: save_checkpoint(st, self.run_dir / 'model_best.pth.tar')
-                        keep_best_checkpoints(self.run_dir, self.summary, cfg.eval_metric, cfg.checkpoint_hist, st)
-                        self._write_summary()
-                        self.saved_epochs = epoch + 1
-                        self.wall = time.perf_counter() - t_start
-                        self.write_metrics('running')
-                    self._log(f"epoch {epoch + 1}/{self.num_epochs} | train loss {tr['train_loss']:.4f} | eval loss {ev['eval_loss']:.4f} "
-                              f"top1 {ev['top1']:.2f} top5 {ev['top5']:.2f} | lr {row['lr']:.3g} | {tr['seconds']:.1f}s "
-                              f"{tr['images'] / max(tr['seconds'], 1e-9):.0f} img/s")
-            self.wall = time.perf_counter() - t_start
-            self.write_metrics('finished')
-            self._log(f"run {self.run_id} finished: best top1 {self.metrics['best_top1']:.2f} "
-                      f"(epoch {self.metrics['best_epoch'] + 1}/{self.num_epochs}), final {self.metrics['final_top1']:.2f}; "
-                      f"files in {self.run_dir}")
-            return self.metrics
-        except BaseException as e:
-            self.wall = time.perf_counter() - t_start
-            if isinstance(e, KeyboardInterrupt) and self.run_dir.exists(): raise self._interrupted(e) from None
-            if self.resume_from is not None and not getattr(self, '_started', False): raise   # the resumed run is left as it was
-            if self.run_dir.exists():
-                with contextlib.suppress(Exception): self.write_metrics('failed', f"{type(e).__name__}: {e}")
-                self._log(f"run {self.run_id} failed: {type(e).__name__}: {e}", echo=False)
-            raise
-        finally:
-            if self.world > 1 and dist.is_initialized(): dist.destroy_process_group()
-            if getattr(self, '_lock', None) is not None: os.close(self._lock); self._lock = None
+# %% ../nbs/06_train.ipynb #85154372
+@patch
+@contextlib.contextmanager
+def _interruptible(self: TrainingRun):
+    "SIGTERM and SIGINT raise `RunInterrupted` (main thread only); during `_whole()` they wait until the files are whole."
+    self._saving, self._pending = False, None
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    def handler(signum, frame):
+        if self._saving: self._pending = signum
+        else: raise RunInterrupted(signum)
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try: yield
+    finally:
+        for s, h in old.items(): signal.signal(s, h)
 
+@patch
+@contextlib.contextmanager
+def _whole(self: TrainingRun):
+    "A block (the checkpoints, summary and metrics of an epoch) that a signal does not cut in two."
+    self._saving = True
+    try: yield
+    finally: self._saving = False
+    if self._pending is not None: raise RunInterrupted(self._pending)
+
+@patch
+def _interrupted(self: TrainingRun, e: KeyboardInterrupt) -> RunInterrupted:
+    "Record `interrupted` and say, in one line, where the run stopped and how to resume it."
+    signum = e.signum if isinstance(e, RunInterrupted) else int(signal.SIGINT)
+    last, done = self.run_dir / 'last.pth.tar', getattr(self, 'saved_epochs', 0)
+    how = (f"resume with: qvit train --resume {last}" if last.is_file() else
+           f"it had no checkpoint yet: qvit train --output {self.run_dir.parent} --experiment {self.run_dir.name} --resume "
+           "starts it again")
+    msg = (f"run {self.run_id} interrupted by {signal.Signals(signum).name} after {done} of "
+           f"{getattr(self, 'num_epochs', self.cfg.epochs)} epochs; {how}")
+    with contextlib.suppress(Exception): self.write_metrics('interrupted', msg)
+    self._log(msg, echo=False)
+    return RunInterrupted(signum, msg)
+
+# --- the loop -------------------------------------------------------------------------------------------
+@patch
+def fit(self: TrainingRun) -> dict:
+    with self._interruptible(): return self._fit()
+
+@patch
+def _fit(self: TrainingRun) -> dict:
+    cfg, t_start = self.cfg, time.perf_counter()
+    self.wall = self.train_time = 0.; self.images = 0
+    self.summary, self.best, self.skipped = [], None, 0      # so a run that fails before _setup still writes its metrics.json
+    self.run_id = self.run_dir.name
+    try:
+        if self.is_main and self.resume_from is None:   # a new run records its config first, so even a failed start says what it was
+            self._save_args()
+        check_inputs(self.cfg)       # before any data loads; the run directory records the config and the failure
+        self._setup()
+        if self.is_main and self.resume_from is not None: self._save_args()   # a resume writes nothing until it has set up
+        self._started = True
+        self._log(f"run {self.run_id}: {'resuming from ' + str(self.resume_from) + ' at epoch ' + str(self.start_epoch + 1) if self.resume_from else 'starting'} "
+                  f"in {self.run_dir}")
+        for line in [self.plan(), *self._warnings()]: self._log(line)
+        for c in self.resume_changes:
+            if c['epoch'] == self.start_epoch:
+                self._log(f"resume changes {c['key']} from {c['old']} to {c['new']} at epoch {c['epoch'] + 1} (schedule rebuilt)")
+        self.saved_epochs = self.start_epoch
+        self.write_metrics('running')
+        for epoch in range(self.start_epoch, self.num_epochs):
+            tr = self.train_epoch(epoch)
+            ev = self.evaluate()
+            self.scheduler.step(epoch + 1, ev[EVAL_METRICS[cfg.eval_metric][0]])
+            row = dict(epoch=epoch, train_loss=tr['train_loss'], eval_loss=ev['eval_loss'], top1=ev['top1'], top5=ev['top5'],
+                       lr=self.optimizer.param_groups[0]['lr'], **{f"train_{k}": v for k, v in tr['parts'].items()},
+                       train_seconds=round(tr['seconds'], 3), train_images_per_s=round(tr['images'] / max(tr['seconds'], 1e-9), 1))
+            if self.ema is not None: row['ema_top1'] = self.evaluate(self.ema.module)['top1']
+            self.summary.append(row)
+            self.images += tr['images']; self.train_time += tr['seconds']
+            improved = rank_epochs(self.summary, cfg.eval_metric)[0]['epoch'] == epoch     # model_best: by eval_metric
+            if improved: self.best = dict(epoch=epoch, top1=row['top1'])
+            if self.is_main:
+                with self._whole():
+                    st = self._state(epoch)
+                    save_checkpoint(st, self.run_dir / 'last.pth.tar', keep_previous=True)
+                    if improved: save_checkpoint(st, self.run_dir / 'model_best.pth.tar')
+                    keep_best_checkpoints(self.run_dir, self.summary, cfg.eval_metric, cfg.checkpoint_hist, st)
+                    self._write_summary()
+                    self.saved_epochs = epoch + 1
+                    self.wall = time.perf_counter() - t_start
+                    self.write_metrics('running')
+                self._log(f"epoch {epoch + 1}/{self.num_epochs} | train loss {tr['train_loss']:.4f} | eval loss {ev['eval_loss']:.4f} "
+                          f"top1 {ev['top1']:.2f} top5 {ev['top5']:.2f} | lr {row['lr']:.3g} | {tr['seconds']:.1f}s "
+                          f"{tr['images'] / max(tr['seconds'], 1e-9):.0f} img/s")
+        self.wall = time.perf_counter() - t_start
+        self.write_metrics('finished')
+        self._log(f"run {self.run_id} finished: best top1 {self.metrics['best_top1']:.2f} "
+                  f"(epoch {self.metrics['best_epoch'] + 1}/{self.num_epochs}), final {self.metrics['final_top1']:.2f}; "
+                  f"files in {self.run_dir}")
+        return self.metrics
+    except BaseException as e:
+        self.wall = time.perf_counter() - t_start
+        if isinstance(e, KeyboardInterrupt) and self.run_dir.exists(): raise self._interrupted(e) from None
+        if self.resume_from is not None and not getattr(self, '_started', False): raise   # the resumed run is left as it was
+        if self.run_dir.exists():
+            with contextlib.suppress(Exception): self.write_metrics('failed', f"{type(e).__name__}: {e}")
+            self._log(f"run {self.run_id} failed: {type(e).__name__}: {e}", echo=False)
+        raise
+    finally:
+        if self.world > 1 and dist.is_initialized(): dist.destroy_process_group()
+        if getattr(self, '_lock', None) is not None: os.close(self._lock); self._lock = None
+
+# %% ../nbs/06_train.ipynb #db892d80
 def train(cfg: Union[TrainConfig, dict, str, None] = None, **overrides) -> dict:
     "Run one experiment (a `TrainConfig`, a dict of keys, or a YAML path, plus keyword overrides); returns `metrics.json`'s dict."
     return TrainingRun(cfg, **overrides).fit()

@@ -15,8 +15,8 @@ from torch import nn
 # %% auto #0
 __all__ = ['PROGRESS_FILE', 'atomic_write', 'state_checksum', 'save_checkpoint', 'previous_checkpoint', 'CheckpointError',
            'read_checkpoint', 'load_checkpoint', 'strip_wrapper_prefixes', 'state_dict_of', 'load_state_dict_file',
-           'is_quantizer_key', 'check_state_dict', 'new_run_id', 'lock_run_dir', 'resolve_run_dir', 'check_resume',
-           'resume_checkpoint']
+           'is_quantizer_key', 'check_state_dict', 'new_run_id', 'read_json_object', 'lock_run_dir', 'resolve_run_dir',
+           'check_resume', 'resume_checkpoint']
 
 # %% ../nbs/02a_checkpoints.ipynb #63279377
 def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> Path:
@@ -178,10 +178,13 @@ def _check_writable(d: Path):
     free = shutil.disk_usage(d).free
     if free < 64 * 2**20: raise ValueError(f"output directory {d} has only {free / 2**20:.0f} MiB free; a run needs room for its checkpoints")
 
-def _read_metrics(run_dir: Path) -> Optional[dict]:
-    try: m = json.loads((run_dir / 'metrics.json').read_text())
-    except (OSError, ValueError): return None
-    return m if isinstance(m, dict) else None
+def read_json_object(p: Path) -> Optional[dict]:
+    "The JSON object in `p`; None when it is missing, unreadable (torn, garbage bytes, nested too deep) or not an object."
+    try: d = json.loads(Path(p).read_text())
+    except (OSError, ValueError, RecursionError): return None
+    return d if isinstance(d, dict) else None
+
+def _read_metrics(run_dir: Path) -> Optional[dict]: return read_json_object(run_dir / 'metrics.json')
 
 def _status(run_dir: Path) -> Optional[str]:
     "The `status` in a run directory's `metrics.json` (None when absent or unreadable)."

@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from .config import canonical_keys
+from .checkpoints import read_json_object
 
 # %% auto #0
 __all__ = ['STATUSES', 'STUDY_FINDINGS', 'EXECUTORS', 'KERNEL_LOG', 'run_status', 'network_label', 'tricks_label', 'load_runs',
@@ -20,11 +21,7 @@ __all__ = ['STATUSES', 'STUDY_FINDINGS', 'EXECUTORS', 'KERNEL_LOG', 'run_status'
            'SweepInterrupted', 'run_sweep', 'sweep_plan']
 
 # %% ../nbs/08_runs.ipynb #e6e9a86e
-def _read_json(p: Path) -> Optional[dict]:
-    "The JSON object in `p`; None when it is missing, unreadable (torn, garbage bytes, nested too deep) or not an object."
-    try: d = json.loads(p.read_text())
-    except (OSError, ValueError, RecursionError): return None
-    return d if isinstance(d, dict) else None
+_read_json = read_json_object          # one reader of run files' JSON (02a_checkpoints)
 
 def _read_args(run_dir: Path) -> dict:
     "A run's `args.yaml` as a dict, renamed keys under their new names (`{}` when missing or damaged; read with the config's size and alias bounds)."
@@ -199,20 +196,21 @@ def _fmt_stats(s: tuple, row: str) -> str:
     mean, sd, n = s
     return f"{mean:.2f} ({row})" if n == 1 else f"{mean:.2f} ± {sd:.2f} (n={n}, {row})"
 
-def _float_on_top(df: pd.DataFrame) -> Optional[bool]:
-    "Per model with both kinds of finished runs: does the best float run beat the best quantized one? None: no such model."
+def _float_vs_quantized(df: pd.DataFrame) -> list:
+    "Per model with both kinds of finished runs: `(model, best float top-1, best quantized top-1)`."
     df = df[(df.status == 'finished') & df.best_top1.notna()]
     model, kind = df.network.str.rsplit(' ', n=1).str[0], df.network.str.rsplit(' ', n=1).str[-1]
-    verdicts = [g[kind[g.index] == 'fp'].best_top1.max() > g[kind[g.index] != 'fp'].best_top1.max()
-                for _, g in df.groupby(model) if (kind[g.index] == 'fp').any() and (kind[g.index] != 'fp').any()]
-    return all(verdicts) if verdicts else None
+    return [(m, g[kind[g.index] == 'fp'].best_top1.max(), g[kind[g.index] != 'fp'].best_top1.max())
+            for m, g in df.groupby(model) if (kind[g.index] == 'fp').any() and (kind[g.index] != 'fp').any()]
+
+def _float_on_top(df: pd.DataFrame) -> Optional[bool]:
+    "Does the best float run beat the best quantized one, for every model with both? None: no such model."
+    pairs = _float_vs_quantized(df)
+    return all(f > q for _, f, q in pairs) if pairs else None
 
 def _float_evidence(df: pd.DataFrame) -> str:
     "What `_float_on_top` compared: per model, the best float run vs the best quantized one."
-    df = df[(df.status == 'finished') & df.best_top1.notna()]
-    model, kind = df.network.str.rsplit(' ', n=1).str[0], df.network.str.rsplit(' ', n=1).str[-1]
-    return '; '.join(f"{g[kind[g.index] == 'fp'].best_top1.max():.2f} vs {g[kind[g.index] != 'fp'].best_top1.max():.2f} ({m})"
-                     for m, g in df.groupby(model) if (kind[g.index] == 'fp').any() and (kind[g.index] != 'fp').any())
+    return '; '.join(f"{f:.2f} vs {q:.2f} ({m})" for m, f, q in _float_vs_quantized(df))
 
 def study_findings(runs: Union[pd.DataFrame, str, Path] = 'runs') -> pd.DataFrame:
     """The study's claims, each with its evidence (study rows and accuracies) and whether our matching runs agree (✓/✗, –: not run).

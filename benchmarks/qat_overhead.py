@@ -12,12 +12,14 @@ machine noise hits all of them alike. Prints: variant, ms/step, images/s, ratio 
 
 "qvit-nb LSQ" is the default path, every machine-dependent fast path as set (`'auto'` unless `QVIT_INT8_MATMUL` or
 `QVIT_FUSED_KERNELS` say otherwise; `qvit_nb.fastpaths.fast_paths`):
-in eval without gradients (`--inference`) the forward product of each quantized linear runs on the int8 levels
-(`int8_linear`, oneDNN) where a one-time measurement at that shape showed int8 faster than float32 here; the row
-"qvit-nb LSQ, fp32 products" is the same model with int8 switched off (`fast_paths(int8=False)`). Training never
-uses int8 products. Quantizers that do not fold into a linear (attention's q/k/v/softmax, per-channel
-activations) run as two fused kernels per large tensor where measured faster (compiled once per process, during
-the warm-up steps); the row "qvit-nb LSQ, unfused quantizers" is the same model with them off (`fused=False`).
+the forward product of each quantized linear runs on the int8 levels where a one-time measurement at that shape
+showed int8 faster than float32 here: in eval without gradients (`--inference`) oneDNN's int8 linear with a
+packed weight (`int8_linear`), in training `torch._int_mm` on the weight's unpacked levels (`int_mm_linear`: no
+packing per step). The row "qvit-nb LSQ, fp32 products" is a twin of that model with int8 switched off
+(`fast_paths(int8=False)`). The folded linear's element-wise passes, and quantizers that do not fold into a
+linear (attention's q/k/v/softmax, per-channel activations), run as fused compiled kernels per large tensor where
+measured faster (compiled once per process, during the warm-up steps); the row "qvit-nb LSQ, unfused quantizers"
+(`--attn`) is the same model with them off (`fused=False`).
 
 The run prints the machine first (CPU model and the vector/int8 flags, ATen's CPU capability, the vector ISA
 inductor compiles for, the oneDNN implementation chosen for an int8 product: `ref_int8` is its slow reference
@@ -170,7 +172,7 @@ def main():
     print(f"torch {torch.__version__}, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}, inductor vector width "
           f"{_vec_width() or 'none'} bits; oneDNN int8 product: {int8_impl()}; fast paths {fast_path_settings()}", flush=True)
     variants = {'float32': copy.deepcopy(base), 'qvit-nb LSQ': quantized('lsq')}
-    if a.inference: variants['qvit-nb LSQ, fp32 products'] = variants['qvit-nb LSQ']   # same model, int8 off
+    variants['qvit-nb LSQ, fp32 products'] = quantized('lsq')           # a twin of the same model, int8 products off
     if a.attn: variants['qvit-nb LSQ, unfused quantizers'] = variants['qvit-nb LSQ']   # same model, fused kernels off
     if a.bf16_row: variants['float32, bf16 autocast'] = variants['float32']
     if not a.no_naive: variants['naive autograd LSQ'] = quantized('naive_lsq')
@@ -214,11 +216,13 @@ def main():
     for key, m in measured.items():
         print(f"  {' '.join(map(str, key)):<34} {'on ' if m.wins else 'off'}  {m.fast_s * 1e3:9.3f} ms vs {m.ref_s * 1e3:9.3f} ms at {m.shape}")
     if not measured: print("  none taken")
-    int8_on = any(m.wins for k, m in measured.items() if str(k[0]).startswith('int8'))
-    fused_on = any(m.wins for k, m in measured.items() if k[0] == 'fused')
+    on = {k[0] for k, m in measured.items() if m.wins}
+    products = [name for key, name in (('int8', 'packed int8 products (oneDNN)'), ('int8 + pack', 'packed int8 products (oneDNN)'),
+                                       ('int_mm', 'int8 products on unpacked levels (torch._int_mm)')) if key in on]
     print("implementations: float32: ATen addmm (BLAS); qvit-nb LSQ: "
-          f"{'int8 products (oneDNN) where measured faster' if int8_on else 'float32 products (folded step, ATen addmm)'}"
-          f"{'; fused quantizer kernels (inductor C++)' if fused_on else '; eager quantizer ops' if a.attn or a.per_channel else ''}")
+          f"{', '.join(dict.fromkeys(products)) + ' where measured faster, else ' if products else ''}float32 products (folded step, ATen addmm)"
+          f"{'; fused folded-linear passes (inductor C++)' if 'fused fold' in on else '; folded-linear passes as ATen ops'}"
+          f"{'; fused quantizer kernels (inductor C++)' if 'fused' in on else '; eager quantizer ops' if a.attn or a.per_channel else ''}")
 
 
 if __name__ == '__main__':

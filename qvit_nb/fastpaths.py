@@ -17,8 +17,8 @@ from .quant import _compiling, _dot, _eager_backward, _eager_forward, _lsq_terms
 # %% auto #0
 __all__ = ['Measurement', 'set_fast_paths', 'fast_paths', 'fast_path_settings', 'fast_path_measurements', 'fits_int8',
            'FusedLSQFunction', 'quantize', 'int8_matmul_supported', 'int8_products_allowed', 'use_int8_matmul',
-           'PackedInt8Weight', 'pack_int8_weight', 'int8_linear', 'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op',
-           'linear', 'install']
+           'PackedInt8Weight', 'pack_int8_weight', 'int8_linear', 'Int8Levels', 'int8_levels', 'int_mm_exact',
+           'int_mm_linear', 'use_int_mm', 'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'linear', 'install']
 
 # %% ../nbs/00a_fastpaths.ipynb #b7e2d4f1
 _SETTINGS = {'0': False, 'off': False, 'false': False, 'auto': 'auto', '1': 'auto', 'on': 'auto', 'force': True}
@@ -73,14 +73,15 @@ def fast_path_measurements() -> dict:
 
 def _size_class(*dims) -> tuple: return tuple(max(int(d), 1).bit_length() for d in dims)   # powers of two
 
-def _best_time(fn, reps: int = 3, budget_s: float = 0.5) -> float:
-    "Seconds of the fastest of `reps` calls of `fn`, after one warm-up call; stops early once `budget_s` is spent."
-    fn()
-    best, end = math.inf, time.perf_counter() + budget_s
+def _race(fast, ref, reps: int = 5, budget_s: float = 1.0) -> tuple[float, float]:
+    "Seconds of the fastest call of `fast` and of `ref`, called in turn (a burst of load slows both), after a warm-up call each."
+    fast(); ref()
+    best, end = [math.inf, math.inf], time.perf_counter() + budget_s
     for _ in range(reps):
-        t0 = time.perf_counter(); fn(); best = min(best, time.perf_counter() - t0)
+        for i, fn in enumerate((fast, ref)):
+            t0 = time.perf_counter(); fn(); best[i] = min(best[i], time.perf_counter() - t0)
         if time.perf_counter() > end: break
-    return best
+    return best[0], best[1]
 
 def _measured(key: tuple, measure: Callable[[], Measurement], what: str, ref: str) -> bool:
     "The verdict for `key`, measured on the first call in this process; a losing path is logged once per path."
@@ -173,9 +174,8 @@ def _measure_fused(x, s, qn, qp) -> Measurement:
         shape = torch.Size() if s.numel() == 1 else s.shape
         def fused(): _run_fused(_fq_forward, x, s, b); _run_fused(_fq_backward, g, x, s, b)
         def eager(): _eager_backward(g, *_eager_forward(x, s, qn, qp, False, True)[1:], shape, 1.0)
-        f = _best_time(fused)                  # its warm-up call compiles (once per process and layout)
+        f, r = _race(fused, eager)             # the warm-up call compiles (once per process and layout)
         if x.device.type in _FUSED_FAILED: f = math.inf
-        r = _best_time(eager)
         return Measurement(f < 0.9 * r, f, r, f"{x.numel()} elements, {str(x.dtype).removeprefix('torch.')}")
 
 # %% ../nbs/00a_fastpaths.ipynb #9ef83fe2
@@ -240,7 +240,7 @@ def _measure_int8(m, k, n, packs_per_call) -> Measurement:
         packed = pack_int8_weight(w, one, (m, k))
         fast = (lambda: int8_linear(q, 1.0, pack_int8_weight(w, one, (m, k)), b)) if packs_per_call else \
                (lambda: int8_linear(q, 1.0, packed, b))
-        return _best_time(fast), _best_time(lambda: torch.addmm(b, q, w.t())), f"{m}x{k}x{n}"
+        return *_race(fast, lambda: torch.addmm(b, q, w.t())), f"{m}x{k}x{n}"
     # A tiny product first: a reference (unvectorised) int8 kernel takes milliseconds there, seconds at full size
     f, r, shape = case(16, 64, 64)
     if f > 20 * r + 5e-4: return Measurement(False, f, r, shape)
@@ -267,6 +267,93 @@ def int8_linear(q: torch.Tensor, s: float, w: PackedInt8Weight, bias: Optional[t
     return torch.ops.onednn.qlinear_pointwise(q.to(torch.int8), s, 0, w.packed, w.scale, w.zero_point, bias,
                                               1.0, 0, torch.float32, 'none', [], '')
 
+# %% ../nbs/00a_fastpaths.ipynb #4196a8c0
+class Int8Levels(NamedTuple):
+    "A weight's int8 levels `(n, k)`, unpacked, and its step: a 0-d float32 tensor, or one per output channel `(n,)`."
+    levels: torch.Tensor
+    scale: torch.Tensor
+
+def int8_levels(wq: torch.Tensor, step: torch.Tensor) -> Int8Levels:
+    "The integer levels of the fake-quantized weight `wq` (levels times `step`, per tensor or per output channel)."
+    with torch.no_grad():
+        s = step.detach().float()
+        per_channel = s.numel() > 1
+        levels = torch.round(wq.detach() / (s.reshape(-1, 1) if per_channel else s.reshape(()))).to(torch.int8)
+        return Int8Levels(levels, s.reshape(-1) if per_channel else s.reshape(()))
+
+def int_mm_exact(k: int, qmax_a: int, qmax_w: int = 128) -> bool:
+    "Whether `k` products of levels up to `qmax_a` and `qmax_w` in magnitude sum exactly in int32."
+    return k * qmax_a * qmax_w < 2 ** 31
+
+def int_mm_linear(q: torch.Tensor, s: float, w: Int8Levels, bias: Optional[torch.Tensor] = None,
+                  q8: Optional[torch.Tensor] = None) -> torch.Tensor:
+    "`(s * q) @ (w.levels * w.scale)^T + bias` for an integer-valued float32 `q` (2-D, or already int8 as `q8`): `torch._int_mm`, exact int32 sums."
+    acc = torch._int_mm(q8 if q8 is not None else q.to(torch.int8), w.levels.t())
+    out = acc.view(torch.float32)          # the scaled sums overwrite the int32 ones in place: one pass, no new buffer
+    scale = s * w.scale                    # one (0-d), or one per output channel along the last axis
+    return torch.addcmul(bias, acc, scale, out=out) if bias is not None else torch.mul(acc, scale, out=out)
+
+def use_int_mm(m: int, k: int, n: int) -> bool:
+    """Whether a training step's `(m, k) @ (k, n)` product of int8 levels runs as `int_mm_linear`: forced, off, or
+    (`'auto'`) where a one-time measurement at this size class shows it, casts included, beating float32's `addmm`."""
+    if not (int8_products_allowed() and hasattr(torch, '_int_mm')): return False
+    if _FAST['int8'] is True: return True
+    return _measured(('int_mm', *_size_class(m, k, n)), lambda: _measure_int_mm(m, k, n),
+                     'int8 products in training (torch._int_mm)', 'float32 products')
+
+def _measure_int_mm(m, k, n) -> Measurement:
+    g = torch.Generator().manual_seed(0)
+    def case(m, k, n):
+        q, w, b = torch.randint(-2, 2, (m, k), generator=g).float(), torch.randint(-2, 2, (n, k), generator=g).float(), torch.zeros(n)
+        one = torch.tensor(1.0)
+        fast = lambda: int_mm_linear(q, 0.5, int8_levels(w, one), b)          # the weight's levels each step too
+        return *_race(fast, lambda: torch.addmm(b, q, w.t(), alpha=0.5)), f"{m}x{k}x{n}"
+    try:
+        f, r, shape = case(16, 64, 64)                  # tiny first: a reference kernel costs milliseconds here
+        if f > 20 * r + 5e-4: return Measurement(False, f, r, shape)
+        f, r, shape = case(min(m, 8192), k, n)          # the epilogue scales with m: time it near the real size
+    except RuntimeError as e:                           # a build whose CPU `_int_mm` refuses these shapes
+        return Measurement(False, math.inf, 0.0, f"{m}x{k}x{n}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    return Measurement(f < 0.9 * r, f, r, shape)
+
+# %% ../nbs/00a_fastpaths.ipynb #100941db
+def _fold_levels(x, s, bounds):
+    "The levels of `x/s` on `bounds[0]..bounds[1]` (float32), and None for their int8 copy."
+    return (x / s).clamp(bounds[0], bounds[1]).round(), None
+
+def _fold_levels8(x, s, bounds):
+    "The levels of `x/s` on `bounds[0]..bounds[1]`, as float32 and as int8."
+    q = (x / s).clamp(bounds[0], bounds[1]).round()
+    return q, q.to(torch.int8)
+
+def _fold_grad(gm, x, s, bounds):
+    "The straight-through gradient (`gm` where `x/s` is on the closed level range, else 0) and `sum(that * x/s)`."
+    xs = x / s
+    g = torch.where((xs >= bounds[0]) & (xs <= bounds[1]), gm, torch.zeros_like(gm))
+    return g, (g * xs).sum()                           # float32, blocked like the BLAS dot it replaces
+
+def _fold_fused(x: torch.Tensor, qn: int, qp: int) -> bool:
+    "Whether the folded linear's element-wise passes over `x` run as the compiled kernels (on, off, or measured faster here)."
+    if not (_FAST['fused'] is not False and x.numel() >= _FAST['fused_min_numel'] and x.dtype == torch.float32
+            and x.device.type == 'cpu' and x.device.type not in _FUSED_FAILED): return False
+    if _FAST['fused'] is True: return True
+    key = ('fused fold', *_size_class(x.numel()))
+    return _measured(key, lambda: _measure_fold(x.detach().reshape(-1, x.shape[-1]), qn, qp),
+                     'fused folded-linear kernels', 'the ATen ops')
+
+def _measure_fold(x, qn, qp) -> Measurement:
+    with torch.no_grad():
+        s, b, lo_hi, g = torch.tensor(0.5), _bounds(qn, qp, x.dtype, x.device), _open_bounds(qn, qp), torch.ones_like(x)
+        def fused(): _run_fused(_fold_levels, x, s, b); _run_fused(_fold_grad, g, x, s, b)
+        def aten():
+            xs = x / s
+            xs.clamp(-qn, qp).round_()
+            gx = torch.ops.aten.hardtanh_backward(g, xs, *lo_hi)
+            _dot(gx, xs, torch.Size())
+        f, r = _race(fused, aten)              # the warm-up call compiles (once per process and layout)
+        if x.device.type in _FUSED_FAILED: f = math.inf
+        return Measurement(f < 0.9 * r, f, r, f"{x.numel()} elements")
+
 # %% ../nbs/00a_fastpaths.ipynb #3f1f43e0
 @functools.lru_cache(maxsize=None)
 def _open_bounds(qn: int, qp: int) -> tuple[float, float]:
@@ -278,58 +365,75 @@ def _open_bounds(qn: int, qp: int) -> tuple[float, float]:
 class LSQLinearFunction(torch.autograd.Function):
     "`F.linear(lsq_quantize(x, step, qn, qp, grad_scale), weight, bias)` with the per-tensor step folded into the matmul."
     @staticmethod
-    def forward(ctx, x, step, weight, bias, qn, qp, grad_scale, packed=None):
-        out, xs, q2 = _lsq_linear_forward(x, step, weight, bias, qn, qp, packed)
-        ctx.save_for_backward(xs, q2, weight)
+    def forward(ctx, x, step, weight, bias, qn, qp, grad_scale, packed=None, levels=None):
+        fused = _fold_fused(x, qn, qp)
+        out, xs, q2 = _lsq_linear_forward(x, step, weight, bias, qn, qp, packed, levels, fused)
+        ctx.save_for_backward(xs, q2, weight)       # with the fused kernels `xs` is `x` itself: divided again there
         ctx.s, ctx.grad_scale, ctx.has_bias, ctx.bounds = float(step), grad_scale, bias is not None, _open_bounds(qn, qp)
+        ctx.fused = (step.detach().reshape(()).to(x.dtype), _bounds(qn, qp, x.dtype, x.device)) if fused else None
         return out
 
     @staticmethod
     def backward(ctx, grad):
         xs, q2, weight = ctx.saved_tensors
         return _lsq_linear_backward(grad, xs, q2, weight, ctx.s, ctx.grad_scale, ctx.bounds, ctx.has_bias,
-                                    ctx.needs_input_grad[:4]) + (None,) * 4
+                                    ctx.needs_input_grad[:4], ctx.fused) + (None,) * 5
 
-def _lsq_linear_forward(x, step, weight, bias, qn, qp, packed):
-    "`(out, x/s, levels as 2-D)`; the levels' product with `weight` is int8 when `packed` is given."
+def _lsq_linear_forward(x, step, weight, bias, qn, qp, packed, levels=None, fused=False):
+    """`(out, x/s, levels as 2-D)`; the levels' product with `weight` is int8 when `packed` or its `levels` are given.
+    `fused`: the levels in one compiled pass (`_fold_levels`), and `x` itself in place of `x/s`."""
     s = float(step)
-    xs = x / step.to(x.dtype)
-    q2 = xs.clamp(-qn, qp).round_().reshape(-1, xs.shape[-1])
-    out = int8_linear(q2, s, packed, bias) if packed is not None else \
+    if fused:
+        xs = x.contiguous()
+        q2, q8 = _run_fused(_fold_levels8 if levels is not None else _fold_levels, xs.view(-1, x.shape[-1]),
+                            step.detach().reshape(()).to(x.dtype), _bounds(qn, qp, x.dtype, x.device))
+    else:
+        q8 = None
+        xs = x / step.to(x.dtype)
+        q2 = xs.clamp(-qn, qp).round_().reshape(-1, xs.shape[-1])
+    out = int8_linear(q2, s, packed, bias) if packed is not None else int_mm_linear(q2, s, levels, bias, q8) if levels is not None else \
         torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
     return out.view(*x.shape[:-1], weight.shape[0]), xs, q2
 
-def _lsq_linear_backward(grad, xs, q2, weight, s, grad_scale, bounds, has_bias, need):
-    "Gradients for `(x, step, weight, bias)`; `s` is the step as a float, or as a tensor inside compiled graphs."
+def _lsq_linear_backward(grad, xs, q2, weight, s, grad_scale, bounds, has_bias, need, fused=None):
+    """Gradients for `(x, step, weight, bias)`; `s` is the step as a float, or as a tensor inside compiled graphs.
+    `fused`: `(step, level bounds)` as tensors, where `xs` is `x` and one compiled pass masks and sums (`_fold_grad`)."""
     g2 = grad.reshape(-1, grad.shape[-1])
     grad_x = grad_step = grad_w = grad_b = None
     if need[2] or need[1]: grad_w = torch.mm(g2.t(), q2).mul_(s)          # dL/dW = grad^T (q * s)
     if need[3] and has_bias: grad_b = g2.sum(0)
     if need[0] or need[1]:
         gm = torch.mm(g2, weight).view(xs.shape)
-        grad_x = torch.ops.aten.hardtanh_backward.grad_input(gm, xs, *bounds, grad_input=gm)  # masked dL/dy, in place
+        if fused:
+            grad_x, sum_gxs = _run_fused(_fold_grad, gm.view(-1, gm.shape[-1]), xs.view(-1, xs.shape[-1]), *fused)
+            grad_x = grad_x.view(xs.shape)
+        else:
+            grad_x = torch.ops.aten.hardtanh_backward.grad_input(gm, xs, *bounds, grad_input=gm)  # masked dL/dy, in place
+            sum_gxs = _dot(grad_x, xs, torch.Size()) if need[1] else None
         if need[1]:
             sum_gq = torch.dot(weight.reshape(-1), grad_w.reshape(-1)) / s  # sum(dL/dy * q)
-            grad_step = ((sum_gq - _dot(grad_x, xs, torch.Size())) * grad_scale).reshape(())
+            grad_step = ((sum_gq - sum_gxs) * grad_scale).reshape(())
     return grad_x if need[0] else None, grad_step, grad_w if need[2] else None, grad_b
 
 def lsq_linear(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], qn: int, qp: int,
                grad_scale: float = 1.0, packed: Optional[PackedInt8Weight] = None,
-               w_step: Optional[torch.Tensor] = None) -> torch.Tensor:
+               w_step: Optional[torch.Tensor] = None, levels: Optional[Int8Levels] = None) -> torch.Tensor:
     """`F.linear` of the LSQ-quantized `x` (scalar `step`, levels `-qn..qp`) with the step folded into the matmul;
-    given `packed` (`weight`'s integer levels, `pack_int8_weight`) the forward product runs in exact int8 arithmetic.
+    given `packed` (`weight`'s integer levels, `pack_int8_weight`) or `weight`'s unpacked `levels` (`int8_levels`)
+    the forward product runs in exact int8 arithmetic.
     Inside `torch.compile` the forward is one opaque op (`qvit_nb::lsq_linear`), which packs the weight itself from
     `w_step` (its quantizer's step) when given."""
-    if not fits_int8(qn, qp): packed = w_step = None
+    if not (fits_int8(qn, qp) and int_mm_exact(x.shape[-1], max(qn, qp))): packed = w_step = levels = None
     if _compiling():
         return torch.ops.qvit_nb.lsq_linear(x, step, weight, bias, w_step, int(qn), int(qp), float(grad_scale))[0]
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, step, weight, bias))):
         q = (x / step.to(x.dtype)).clamp_(-qn, qp).round_()
         q2 = q.reshape(-1, q.shape[-1])
         if packed is not None: out = int8_linear(q2, float(step), packed, bias)
+        elif levels is not None: out = int_mm_linear(q2, float(step), levels, bias)
         else: out = torch.addmm(bias, q2, weight.t(), alpha=float(step)) if bias is not None else torch.mm(q2, weight.t()).mul_(float(step))
         return out.view(*x.shape[:-1], weight.shape[0])
-    return LSQLinearFunction.apply(x, step, weight, bias, int(qn), int(qp), float(grad_scale), packed)
+    return LSQLinearFunction.apply(x, step, weight, bias, int(qn), int(qp), float(grad_scale), packed, levels)
 
 # %% ../nbs/00a_fastpaths.ipynb #7904a431
 @torch.library.custom_op('qvit_nb::lsq_linear', mutates_args=())
@@ -368,12 +472,13 @@ def linear(q: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: Optional[t
            layer: Optional[nn.Module] = None) -> torch.Tensor:
     "`F.linear(q(x), weight, bias)` by the fastest path this machine has for it; `layer` may give int8 weights (above)."
     if not _folds(q, x, weight): return F.linear(q(x), weight, bias)
-    packed = w_step = None
+    packed = w_step = levels = None
     if layer is not None and fits_int8(q.qn, q.qp):
         if _compiling(): w_step = layer.int8_step()          # the custom op decides (a compiled graph cannot measure)
         else: packed = layer.int8_weight(weight, x)
+        if packed is None and w_step is None and not _compiling(): levels = layer.int8_levels(weight, x)
     x, step, grad_scale = q.prepare(x)
-    return lsq_linear(x, step, weight, bias, q.qn, q.qp, grad_scale, packed, w_step)
+    return lsq_linear(x, step, weight, bias, q.qn, q.qp, grad_scale, packed, w_step, levels)
 
 # %% ../nbs/00a_fastpaths.ipynb #7a60cd31
 def install() -> dict:

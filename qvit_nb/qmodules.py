@@ -15,7 +15,8 @@ from torch import nn
 from .core import closest, unknown_choice_error
 from .quant import LSQQuantizer, QConfig, make_quantizer, quant_levels
 from . import fastpaths
-from .fastpaths import PackedInt8Weight, fits_int8, int8_products_allowed, pack_int8_weight, use_int8_matmul
+from .fastpaths import (Int8Levels, PackedInt8Weight, fits_int8, int8_levels, int8_products_allowed,
+                               pack_int8_weight, use_int8_matmul, use_int_mm)
 
 # %% auto #0
 __all__ = ['PRESETS', 'RELU_UNSIGNED', 'UNINITIALISED', 'QuantLinear', 'QuantConv2d', 'Attention', 'parse_qmodule', 'study_alias',
@@ -62,6 +63,15 @@ class _QuantWeight:
             self._pcache = None
             return None
         return self._eval_cached('_pcache', lambda: pack_int8_weight(w, step, (m, k)))
+
+    def int8_levels(self, w: torch.Tensor, x: torch.Tensor) -> Optional[Int8Levels]:
+        """`w = quant_weight()`'s unpacked int8 levels for an integer product without a packed weight (`int_mm_linear`,
+        training included: a cast of the weight per step), where the weight quantizer is LSQ with int8 levels and no
+        shift and `use_int_mm` measured that product faster here at this shape; else None."""
+        wq = self.wq
+        if not (isinstance(wq, LSQQuantizer) and wq.bias is None and fits_int8(wq.qn, wq.qp) and wq.initialised): return None
+        if not use_int_mm(x.numel() // x.shape[-1], x.shape[-1], w.shape[0]): return None
+        return int8_levels(w, wq.effective_step())
 
     def train(self, mode: bool = True):
         self._wcache = self._pcache = None

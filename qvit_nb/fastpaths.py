@@ -417,15 +417,15 @@ def _lsq_linear_backward(grad, xs, q2, weight, s, grad_scale, bounds, has_bias, 
 
 def lsq_linear(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], qn: int, qp: int,
                grad_scale: float = 1.0, packed: Optional[PackedInt8Weight] = None,
-               w_step: Optional[torch.Tensor] = None, levels: Optional[Int8Levels] = None) -> torch.Tensor:
+               w_step: Optional[torch.Tensor] = None, levels: Optional[Int8Levels] = None, pack: bool = True) -> torch.Tensor:
     """`F.linear` of the LSQ-quantized `x` (scalar `step`, levels `-qn..qp`) with the step folded into the matmul;
     given `packed` (`weight`'s integer levels, `pack_int8_weight`) or `weight`'s unpacked `levels` (`int8_levels`)
     the forward product runs in exact int8 arithmetic.
-    Inside `torch.compile` the forward is one opaque op (`qvit_nb::lsq_linear`), which packs the weight itself from
-    `w_step` (its quantizer's step) when given."""
+    Inside `torch.compile` the forward is one opaque op (`qvit_nb::lsq_linear`), which takes the weight's int8 levels
+    itself from `w_step` (its quantizer's step) when given: packed where `pack`, else unpacked."""
     if not (fits_int8(qn, qp) and int_mm_exact(x.shape[-1], max(qn, qp))): packed = w_step = levels = None
     if _compiling():
-        return torch.ops.qvit_nb.lsq_linear(x, step, weight, bias, w_step, int(qn), int(qp), float(grad_scale))[0]
+        return torch.ops.qvit_nb.lsq_linear(x, step, weight, bias, w_step, int(qn), int(qp), float(grad_scale), pack)[0]
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, step, weight, bias))):
         q = (x / step.to(x.dtype)).clamp_(-qn, qp).round_()
         q2 = q.reshape(-1, q.shape[-1])
@@ -438,26 +438,30 @@ def lsq_linear(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: 
 # %% ../nbs/00a_fastpaths.ipynb #7904a431
 @torch.library.custom_op('qvit_nb::lsq_linear', mutates_args=())
 def lsq_linear_op(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                  w_step: Optional[torch.Tensor], qn: int, qp: int, grad_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "`lsq_linear`'s forward as one op: `(out, x/s, levels)`; int8 products when `w_step` (the weight's step) is given."
-    m, k = x.numel() // x.shape[-1], x.shape[-1]
-    packed = pack_int8_weight(weight, w_step, (m, k)) if w_step is not None and use_int8_matmul(m, k, weight.shape[0], True) else None
-    return _lsq_linear_forward(x, step, weight, bias, qn, qp, packed)      # an op's body runs without autograd
+                  w_step: Optional[torch.Tensor], qn: int, qp: int, grad_scale: float,
+                  pack: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`lsq_linear`'s forward as one op: `(out, x/s, levels)`; int8 products when `w_step` (the weight's step) is given,
+    by a weight packed in each call where `pack` (eval) and measured faster, else by its unpacked levels (`_int_mm`)."""
+    m, k, n = x.numel() // x.shape[-1], x.shape[-1], weight.shape[0]
+    packed = levels = None
+    if w_step is not None and pack and use_int8_matmul(m, k, n, True): packed = pack_int8_weight(weight, w_step, (m, k))
+    elif w_step is not None and use_int_mm(m, k, n): levels = int8_levels(weight, w_step)
+    return _lsq_linear_forward(x, step, weight, bias, qn, qp, packed, levels)      # an op's body runs without autograd
 
 @lsq_linear_op.register_fake
-def _(x, step, weight, bias, w_step, qn, qp, grad_scale):
+def _(x, step, weight, bias, w_step, qn, qp, grad_scale, pack=True):
     m = x.numel() // x.shape[-1]
     return x.new_empty(*x.shape[:-1], weight.shape[0]), torch.empty_like(x), x.new_empty(m, x.shape[-1])
 
 def _lsq_linear_op_setup(ctx, inputs, output):
-    x, step, weight, bias, w_step, qn, qp, grad_scale = inputs
+    x, step, weight, bias, w_step, qn, qp, grad_scale, pack = inputs
     ctx.save_for_backward(output[1], output[2], weight, step)
     ctx.grad_scale, ctx.has_bias, ctx.bounds = grad_scale, bias is not None, _open_bounds(qn, qp)
 
 def _lsq_linear_op_backward(ctx, grad, _grad_xs, _grad_q):
     xs, q2, weight, step = ctx.saved_tensors
     grads = _lsq_linear_backward(grad, xs, q2, weight, step, ctx.grad_scale, ctx.bounds, ctx.has_bias, (True,) * 4)
-    return grads + (None,) * 4
+    return grads + (None,) * 5
 
 lsq_linear_op.register_autograd(_lsq_linear_op_backward, setup_context=_lsq_linear_op_setup)
 
@@ -473,12 +477,16 @@ def linear(q: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: Optional[t
     "`F.linear(q(x), weight, bias)` by the fastest path this machine has for it; `layer` may give int8 weights (above)."
     if not _folds(q, x, weight): return F.linear(q(x), weight, bias)
     packed = w_step = levels = None
+    pack = True
     if layer is not None and fits_int8(q.qn, q.qp):
-        if _compiling(): w_step = layer.int8_step()          # the custom op decides (a compiled graph cannot measure)
-        else: packed = layer.int8_weight(weight, x)
-        if packed is None and w_step is None and not _compiling(): levels = layer.int8_levels(weight, x)
+        if _compiling():                                     # the custom op decides (a compiled graph cannot measure)
+            w_step = layer.int8_step()                       # eval without gradients: it may pack
+            if w_step is None: w_step, pack = layer.int8_step(packed=False), False
+        else:
+            packed = layer.int8_weight(weight, x)
+            if packed is None: levels = layer.int8_levels(weight, x)
     x, step, grad_scale = q.prepare(x)
-    return lsq_linear(x, step, weight, bias, q.qn, q.qp, grad_scale, packed, w_step, levels)
+    return lsq_linear(x, step, weight, bias, q.qn, q.qp, grad_scale, packed, w_step, levels, pack)
 
 # %% ../nbs/00a_fastpaths.ipynb #7a60cd31
 def install() -> dict:

@@ -46,12 +46,13 @@ class _QuantWeight:
         if isinstance(self.wq, nn.Identity): return self.weight
         return self._eval_cached('_wcache', lambda: self.wq(self.weight))
 
-    def int8_step(self) -> Optional[torch.Tensor]:
-        """The weight quantizer's step where the weight's levels may feed the integer matmul, else None: in eval without
-        gradients only (training would repack a changing weight every step), with integer products not switched off."""
+    def int8_step(self, packed: bool = True) -> Optional[torch.Tensor]:
+        """The weight quantizer's step where the weight's levels may feed an integer matmul, with integer products not
+        switched off; else None. A `packed` weight only in eval without gradients (training would repack a changing
+        weight every step); unpacked levels (`packed=False`: a cast per call) in any mode."""
         wq = self.wq
-        if self.training or torch.is_grad_enabled() or not (
-            isinstance(wq, LSQQuantizer) and wq.bias is None and fits_int8(wq.qn, wq.qp) and int8_products_allowed()): return None
+        if packed and (self.training or torch.is_grad_enabled()): return None
+        if not (isinstance(wq, LSQQuantizer) and wq.bias is None and fits_int8(wq.qn, wq.qp) and int8_products_allowed()): return None
         return wq.effective_step()
 
     def int8_weight(self, w: torch.Tensor, x: torch.Tensor) -> Optional[PackedInt8Weight]:
@@ -68,10 +69,9 @@ class _QuantWeight:
         """`w = quant_weight()`'s unpacked int8 levels for an integer product without a packed weight (`int_mm_linear`,
         training included: a cast of the weight per step), where the weight quantizer is LSQ with int8 levels and no
         shift and `use_int_mm` measured that product faster here at this shape; else None."""
-        wq = self.wq
-        if not (isinstance(wq, LSQQuantizer) and wq.bias is None and fits_int8(wq.qn, wq.qp) and wq.initialised): return None
-        if not use_int_mm(x.numel() // x.shape[-1], x.shape[-1], w.shape[0]): return None
-        return int8_levels(w, wq.effective_step())
+        step = self.int8_step(packed=False)
+        if step is None or not use_int_mm(x.numel() // x.shape[-1], x.shape[-1], w.shape[0]): return None
+        return int8_levels(w, step)
 
     def train(self, mode: bool = True):
         self._wcache = self._pcache = None

@@ -30,7 +30,8 @@ def _env_setting(var: str):
     return _SETTINGS[raw.strip().lower()]
 
 _FAST = {'int8': _env_setting('QVIT_INT8_MATMUL'), 'fused': _env_setting('QVIT_FUSED_KERNELS'),
-         'fused_min_numel': 1 << 19}     # below 2^19 elements a compiled call's fixed cost (~75 us) is not worth measuring
+         'fused_min_numel': 1 << 19,     # below 2^19 elements a compiled call's fixed cost (~75 us) is not worth measuring
+         'int8_min_macs': 1 << 27}       # below 2^27 multiply-adds an unpacked int8 product is not tried in training (below)
 
 class Measurement(NamedTuple):
     "A fast path against the code it replaces at one size class: best seconds per call of each, and the verdict."
@@ -43,24 +44,28 @@ _MEASURED: dict = {}       # (path, size class) -> Measurement, once per process
 _LOGGED: set = set()       # paths whose loss was logged (one line each)
 _log = logging.getLogger('qvit_nb.fastpaths')
 
-def set_fast_paths(int8=None, fused=None, fused_min_numel: Optional[int] = None, remeasure: bool = False) -> dict:
+def set_fast_paths(int8=None, fused=None, fused_min_numel: Optional[int] = None, remeasure: bool = False,
+                   int8_min_macs: Optional[int] = None) -> dict:
     """Set the speed switches: `True` (always where they apply), `False` (never) or `'auto'` (where measured to win);
     None keeps a setting. `remeasure` forgets the measurements. Returns the previous settings."""
     for name, v in (('int8', int8), ('fused', fused)):
         if v is not None and v is not True and v is not False and v != 'auto':
             raise ValueError(f"fast path {name}={v!r} is not a valid setting; valid: True, False, 'auto'")
-    if fused_min_numel is not None and (isinstance(fused_min_numel, bool) or not isinstance(fused_min_numel, int) or fused_min_numel < 0):
-        raise ValueError(f"fused_min_numel must be a non-negative integer, got {fused_min_numel!r}")
+    for name, v in (('fused_min_numel', fused_min_numel), ('int8_min_macs', int8_min_macs)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
     prev = dict(_FAST)
-    _FAST.update({k: v for k, v in (('int8', int8), ('fused', fused), ('fused_min_numel', fused_min_numel)) if v is not None})
+    _FAST.update({k: v for k, v in (('int8', int8), ('fused', fused), ('fused_min_numel', fused_min_numel),
+                                    ('int8_min_macs', int8_min_macs)) if v is not None})
     if remeasure: _MEASURED.clear(); _LOGGED.clear()
     return prev
 
 @contextlib.contextmanager
-def fast_paths(int8=None, fused=None, fused_min_numel: Optional[int] = None, remeasure: bool = False):
+def fast_paths(int8=None, fused=None, fused_min_numel: Optional[int] = None, remeasure: bool = False,
+               int8_min_macs: Optional[int] = None):
     "`set_fast_paths` for a block: the settings come back after it (and with `remeasure`, the measurements before it)."
     measured, logged = dict(_MEASURED), set(_LOGGED)
-    prev = set_fast_paths(int8, fused, fused_min_numel, remeasure)
+    prev = set_fast_paths(int8, fused, fused_min_numel, remeasure, int8_min_macs)
     try: yield
     finally:
         _FAST.update(prev)
@@ -298,6 +303,7 @@ def use_int_mm(m: int, k: int, n: int) -> bool:
     (`'auto'`) where a one-time measurement at this size class shows it, casts included, beating float32's `addmm`."""
     if not (int8_products_allowed() and hasattr(torch, '_int_mm')): return False
     if _FAST['int8'] is True: return True
+    if m * k * n < _FAST['int8_min_macs']: return False
     return _measured(('int_mm', *_size_class(m, k, n)), lambda: _measure_int_mm(m, k, n),
                      'int8 products in training (torch._int_mm)', 'float32 products')
 

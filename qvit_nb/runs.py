@@ -181,6 +181,7 @@ def study_table(runs: Union[pd.DataFrame, str, Path] = 'runs') -> pd.DataFrame:
     return table.assign(**{'Study row': row, 'Study accuracy': theirs.map(fmt),
                            'Δ vs study': (ours.astype(float) - theirs.astype(float)).map(lambda v: '' if pd.isna(v) else f"{v:+.2f}")})
 
+# %% ../nbs/08_runs.ipynb #5b2ef415
 def _group_best(values: dict, ids) -> tuple:
     "The best value among study rows `ids` (None when none has one), and the row it came from."
     got = [(values[i], i) for i in ids if i in values and values[i] is not None and not pd.isna(values[i])]

@@ -181,6 +181,7 @@ def study_table(runs: Union[pd.DataFrame, str, Path] = 'runs') -> pd.DataFrame:
     return table.assign(**{'Study row': row, 'Study accuracy': theirs.map(fmt),
                            'Δ vs study': (ours.astype(float) - theirs.astype(float)).map(lambda v: '' if pd.isna(v) else f"{v:+.2f}")})
 
+# %% ../nbs/08_runs.ipynb #5b2ef415
 def _group_best(values: dict, ids) -> tuple:
     "The best value among study rows `ids` (None when none has one), and the row it came from."
     got = [(values[i], i) for i in ids if i in values and values[i] is not None and not pd.isna(values[i])]
@@ -276,6 +277,7 @@ class Experiment:
     @property
     def deps(self) -> list[str]: return [d for d in (self.teacher_from, self.init_from) if d]
 
+# %% ../nbs/08_runs.ipynb #a9f14d3c
 @dataclass
 class Sweep:
     "A parsed sweep file: experiments in dependency order, and how to run them."
@@ -300,6 +302,7 @@ class Sweep:
             try: self.config(e, 'runs', links, common)
             except ValueError as err: raise ValueError(f"experiment {e.name!r} {where}: {err}") from None
 
+# %% ../nbs/08_runs.ipynb #c8d17ba8
 def _order(exps: list) -> list:
     "Dependency (chain) order; unknown links and cycles raise."
     by = {e.name: e for e in exps}
@@ -314,6 +317,17 @@ def _order(exps: list) -> list:
         state[e.name] = 'done'; out.append(e)
     for e in exps: visit(e)
     return out
+
+# %% ../nbs/08_runs.ipynb #8473f8fc
+def _expand_grid(exps: list, grid: dict) -> list:
+    "Every experiment at every point of `grid` (its cross product), named `name[key=value,...]`; a link to another experiment of the file follows it to the same point."
+    points = [dict(zip(grid, vals)) for vals in itertools.product(*[v if isinstance(v, list) else [v] for v in grid.values()])]
+    tag = lambda p: ','.join(f"{k}={v}" for k, v in p.items())
+    names = {e.name for e in exps}
+    return [Experiment(f"{e.name}[{tag(p)}]", (e.tricks + ', ' if e.tricks else '') + tag(p).replace('=', ' '),
+                       {**e.overrides, **p},
+                       *(f"{x}[{tag(p)}]" if x in names else x for x in (e.teacher_from, e.init_from)))
+            for p in points for e in exps]
 
 def load_sweep(path: Union[str, Path]) -> Sweep:
     "Read and check a sweep file (see above); the grid is expanded, experiments come in chain order."
@@ -339,14 +353,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     if len(set(names)) != len(names): raise ValueError(f"experiment names repeat in {path}: {sorted({n for n in names if names.count(n) > 1})}")
     grid = d.get('grid') or {}
     for k in grid: check_key(k)
-    if grid:
-        points = [dict(zip(grid, vals)) for vals in itertools.product(*[v if isinstance(v, list) else [v] for v in grid.values()])]
-        tag = lambda p: ','.join(f"{k}={v}" for k, v in p.items())
-        names = {e.name for e in exps}
-        exps = [Experiment(f"{e.name}[{tag(p)}]", (e.tricks + ', ' if e.tricks else '') + tag(p).replace('=', ' '),
-                           {**e.overrides, **p},
-                           *(f"{x}[{tag(p)}]" if x in names else x for x in (e.teacher_from, e.init_from)))
-                for p in points for e in exps]
+    if grid: exps = _expand_grid(exps, grid)
     executor = d.get('executor', 'local')
     if executor not in EXECUTORS: raise unknown_choice_error('executor', executor, EXECUTORS, where=str(path))
     sweep = Sweep(check_run_name(str(d.get('name') or path.stem), 'sweep name'), path, base, _order(exps), int(d.get('workers', 1)), executor,
@@ -551,6 +558,59 @@ class SweepInterrupted(KeyboardInterrupt):
 
 def _raise_interrupt(signum, frame): raise SweepInterrupted(f"interrupted by {signal.Signals(signum).name}", signum)
 
+# %% ../nbs/08_runs.ipynb #3ff0024a
+def _experiment_config(sweep: Sweep, e: Experiment, records: dict, sweep_dir: Path, overrides: dict) -> tuple:
+    "`(config, config hash)` of `e`, its chain links pointing at the runs recorded for the experiments it links to."
+    run_dir = lambda n: Path(records[n]['run_dir']).resolve()
+    extra = _chain_links(e, run_dir, lambda n: _read_args(run_dir(n)).get('model'))
+    cfg = sweep.config(e, sweep_dir.resolve(), extra, overrides)
+    return cfg, config_hash(cfg)
+
+def _settle(sweep_dir: Path, records: dict, name: str, record: dict, message: str, say):
+    "An experiment the sweep decides without running it: recorded (in `records` and the registry) and said in one line."
+    records[name] = record
+    _update_registry(sweep_dir, name, record)
+    say(f"[{name}] {message}")
+
+def _experiment_spec(e: Experiment, cfg: TrainConfig, h: str, sweep_dir: Path, threads: int, say) -> dict:
+    "What a worker runs for `e`: a stopped run of the same config (`_resumable_run`) continues in its own folder, else a new run starts."
+    if (stopped := _resumable_run(sweep_dir, h)) is not None:      # interrupted: continue it, in its own folder
+        run_id = stopped['run_dir'].name
+        params = {**cfg.to_dict(), 'experiment': run_id, 'resume': 'last'}
+        say(f"[{e.name}] resuming run {run_id} ({stopped['status']}) from its checkpoint at epoch "
+            f"{stopped['epochs'] + 1}/{stopped['planned_epochs'] or cfg.epochs}" if stopped['epochs'] else
+            f"[{e.name}] starting run {run_id} ({stopped['status']} before its first checkpoint) again in its folder")
+    else:
+        run_id = new_run_id(re.sub(r'[^A-Za-z0-9_.=,-]+', '_', e.name))
+        params = {**cfg.to_dict(), 'experiment': run_id}
+        say(f"[{e.name}] starting run {run_id}")
+    return dict(name=e.name, params=params, run_dir=str(sweep_dir.resolve() / run_id), sweep_dir=str(sweep_dir.resolve()),
+                config_hash=h, threads=threads, resumed_from_epoch=stopped['epochs'] if stopped else None)
+
+# %% ../nbs/08_runs.ipynb #d21e192c
+def _wait_for_jobs(running: dict, local: bool, progress_every: float, run_dirs: dict, offsets: dict, say):
+    "The jobs of `running` that are done, waiting `progress_every` seconds at a time and relaying the running experiments' new progress lines meanwhile."
+    while True:
+        if local: finished = wait(list(running), timeout=progress_every, return_when=FIRST_COMPLETED).done
+        else:
+            deadline = time.time() + progress_every
+            while not (finished := [j for j in running if _done(j)]) and time.time() < deadline: time.sleep(1)
+        for name in running.values():
+            for line in _new_lines(run_dirs[name] / PROGRESS_FILE, offsets): say(f"[{name}] {line}")
+        if finished: return finished
+
+def _job_record(job) -> dict:
+    "A finished job's record; a worker that died (killed, out of memory) makes a failed one."
+    try: return job.result()
+    except Exception as err:            # the worker itself died (killed, out of memory)
+        return dict(status='failed', run_dir=None, error=f"worker died: {type(err).__name__}: {err}", reused=False)
+
+def _record_interrupted(sweep_dir: Path, records: dict, running: dict, run_dirs: dict, stop: BaseException):
+    "Each experiment still running when the sweep is stopped is recorded `interrupted` (its kernel keeps its last epoch's checkpoint)."
+    for name in list(running.values()):
+        rec = dict(status='interrupted', run_dir=str(run_dirs[name]), error=f"sweep {str(stop) or 'interrupted by SIGINT'}", reused=False)
+        records[name] = rec; _update_registry(sweep_dir, name, rec)
+
 # %% ../nbs/08_runs.ipynb #da85c1ca
 def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, workers: Optional[int] = None,
               executor: Optional[str] = None, only: Optional[Sequence[str]] = None, overrides: Optional[dict] = None,
@@ -578,57 +638,30 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
                 if len(running) >= workers: break
                 failed_deps = [d for d in e.deps if d in records and records[d]['status'] != 'finished']
                 if failed_deps:
-                    records[e.name] = dict(status='failed', run_dir=None, error=f"chained to failed experiment(s) {', '.join(failed_deps)}", reused=False)
-                    _update_registry(sweep_dir, e.name, records[e.name]); pending.remove(e); say(f"[{e.name}] not run: {records[e.name]['error']}")
-                    continue
+                    error = f"chained to failed experiment(s) {', '.join(failed_deps)}"
+                    _settle(sweep_dir, records, e.name, dict(status='failed', run_dir=None, error=error, reused=False), f"not run: {error}", say)
+                    pending.remove(e); continue
                 if any(d not in records for d in e.deps): continue
-                run_dir = lambda n: Path(records[n]['run_dir']).resolve()
-                extra = _chain_links(e, run_dir, lambda n: _read_args(run_dir(n)).get('model'))
-                cfg = sweep.config(e, sweep_dir.resolve(), extra, overrides)
-                h = config_hash(cfg)
+                cfg, h = _experiment_config(sweep, e, records, sweep_dir, overrides)
                 if (twin := next((n for n, x in hashes.items() if x == h), None)) is not None:
-                    records[e.name] = dict(status='failed', run_dir=None, reused=False,
-                                           error=f"same config as experiment {twin!r} (config hash {h}): the two would share one run; make them differ or drop one")
-                    _update_registry(sweep_dir, e.name, records[e.name]); pending.remove(e); say(f"[{e.name}] not run: {records[e.name]['error']}")
-                    continue
+                    error = f"same config as experiment {twin!r} (config hash {h}): the two would share one run; make them differ or drop one"
+                    _settle(sweep_dir, records, e.name, dict(status='failed', run_dir=None, reused=False, error=error), f"not run: {error}", say)
+                    pending.remove(e); continue
                 hashes[e.name] = h
-                if (done := _finished_run(sweep_dir, h)) is not None:
-                    records[e.name] = dict(status='finished', run_dir=str(done), error=None, reused=True, best_top1=_metrics(done).get('best_top1'))
-                    _update_registry(sweep_dir, e.name, records[e.name])      # the registry records every experiment
-                    pending.remove(e); say(f"[{e.name}] already finished in {done}: skipped")
-                    continue
-                if (stopped := _resumable_run(sweep_dir, h)) is not None:      # interrupted: continue it, in its own folder
-                    run_id = stopped['run_dir'].name
-                    params = {**cfg.to_dict(), 'experiment': run_id, 'resume': 'last'}
-                    say(f"[{e.name}] resuming run {run_id} ({stopped['status']}) from its checkpoint at epoch "
-                        f"{stopped['epochs'] + 1}/{stopped['planned_epochs'] or cfg.epochs}" if stopped['epochs'] else
-                        f"[{e.name}] starting run {run_id} ({stopped['status']} before its first checkpoint) again in its folder")
-                else:
-                    run_id = new_run_id(re.sub(r'[^A-Za-z0-9_.=,-]+', '_', e.name))
-                    params = {**cfg.to_dict(), 'experiment': run_id}
-                    say(f"[{e.name}] starting run {run_id}")
-                spec = dict(name=e.name, params=params, run_dir=str(sweep_dir.resolve() / run_id), sweep_dir=str(sweep_dir.resolve()),
-                            config_hash=h, threads=threads, resumed_from_epoch=stopped['epochs'] if stopped else None)
+                if (done := _finished_run(sweep_dir, h)) is not None:      # recorded too: the registry lists every experiment
+                    _settle(sweep_dir, records, e.name, dict(status='finished', run_dir=str(done), error=None, reused=True,
+                                                             best_top1=_metrics(done).get('best_top1')), f"already finished in {done}: skipped", say)
+                    pending.remove(e); continue
+                spec = _experiment_spec(e, cfg, h, sweep_dir, threads, say)
                 run_dirs[e.name] = Path(spec['run_dir'])
                 with contextlib.suppress(OSError):             # relay only what the resumed run adds to its progress.log
                     offsets[run_dirs[e.name] / PROGRESS_FILE] = (run_dirs[e.name] / PROGRESS_FILE).stat().st_size
                 running[pool.submit(_locked_execute, spec)] = e.name
                 pending.remove(e)
             if not running: continue
-            while True:
-                if executor == 'local': finished = wait(list(running), timeout=progress_every, return_when=FIRST_COMPLETED).done
-                else:
-                    deadline = time.time() + progress_every
-                    while not (finished := [j for j in running if _done(j)]) and time.time() < deadline: time.sleep(1)
-                for name in running.values():
-                    for line in _new_lines(run_dirs[name] / PROGRESS_FILE, offsets): say(f"[{name}] {line}")
-                if finished: break
-            for job in finished:
+            for job in _wait_for_jobs(running, executor == 'local', progress_every, run_dirs, offsets, say):
                 name = running.pop(job)
-                try: rec = job.result()
-                except Exception as err:            # the worker itself died (killed, out of memory)
-                    rec = dict(status='failed', run_dir=None, error=f"worker died: {type(err).__name__}: {err}", reused=False)
-                records[name] = rec
+                records[name] = rec = _job_record(job)
                 _update_registry(sweep_dir, name, rec)
                 say(f"[{name}] {rec['status']}" + (f": {rec['error']}" if rec.get('error') else f", best top1 {rec.get('best_top1')}") +
                     (f" ({rec['run_dir']})" if rec.get('run_dir') else ''))
@@ -636,9 +669,7 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
         if main_thread:                     # a second Ctrl-C while the workers stop must not cut the registry short
             for signum in (signal.SIGINT, signal.SIGTERM): signal.signal(signum, signal.SIG_IGN)
         if executor == 'local': _stop_workers(pool)
-        for name in list(running.values()):
-            rec = dict(status='interrupted', run_dir=str(run_dirs[name]), error=f"sweep {str(stop) or 'interrupted by SIGINT'}", reused=False)
-            records[name] = rec; _update_registry(sweep_dir, name, rec)
+        _record_interrupted(sweep_dir, records, running, run_dirs, stop)
         if executor == 'local': pool.shutdown(wait=False, cancel_futures=True); pool = None
         raise SweepInterrupted(f"sweep {sweep.name} {str(stop) or 'interrupted by SIGINT'}: stopped {len(running)} running "
                                f"experiment(s), registry in {sweep_dir / 'sweep.json'}; run the sweep again to resume them",

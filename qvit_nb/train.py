@@ -36,7 +36,7 @@ from .builders import build_criterion, build_model, build_teacher, check_model_n
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'RESUME_CHANGEABLE', 'seed_epoch', 'resolve_device', 'dist_env',
            'quiet_expected_warnings', 'gpu_fast_paths', 'rank_epochs', 'keep_best_checkpoints', 'TrainingDiverged',
-           'RunInterrupted', 'check_inputs', 'TrainingRun', 'train', 'resume_config']
+           'RunInterrupted', 'check_inputs', 'resume_config', 'TrainingRun', 'train']
 
 # %% ../nbs/06_train.ipynb #c8ef0241
 def seed_epoch(seed: int, epoch: int, rank: int = 0):
@@ -128,6 +128,31 @@ def check_inputs(cfg: TrainConfig):
     if name != 'digits' and not cfg.data_dir: raise ValueError(f"dataset {cfg.dataset!r} needs data_dir (the DATA positional): {DATASETS[name]}")
     if name != 'digits' and not cfg.download and not Path(cfg.data_dir).expanduser().exists():
         raise ValueError(f"data_dir {cfg.data_dir} does not exist; dataset {cfg.dataset!r} expects {DATASETS[name]}")
+
+# %% ../nbs/06_train.ipynb #6b1d0e22
+RESUME_CHANGEABLE = ('lr', 'epochs')    # applied on resume, with the schedule rebuilt; every other result-changing key is refused
+
+def resume_config(cfg: TrainConfig, ckpt: dict, path='checkpoint') -> tuple[TrainConfig, list]:
+    "`(config, changes)` for resuming from `ckpt`: its own config, the free keys of `cfg`, and `lr`/`epochs` changes; else ValueError naming the key."
+    from qvit_nb.config import HASH_EXCLUDED
+    if not isinstance(ckpt.get('args'), dict): return cfg, []     # a foreign checkpoint: nothing to compare with
+    saved = TrainConfig.from_dict(ckpt.get('args') or {})
+    default, free = TrainConfig(), set(HASH_EXCLUDED) | {'device', 'compile', 'data_dir'}   # data may move
+    out, changes, refused = {}, [], []
+    for k, old in saved.to_dict().items():
+        new = getattr(cfg, k)
+        if k in free: out[k] = new if new != getattr(default, k) or k == 'resume' else old
+        elif new == old or new == getattr(default, k): out[k] = old
+        elif k in RESUME_CHANGEABLE: out[k] = new; changes.append(dict(epoch=ckpt['epoch'] + 1, key=k, old=old, new=new))
+        else: refused.append(f"{k} {old!r} -> {new!r}")
+    if refused:
+        raise ValueError(f"resume from {path} would change {', '.join(refused)}; a resumed run keeps its settings (only "
+                         f"{' and '.join(RESUME_CHANGEABLE)} may change): drop those flags, or start a new run "
+                         "(--initial-checkpoint starts one from these weights)")
+    if out['epochs'] <= ckpt['epoch'] + 1 and any(c['key'] == 'epochs' for c in changes):
+        raise ValueError(f"resume: epochs {out['epochs']} is not more than the {ckpt['epoch'] + 1} epochs {path} has trained")
+    return TrainConfig.from_dict(out), changes
+
 
 # %% ../nbs/06_train.ipynb #b7699ec2
 class TrainingRun:
@@ -228,9 +253,7 @@ def _setup(self: TrainingRun):
     self.optimizer = create_optimizer_v2(self.model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          eps=cfg.opt_eps, momentum=cfg.momentum, **opt_fast)
     for p in self.criterion.parameters(): self.optimizer.add_param_group({'params': [p], 'weight_decay': 0.})
-    self.scheduler, self.num_epochs = create_scheduler_v2(
-        self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
-        warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, plateau_mode=EVAL_METRICS[cfg.eval_metric][1])
+    self.scheduler, self.num_epochs = self._schedule()
     self.ema = ModelEmaV3(self.model, decay=cfg.model_ema_decay) if cfg.model_ema else None
     if ckpt is not None: self._restore(ckpt)
     if any(c['epoch'] == self.start_epoch for c in self.resume_changes): self._rebuild_schedule()
@@ -244,6 +267,15 @@ def _setup(self: TrainingRun):
             self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
     if cfg.compile: self.train_model = torch.compile(self.train_model)
 
+@patch
+def _schedule(self: TrainingRun) -> tuple:
+    "timm's scheduler (warmup, decay, cooldown) for the config's schedule on the optimizer: `(scheduler, num_epochs)`."
+    cfg = self.cfg
+    return create_scheduler_v2(
+        self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+        warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, plateau_mode=EVAL_METRICS[cfg.eval_metric][1])
+
+# %% ../nbs/06_train.ipynb #00f513a6
 @patch
 def _load_initial(self: TrainingRun, path):
     "Start from another run's weights (step 2 of a two-step run): only newly quantized tensors may be missing."
@@ -281,10 +313,7 @@ def _restore(self: TrainingRun, ckpt):
 def _rebuild_schedule(self: TrainingRun):
     "A resume that changes lr or epochs: the schedule is rebuilt from the new values and set to the resumed epoch."
     for g in self.optimizer.param_groups: g['initial_lr'] = g['lr'] = self.cfg.lr
-    cfg = self.cfg
-    self.scheduler, self.num_epochs = create_scheduler_v2(
-        self.optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
-        warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, plateau_mode=EVAL_METRICS[cfg.eval_metric][1])
+    self.scheduler, self.num_epochs = self._schedule()
     self.scheduler.step(self.start_epoch)
 
 # --- one epoch ------------------------------------------------------------------------------------------
@@ -353,6 +382,7 @@ def _progress(self: TrainingRun, epoch, step, steps, loss, images, seconds, echo
     self._log(f"epoch {epoch + 1}/{self.num_epochs} step {step}/{steps} | loss {loss:.4f} | {images / max(seconds, 1e-9):.0f} img/s"
               f" | ETA {_duration(seconds / step * left)}", echo)
 
+# %% ../nbs/06_train.ipynb #2c8f15ec
 @patch
 @torch.no_grad()
 def evaluate(self: TrainingRun, model: Optional[nn.Module] = None) -> dict:
@@ -462,6 +492,40 @@ def _interrupted(self: TrainingRun, e: KeyboardInterrupt) -> RunInterrupted:
     self._log(msg, echo=False)
     return RunInterrupted(signum, msg)
 
+# %% ../nbs/06_train.ipynb #dce5a760
+@patch
+def _announce(self: TrainingRun):
+    "The run's first lines: where it starts (or resumes), its plan and warnings, and the changes a resume applies."
+    self._log(f"run {self.run_id}: {'resuming from ' + str(self.resume_from) + ' at epoch ' + str(self.start_epoch + 1) if self.resume_from else 'starting'} "
+              f"in {self.run_dir}")
+    for line in [self.plan(), *self._warnings()]: self._log(line)
+    for c in self.resume_changes:
+        if c['epoch'] == self.start_epoch:
+            self._log(f"resume changes {c['key']} from {c['old']} to {c['new']} at epoch {c['epoch'] + 1} (schedule rebuilt)")
+
+@patch
+def _epoch_row(self: TrainingRun, epoch: int, tr: dict, ev: dict) -> dict:
+    "The epoch's `summary.csv` row from `train_epoch`'s and `evaluate`'s results (and the EMA model's top-1)."
+    row = dict(epoch=epoch, train_loss=tr['train_loss'], eval_loss=ev['eval_loss'], top1=ev['top1'], top5=ev['top5'],
+               lr=self.optimizer.param_groups[0]['lr'], **{f"train_{k}": v for k, v in tr['parts'].items()},
+               train_seconds=round(tr['seconds'], 3), train_images_per_s=round(tr['images'] / max(tr['seconds'], 1e-9), 1))
+    if self.ema is not None: row['ema_top1'] = self.evaluate(self.ema.module)['top1']
+    return row
+
+@patch
+def _save_epoch(self: TrainingRun, epoch: int, improved: bool, t_start: float):
+    "Rank 0's files of an epoch, one block a signal does not cut: `last` (and `model_best`), the kept history, the summary, the metrics."
+    with self._whole():
+        st = self._state(epoch)
+        save_checkpoint(st, self.run_dir / 'last.pth.tar', keep_previous=True)
+        if improved: save_checkpoint(st, self.run_dir / 'model_best.pth.tar')
+        keep_best_checkpoints(self.run_dir, self.summary, self.cfg.eval_metric, self.cfg.checkpoint_hist, st)
+        self._write_summary()
+        self.saved_epochs = epoch + 1
+        self.wall = time.perf_counter() - t_start
+        self.write_metrics('running')
+
+# %% ../nbs/06_train.ipynb #1d312434
 # --- the loop -------------------------------------------------------------------------------------------
 @patch
 def fit(self: TrainingRun) -> dict:
@@ -480,36 +544,20 @@ def _fit(self: TrainingRun) -> dict:
         self._setup()
         if self.is_main and self.resume_from is not None: self._save_args()   # a resume writes nothing until it has set up
         self._started = True
-        self._log(f"run {self.run_id}: {'resuming from ' + str(self.resume_from) + ' at epoch ' + str(self.start_epoch + 1) if self.resume_from else 'starting'} "
-                  f"in {self.run_dir}")
-        for line in [self.plan(), *self._warnings()]: self._log(line)
-        for c in self.resume_changes:
-            if c['epoch'] == self.start_epoch:
-                self._log(f"resume changes {c['key']} from {c['old']} to {c['new']} at epoch {c['epoch'] + 1} (schedule rebuilt)")
+        self._announce()
         self.saved_epochs = self.start_epoch
         self.write_metrics('running')
         for epoch in range(self.start_epoch, self.num_epochs):
             tr = self.train_epoch(epoch)
             ev = self.evaluate()
             self.scheduler.step(epoch + 1, ev[EVAL_METRICS[cfg.eval_metric][0]])
-            row = dict(epoch=epoch, train_loss=tr['train_loss'], eval_loss=ev['eval_loss'], top1=ev['top1'], top5=ev['top5'],
-                       lr=self.optimizer.param_groups[0]['lr'], **{f"train_{k}": v for k, v in tr['parts'].items()},
-                       train_seconds=round(tr['seconds'], 3), train_images_per_s=round(tr['images'] / max(tr['seconds'], 1e-9), 1))
-            if self.ema is not None: row['ema_top1'] = self.evaluate(self.ema.module)['top1']
+            row = self._epoch_row(epoch, tr, ev)
             self.summary.append(row)
             self.images += tr['images']; self.train_time += tr['seconds']
             improved = rank_epochs(self.summary, cfg.eval_metric)[0]['epoch'] == epoch     # model_best: by eval_metric
             if improved: self.best = dict(epoch=epoch, top1=row['top1'])
             if self.is_main:
-                with self._whole():
-                    st = self._state(epoch)
-                    save_checkpoint(st, self.run_dir / 'last.pth.tar', keep_previous=True)
-                    if improved: save_checkpoint(st, self.run_dir / 'model_best.pth.tar')
-                    keep_best_checkpoints(self.run_dir, self.summary, cfg.eval_metric, cfg.checkpoint_hist, st)
-                    self._write_summary()
-                    self.saved_epochs = epoch + 1
-                    self.wall = time.perf_counter() - t_start
-                    self.write_metrics('running')
+                self._save_epoch(epoch, improved, t_start)
                 self._log(f"epoch {epoch + 1}/{self.num_epochs} | train loss {tr['train_loss']:.4f} | eval loss {ev['eval_loss']:.4f} "
                           f"top1 {ev['top1']:.2f} top5 {ev['top5']:.2f} | lr {row['lr']:.3g} | {tr['seconds']:.1f}s "
                           f"{tr['images'] / max(tr['seconds'], 1e-9):.0f} img/s")
@@ -543,28 +591,3 @@ def __getattr__(name: str):
         warnings.warn("qvit_nb.train.Run is now TrainingRun; the old name will be removed", DeprecationWarning, stacklevel=2)
         return TrainingRun
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-# %% ../nbs/06_train.ipynb #6b1d0e22
-RESUME_CHANGEABLE = ('lr', 'epochs')    # applied on resume, with the schedule rebuilt; every other result-changing key is refused
-
-def resume_config(cfg: TrainConfig, ckpt: dict, path='checkpoint') -> tuple[TrainConfig, list]:
-    "`(config, changes)` for resuming from `ckpt`: its own config, the free keys of `cfg`, and `lr`/`epochs` changes; else ValueError naming the key."
-    from qvit_nb.config import HASH_EXCLUDED
-    if not isinstance(ckpt.get('args'), dict): return cfg, []     # a foreign checkpoint: nothing to compare with
-    saved = TrainConfig.from_dict(ckpt.get('args') or {})
-    default, free = TrainConfig(), set(HASH_EXCLUDED) | {'device', 'compile', 'data_dir'}   # data may move
-    out, changes, refused = {}, [], []
-    for k, old in saved.to_dict().items():
-        new = getattr(cfg, k)
-        if k in free: out[k] = new if new != getattr(default, k) or k == 'resume' else old
-        elif new == old or new == getattr(default, k): out[k] = old
-        elif k in RESUME_CHANGEABLE: out[k] = new; changes.append(dict(epoch=ckpt['epoch'] + 1, key=k, old=old, new=new))
-        else: refused.append(f"{k} {old!r} -> {new!r}")
-    if refused:
-        raise ValueError(f"resume from {path} would change {', '.join(refused)}; a resumed run keeps its settings (only "
-                         f"{' and '.join(RESUME_CHANGEABLE)} may change): drop those flags, or start a new run "
-                         "(--initial-checkpoint starts one from these weights)")
-    if out['epochs'] <= ckpt['epoch'] + 1 and any(c['key'] == 'epochs' for c in changes):
-        raise ValueError(f"resume: epochs {out['epochs']} is not more than the {ckpt['epoch'] + 1} epochs {path} has trained")
-    return TrainConfig.from_dict(out), changes
-

@@ -77,6 +77,7 @@ class _QuantWeight:
         self._wcache = self._pcache = None
         return super().train(mode)
 
+# %% ../nbs/01_qmodules.ipynb #54634d5e
 class QuantLinear(_QuantWeight, nn.Linear):
     "`nn.Linear` with a weight quantizer `wq` and an input-activation quantizer `aq`."
     def __init__(self, in_features, out_features, bias=True, wq: Optional[QConfig] = None,

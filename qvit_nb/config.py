@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Union, get_type_hints, get_origin, get_args
 
 import yaml
+from fastcore.basics import patch
 
 from .core import did_you_mean, unknown_choice_error
 from .quant import QUANTIZERS, QConfig
@@ -39,11 +40,10 @@ def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, ha
     if isinstance(default, list): return field(default_factory=lambda d=tuple(default): list(d), metadata=md)
     return field(default=default, metadata=md)
 
-# %% ../nbs/05_config.ipynb #dd12f23f
+# %% ../nbs/05_config.ipynb #44e6ac5c
 @dataclass
-class TrainConfig:
-    "Every key of one training run, with the study's defaults (CCT's `cct_7-3x1_cifar10_300epochs.yml`)."
-    # --- experiment
+class _ExperimentKeys:
+    "The run: its labels, where its files go, where it starts from, its seed."
     name: str = _key('', "run label for the results table's Network column (empty: the model name)", 'experiment', hashed=False)
     tricks: str = _key('', "free-text description for the results table's Tricks column", 'experiment', hashed=False)
     output: str = _key('runs', 'folder that holds the run directories', 'experiment', hashed=False)
@@ -52,7 +52,10 @@ class TrainConfig:
     initial_checkpoint: str = _key('', 'checkpoint whose weights initialise the model (e.g. step 1 of a two-step quantization)', 'experiment')
     seed: int = _key(42, 'random seed', 'experiment')
     study_row: str = _key('', "run id of the study's result row this run reproduces (qvit report --study compares with it)", 'experiment', hashed=False)
-    # --- data
+
+@dataclass
+class _DataKeys:
+    "The dataset, its normalisation, and how images are read and cropped."
     dataset: str = _key('torch/cifar10', 'dataset: torch/cifar10, torch/cifar100, digits (offline), an image folder or tar', 'data')
     data_dir: str = _key('', 'dataset root (the positional DATA argument)', 'data', hashed=False)
     download: bool = _key(False, 'download the dataset if it is missing', 'data', hashed=False)
@@ -68,7 +71,11 @@ class TrainConfig:
     max_images: int = _key(0, 'use at most this many images per split, for tiny runs and tests (0: all)', 'data', lo=0)
     pipeline: str = _key('auto', 'augmentation pipeline: tensor (batched on the device), torch (per-image torchvision/timm), auto', 'data', choices=('auto', 'tensor', 'torch'))
     workers: int = _key(2, 'data loader worker processes', 'data', lo=0, short='-j', hashed=False)
-    # --- augmentation
+
+# %% ../nbs/05_config.ipynb #3279ade9
+@dataclass
+class _AugmentationKeys:
+    "Training augmentation: timm's CIFAR recipe (RandAugment, random erasing, mixup/cutmix, label smoothing)."
     aa: Optional[str] = _key('rand-m9-mstd0.5-inc1', "auto-augment policy (timm string); none/--no-aa: off ('no aa')", 'augmentation')
     hflip: float = _key(0.5, 'horizontal flip probability', 'augmentation', lo=0.0, hi=1.0)
     color_jitter: float = _key(0.4, 'colour jitter strength (used when aa is off, as in timm)', 'augmentation', lo=0.0)
@@ -82,7 +89,10 @@ class TrainConfig:
     mixup_mode: str = _key('batch', 'how mixup parameters are drawn', 'augmentation', choices=('batch', 'pair', 'elem'))
     mixup_off_epoch: int = _key(175, 'turn mixup/cutmix off from this epoch (0: never)', 'augmentation', lo=0)
     smoothing: float = _key(0.1, "label smoothing (0: 'no smooth')", 'augmentation', lo=0.0, hi=0.999)
-    # --- model
+
+@dataclass
+class _ModelKeys:
+    "The architecture (a registered name) and its options."
     model: str = _key('vit_6_4_32', 'model name in the timm registry', 'model')
     pretrained: bool = _key(False, "start from timm's pretrained weights (timm models that have them; ours have none: use initial_checkpoint)", 'model')
     act_layer: str = _key('gelu', "MLP activation ('use relu': relu)", 'model', choices=('gelu', 'relu'))
@@ -92,7 +102,11 @@ class TrainConfig:
     attn_drop: float = _key(0.1, 'attention dropout rate', 'model', lo=0.0, hi=1.0)
     model_ema: bool = _key(False, 'keep an exponential moving average of the weights', 'model')
     model_ema_decay: float = _key(0.9998, 'EMA decay', 'model', lo=0.0, hi=1.0)
-    # --- optimizer
+
+# %% ../nbs/05_config.ipynb #23a5fa9e
+@dataclass
+class _OptimizerKeys:
+    "The optimizer and gradient clipping."
     opt: str = _key('adamw', 'optimizer (timm name)', 'optimizer', choices=OPTIMIZERS)
     lr: float = _key(55e-5, 'peak learning rate', 'optimizer', lo=0.0)
     weight_decay: float = _key(6e-2, 'weight decay', 'optimizer', lo=0.0)
@@ -100,7 +114,10 @@ class TrainConfig:
     momentum: float = _key(0.9, 'SGD momentum', 'optimizer', lo=0.0, hi=1.0)
     clip_grad: Optional[float] = _key(None, 'gradient clipping threshold (None: off)', 'optimizer', lo=0.0)
     clip_mode: str = _key('norm', 'gradient clipping: norm, value or agc (adaptive)', 'optimizer', choices=('norm', 'value', 'agc'))
-    # --- schedule
+
+@dataclass
+class _ScheduleKeys:
+    "Epochs, batch size and the learning-rate schedule."
     sched: str = _key('cosine', 'learning-rate schedule', 'schedule', choices=SCHEDULERS)
     epochs: int = _key(300, 'training epochs (the schedule adds cooldown_epochs)', 'schedule', lo=1)
     batch_size: int = _key(128, 'batch size', 'schedule', lo=1, short='-b')
@@ -108,7 +125,10 @@ class TrainConfig:
     warmup_lr: float = _key(1e-5, 'learning rate at the start of warmup', 'schedule', lo=0.0)
     warmup_epochs: int = _key(10, 'linear warmup epochs', 'schedule', lo=0)
     cooldown_epochs: int = _key(10, 'epochs at min_lr after the schedule', 'schedule', lo=0)
-    # --- runtime
+
+@dataclass
+class _RuntimeKeys:
+    "Where and how the run executes, and which checkpoint counts as the best."
     device: str = _key('auto', 'auto, cpu, cuda, cuda:N or mps', 'runtime')
     amp: bool = _key(True, 'mixed precision (used on GPU only)', 'runtime')
     compile: bool = _key(False, 'torch.compile the model', 'runtime')
@@ -117,7 +137,11 @@ class TrainConfig:
     eval_metric: str = _key('top1', 'metric that picks model_best.pth.tar (and that a plateau schedule follows): top1, top5 (higher is better) or loss (the eval loss, lower is better)', 'runtime', choices=tuple(EVAL_METRICS))
     log_interval: int = _key(50, 'training steps between progress lines (printed when there is no terminal; always in progress.log)', 'runtime', lo=1, hashed=False)
     checkpoint_hist: int = _key(0, "also keep the checkpoints of this many best epochs (by eval_metric) as checkpoint-<epoch>.pth.tar, as timm's checkpoint_hist does; 0: model_best.pth.tar only", 'runtime', lo=0, hashed=False)
-    # --- weight quantization
+
+# %% ../nbs/05_config.ipynb #42781050
+@dataclass
+class _WeightQuantKeys:
+    "Weight quantization: the level set of the weights of the quantized modules."
     wq_enable: bool = _key(False, 'quantize weights', 'weight quantization')
     wq_mode: str = _key('lsq', 'weight quantizer', 'weight quantization', )
     wq_bitw: int = _key(2, 'weight bit width (1: binary, 2: ternary when symmetric)', 'weight quantization', choices=WQ_BITS)
@@ -125,7 +149,10 @@ class TrainConfig:
     wq_asym: bool = _key(False, 'asymmetric levels (2-bit: {-2,-1,0,1} instead of {-1,0,1})', 'weight quantization')
     wq_pos: Optional[int] = _key(None, 'override the largest weight level', 'weight quantization', lo=0)
     wq_neg: Optional[int] = _key(None, 'override the magnitude of the most negative weight level', 'weight quantization', lo=0)
-    # --- activation quantization
+
+@dataclass
+class _ActivationQuantKeys:
+    "Activation quantization, and which modules are quantized (`qmodules`, `attn_q`)."
     aq_enable: bool = _key(False, 'quantize activations (inputs of the quantized modules)', 'activation quantization')
     aq_mode: str = _key('lsq', 'activation quantizer', 'activation quantization', )
     aq_bitw: int = _key(2, 'activation bit width', 'activation quantization', choices=AQ_BITS)
@@ -138,7 +165,11 @@ class TrainConfig:
     qmodules: list[str] = _key(['linear'], "what to quantize: globs or presets linear|attn|all, each optionally 'PATTERN;wq:bit:4'", 'activation quantization')
     attn_q: bool = _key(False, "also quantize q, k, v and the softmax output ('attn q')", 'activation quantization')
     attn_q_signed: bool = _key(False, "signed softmax levels ({-1,0,1} at 2 bits) as in the study's first 'attn q' runs; default unsigned {0,1,2} ('pos attn')", 'activation quantization')
-    # --- distillation
+
+# %% ../nbs/05_config.ipynb #8e5e2f77
+@dataclass
+class _DistillationKeys:
+    "Distillation: the teacher, its logits and embeddings, a quantized teacher, the two-head model."
     use_kd: bool = _key(False, "distil from a teacher ('use kd')", 'distillation')
     teacher: str = _key('', 'teacher model name', 'distillation')
     teacher_checkpoint: str = _key('', "teacher weights (a run's model_best.pth.tar)", 'distillation')
@@ -153,6 +184,11 @@ class TrainConfig:
     distill_head: bool = _key(False, "second classification head trained on the teacher ('two head')", 'distillation')
     two_head_weight: float = _key(0.5, 'with distill_head: weight w of the distillation head, loss = (1 - w) * class head + w * distillation head (study: 0.5, 0.8, 1.0; old name: distill_weight)', 'distillation', lo=0.0, hi=1.0)
 
+# %% ../nbs/05_config.ipynb #dd12f23f
+@dataclass
+class TrainConfig(_DistillationKeys, _ActivationQuantKeys, _WeightQuantKeys, _RuntimeKeys, _ScheduleKeys,
+                  _OptimizerKeys, _ModelKeys, _AugmentationKeys, _DataKeys, _ExperimentKeys):   # last group first: the fields come in GROUPS order
+    "Every key of one training run, with the study's defaults (CCT's `cct_7-3x1_cifar10_300epochs.yml`)."
     def __post_init__(self):
         for f in fields(self): setattr(self, f.name, _coerce(f.name, getattr(self, f.name)))
         validate_config(self)
@@ -170,23 +206,6 @@ class TrainConfig:
     def _qconfigs(self) -> dict:
         "The `QConfig`s of both sides and of a quantized teacher, built once: validation builds them, the engine reads them."
         return _qconfigs_of(self)
-
-    def quant_configs(self, teacher: bool = False) -> tuple:
-        """`(wq, aq)` for the model: None for a side that is off. With `teacher`, a quantized teacher's: the same settings
-        at `quant_teacher_wq_bitw` / `quant_teacher_aq_bitw` (None for a side without one)."""
-        qc = self._qconfigs
-        if teacher: return qc['teacher_wq'], qc['teacher_aq']
-        return qc['wq'] if self.wq_enable else None, qc['aq'] if self.aq_enable else None
-
-    def loader_kwargs(self) -> dict:
-        "The keys `qvit_nb.data.build_loaders` takes (`LOADER_KEYS`), under its argument names."
-        d = self.to_dict()
-        return {k: d[k] for k in LOADER_KEYS}
-
-    def mixup_kwargs(self) -> dict:
-        "The keys `qvit_nb.data.build_mixup` takes (`MIXUP_KEYS`), under its argument names."
-        d = self.to_dict()
-        return {k: d[k] for k in MIXUP_KEYS}
 
 # %% ../nbs/05_config.ipynb #d45e267d
 FIELDS = {f.name: f for f in fields(TrainConfig)}
@@ -294,6 +313,7 @@ def _check_field(cfg, f):
             if md['hi'] is not None and x > md['hi']: raise ValueError(f"config key '{k}' must be <= {md['hi']}, got {x}")
             if isinstance(x, float) and not math.isfinite(x): raise ValueError(f"config key '{k}' must be finite, got {x}")
 
+# %% ../nbs/05_config.ipynb #1dd6480d
 def _side_qconfig(cfg, side: str) -> QConfig:
     "One side's `QConfig` ('wq': weights, signed; 'aq': activations, signedness left to the module); errors name the keys."
     mode, bits, asym, pos, neg = (getattr(cfg, f'{side}_{k}') for k in ('mode', 'bitw', 'asym', 'pos', 'neg'))
@@ -315,6 +335,7 @@ def _qconfigs_of(cfg) -> dict:
         except ValueError as e: raise ValueError(f"config key 'quant_teacher_{side}_bitw': {e}") from None
     return qc
 
+# %% ../nbs/05_config.ipynb #1a38bdff
 MAX_IMG_SIZE = 2048
 
 def check_run_name(name: str, key: str = 'experiment') -> str:
@@ -370,6 +391,26 @@ LOADER_KEYS = ('dataset', 'data_dir', 'download', 'num_classes', 'img_size', 'me
                'interpolation', 'train_interpolation', 'max_images', 'pipeline', 'workers', 'aa', 'hflip', 'color_jitter',
                'reprob', 'remode', 'recount', 'seed', 'batch_size', 'device')   # build_loaders' arguments of these names
 MIXUP_KEYS = ('mixup', 'cutmix', 'mixup_prob', 'mixup_switch_prob', 'mixup_mode', 'smoothing', 'num_classes')   # build_mixup's
+
+@patch
+def quant_configs(self: TrainConfig, teacher: bool = False) -> tuple:
+    """`(wq, aq)` for the model: None for a side that is off. With `teacher`, a quantized teacher's: the same settings
+    at `quant_teacher_wq_bitw` / `quant_teacher_aq_bitw` (None for a side without one)."""
+    qc = self._qconfigs
+    if teacher: return qc['teacher_wq'], qc['teacher_aq']
+    return qc['wq'] if self.wq_enable else None, qc['aq'] if self.aq_enable else None
+
+@patch
+def loader_kwargs(self: TrainConfig) -> dict:
+    "The keys `qvit_nb.data.build_loaders` takes (`LOADER_KEYS`), under its argument names."
+    d = self.to_dict()
+    return {k: d[k] for k in LOADER_KEYS}
+
+@patch
+def mixup_kwargs(self: TrainConfig) -> dict:
+    "The keys `qvit_nb.data.build_mixup` takes (`MIXUP_KEYS`), under its argument names."
+    d = self.to_dict()
+    return {k: d[k] for k in MIXUP_KEYS}
 
 # %% ../nbs/05_config.ipynb #cb8c507f
 YAML_MAX_BYTES, YAML_MAX_NODES = 1 << 20, 100_000     # a config is a few hundred short keys
@@ -491,6 +532,7 @@ class _TrainArgumentParser(argparse.ArgumentParser):
                        + (f" (all unrecognized: {' '.join(extras)})" if len(extras) > 1 else ''))
         return ns
 
+# %% ../nbs/05_config.ipynb #1e474437
 def _help(f) -> str:
     md, default = f.metadata, (f.default if f.default is not MISSING else f.default_factory())
     h = md['help'] + (f" [{', '.join(map(str, md['choices']))}]" if md['choices'] else '')

@@ -18,6 +18,7 @@ from plotly.io.base_renderers import PlotlyRenderer
 from plotly.subplots import make_subplots
 import torch
 import yaml
+from fastcore.basics import patch
 from torch import nn
 
 from .core import unknown_choice_error
@@ -463,6 +464,7 @@ def _sources(run_or_model) -> dict:
         if not _is_run(p): raise ValueError(f"{p} is not a run directory (no args.yaml)")
     return {p.name: p for p in paths}
 
+# %% ../nbs/09_dashboard.ipynb #5a26e285
 class ActivationDashboard:
     "Pick run, layer and batch count; a `FigureWidget` of full-precision vs quantized histograms and a per-layer table."
     def __init__(self, run_or_model, data=None, batches: int = 4, layer: Optional[str] = None, bins: int = 60,
@@ -489,89 +491,103 @@ class ActivationDashboard:
         self.layer.observe(lambda _: self._draw(), 'value')
         self.widget = W.VBox([W.HBox([self.run, self.layer]), self.batches, self.note, self._plot, self.table])
 
-    def _model(self, key):
-        src = self.sources[key]
-        if isinstance(src, nn.Module): return src
-        if key not in self._models: self._models[key] = load_run(src, self.checkpoint)[0]
-        return self._models[key]
-
-    def _has_acts(self, key) -> bool: return bool(activation_layers(self._model(key)))
-
-    def explain(self) -> str:
-        "Why the current run shows no histogram ('' when it shows one)."
-        if self.acts: return ''
-        model = self._model(self.run.value)
-        what = f"only its weights are quantized ({len(quant_summary(model))} weight quantizers)" if len(quant_summary(model)) else "it is a float model"
-        others = [k for k in self.sources if k != self.run.value and self._has_acts(k)]
-        return (f"{self.run.value!r} has no quantized activations to show: {what}. " +
-                (f"Pick a run that quantizes activations: {', '.join(others)}." if others else
-                 "Train with activation quantization (aq_enable=True, or attn_q=True) to see histograms."))
-
-    def _collect(self) -> dict:
-        key = (self.run.value, self.batches.value)
-        if not self._has_acts(self.run.value): return {}
-        if key not in self._acts:
-            src, data = self.sources[self.run.value], self.data
-            if data is None:
-                if self.run.value not in self._data:
-                    self._data[self.run.value] = run_eval_data(src, self.max_images, self.batch_size)
-                data = self._data[self.run.value]
-            self._acts[key] = collect_activations(self._model(self.run.value), data, batches=self.batches.value)
-        return self._acts[key]
-
-    def _set_layers(self, layer=None):
-        names = list(self.acts)
-        keep = layer if layer is not None else self.layer.value
-        if layer is not None and names: check_layer(layer, names)
-        self._busy = True
-        try:
-            self.layer.options = names
-            self.layer.value = keep if keep in names else names[0] if names else None
-        finally: self._busy = False
-
-    def _on_data(self):
-        self.acts = self._collect()
-        self._set_layers()
-        self._draw(); self._show_table()
-
-    def _draw(self):
-        if self._busy: return
-        self.note.value = html.escape(self.explain())
-        self._plot.layout.display = None if self.acts else 'none'
-        self.layer.layout.display = None if self.acts else 'none'
-        if not self.acts: return
-        h = activation_histogram(self.acts[self.layer.value], self.bins)
-        with self.fig.batch_update():
-            for trace, kind in zip(self.fig.data, TRACES):
-                d = h[kind]
-                trace.x, trace.y = d['x'], d['y']
-                if 'width' in d: trace.width = d['width']
-            self.fig.layout.title.text = h['title']
-            self.fig.layout.xaxis.range = list(h['range'])
-
-    def _show_table(self):
-        self.table.value = activation_table(self.acts).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0) if self.acts else ''
-
-    def select(self, run: Optional[str] = None, layer: Optional[str] = None, batches: Optional[int] = None) -> 'ActivationDashboard':
-        "Set the controls from code (as a click would)."
-        if run is not None:
-            if run not in self.sources: raise ValueError(f"unknown run {run!r}; valid: {', '.join(self.sources)}")
-            self.run.value = run
-        if batches is not None: self.batches.value = batches
-        if layer is not None: self.layer.value = check_layer(layer, self.acts)
-        return self
-
-    def table_frame(self) -> pd.DataFrame: return activation_table(self.acts)
-
-    def to_html(self, path: Union[str, Path]) -> Path:
-        "A standalone page of the current run: every layer behind a dropdown, and the per-layer table (or why there is none)."
-        title = f"qvit-nb activations: {self.run.value} ({self.batches.value} batches)"
-        if not self.acts: return _write(path, html_page(title, [f"<p>{html.escape(self.explain())}</p>"]))
-        fig = activation_figure(self.acts, self.layer.value, self.bins)
-        fig.layout.meta = {**fig.layout.meta, 'div_id': 'qvit-activations'}
-        return _write(path, html_page(title, [layer_select_html(fig, 'qvit-activations'), fig, activation_table(self.acts)]))
-
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+
+# %% ../nbs/09_dashboard.ipynb #d24b36da
+@patch
+def _model(self: ActivationDashboard, key):
+    src = self.sources[key]
+    if isinstance(src, nn.Module): return src
+    if key not in self._models: self._models[key] = load_run(src, self.checkpoint)[0]
+    return self._models[key]
+
+@patch
+def _has_acts(self: ActivationDashboard, key) -> bool: return bool(activation_layers(self._model(key)))
+
+@patch
+def explain(self: ActivationDashboard) -> str:
+    "Why the current run shows no histogram ('' when it shows one)."
+    if self.acts: return ''
+    model = self._model(self.run.value)
+    what = f"only its weights are quantized ({len(quant_summary(model))} weight quantizers)" if len(quant_summary(model)) else "it is a float model"
+    others = [k for k in self.sources if k != self.run.value and self._has_acts(k)]
+    return (f"{self.run.value!r} has no quantized activations to show: {what}. " +
+            (f"Pick a run that quantizes activations: {', '.join(others)}." if others else
+             "Train with activation quantization (aq_enable=True, or attn_q=True) to see histograms."))
+
+@patch
+def _collect(self: ActivationDashboard) -> dict:
+    key = (self.run.value, self.batches.value)
+    if not self._has_acts(self.run.value): return {}
+    if key not in self._acts:
+        src, data = self.sources[self.run.value], self.data
+        if data is None:
+            if self.run.value not in self._data:
+                self._data[self.run.value] = run_eval_data(src, self.max_images, self.batch_size)
+            data = self._data[self.run.value]
+        self._acts[key] = collect_activations(self._model(self.run.value), data, batches=self.batches.value)
+    return self._acts[key]
+
+# %% ../nbs/09_dashboard.ipynb #9f3d6127
+@patch
+def _set_layers(self: ActivationDashboard, layer=None):
+    names = list(self.acts)
+    keep = layer if layer is not None else self.layer.value
+    if layer is not None and names: check_layer(layer, names)
+    self._busy = True
+    try:
+        self.layer.options = names
+        self.layer.value = keep if keep in names else names[0] if names else None
+    finally: self._busy = False
+
+@patch
+def _on_data(self: ActivationDashboard):
+    self.acts = self._collect()
+    self._set_layers()
+    self._draw(); self._show_table()
+
+@patch
+def _draw(self: ActivationDashboard):
+    if self._busy: return
+    self.note.value = html.escape(self.explain())
+    self._plot.layout.display = None if self.acts else 'none'
+    self.layer.layout.display = None if self.acts else 'none'
+    if not self.acts: return
+    h = activation_histogram(self.acts[self.layer.value], self.bins)
+    with self.fig.batch_update():
+        for trace, kind in zip(self.fig.data, TRACES):
+            d = h[kind]
+            trace.x, trace.y = d['x'], d['y']
+            if 'width' in d: trace.width = d['width']
+        self.fig.layout.title.text = h['title']
+        self.fig.layout.xaxis.range = list(h['range'])
+
+@patch
+def _show_table(self: ActivationDashboard):
+    self.table.value = activation_table(self.acts).to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0) if self.acts else ''
+
+# %% ../nbs/09_dashboard.ipynb #8f764fad
+@patch
+def select(self: ActivationDashboard, run: Optional[str] = None, layer: Optional[str] = None, batches: Optional[int] = None) -> 'ActivationDashboard':
+    "Set the controls from code (as a click would)."
+    if run is not None:
+        if run not in self.sources: raise ValueError(f"unknown run {run!r}; valid: {', '.join(self.sources)}")
+        self.run.value = run
+    if batches is not None: self.batches.value = batches
+    if layer is not None: self.layer.value = check_layer(layer, self.acts)
+    return self
+
+@patch
+def table_frame(self: ActivationDashboard) -> pd.DataFrame: return activation_table(self.acts)
+
+@patch
+def to_html(self: ActivationDashboard, path: Union[str, Path]) -> Path:
+    "A standalone page of the current run: every layer behind a dropdown, and the per-layer table (or why there is none)."
+    title = f"qvit-nb activations: {self.run.value} ({self.batches.value} batches)"
+    if not self.acts: return _write(path, html_page(title, [f"<p>{html.escape(self.explain())}</p>"]))
+    fig = activation_figure(self.acts, self.layer.value, self.bins)
+    fig.layout.meta = {**fig.layout.meta, 'div_id': 'qvit-activations'}
+    return _write(path, html_page(title, [layer_select_html(fig, 'qvit-activations'), fig, activation_table(self.acts)]))
 
 def activation_dashboard(run_or_model, data=None, batches: int = 4, layer: Optional[str] = None, **kwargs) -> ActivationDashboard:
     """Activation histograms of a run directory, a directory of runs, a list of runs or a model (`data`: batch, DataLoader
@@ -610,61 +626,70 @@ class AccuracyDashboard:
         self.rescan.on_click(lambda _: self.scan())
         self.widget = W.VBox([W.HBox([self.filter, self.rescan, self.status]), self.runs, self.curves, self.bars, self.table])
 
-    def scan(self) -> 'AccuracyDashboard':
-        "Read the runs directory again; new runs that pass the filter are selected."
-        from qvit_nb.runs import load_runs
-        old = set(self.df.output_dir) if len(self.df) else set()
-        kept = set(self.runs.value)
-        self.df = load_runs(self.runs_dir)
-        new = {d for d in self.df.output_dir if d not in old}
-        self._refilter(kept | new)
-        done = int((self.df.status == 'finished').sum()) if len(self.df) else 0
-        damaged = int((self.df.status == 'damaged').sum()) if len(self.df) else 0
-        self.status.value = f"{len(self.df)} runs, {done} finished" + (f", {damaged} with a damaged metrics.json" if damaged else '')
-        return self
-
-    def _options(self):
-        return [(run_label(r), r.output_dir) for _, r in self.df.iterrows() if _matches(r, self.filter.value)]
-
-    def _refilter(self, selected=None):
-        opts = self._options()
-        values = [v for _, v in opts]
-        sel = values if selected is None else [v for v in values if v in selected]
-        self._quiet = True
-        try: self.runs.options, self.runs.value = opts, tuple(sel)
-        finally: self._quiet = False
-        self._draw()
-
-    def selected(self) -> pd.DataFrame:
-        "The `load_runs` rows of the selected runs."
-        return self.df[self.df.output_dir.isin(self.runs.value)].reset_index(drop=True) if len(self.df) else self.df
-
-    def _draw(self):
-        if self._quiet: return
-        from qvit_nb.runs import results_table
-        sel = self.selected()
-        _replace_traces(self.curves, accuracy_curves(sel, self.metric))
-        _replace_traces(self.bars, accuracy_bars(sel))
-        self.table.value = results_table(sel).to_html(index=False, border=0) if len(sel) else '<i>no run selected</i>'
-
-    def select(self, runs: Optional[Sequence[str]] = None, filter: Optional[str] = None) -> 'AccuracyDashboard':
-        "Set the filter text and/or the selected runs (by run id or output directory) from code."
-        if filter is not None: self.filter.value = filter
-        if runs is not None:
-            ids = dict(zip(self.df.run_id, self.df.output_dir))
-            bad = [r for r in runs if r not in ids and r not in ids.values()]
-            if bad: raise ValueError(f"unknown run {bad[0]!r}; valid run ids: {', '.join(ids)}")
-            self.runs.value = tuple(ids.get(r, r) for r in runs)
-        return self
-
-    def to_html(self, path: Union[str, Path]) -> Path:
-        "A standalone page of the selected runs: curves, bars and the results table."
-        from qvit_nb.runs import results_table
-        sel = self.selected()
-        return _write(path, html_page(f"qvit-nb accuracy: {self.runs_dir}", [accuracy_curves(sel, self.metric), accuracy_bars(sel),
-                                                                              results_table(sel)]))
-
     def _repr_mimebundle_(self, **kwargs): return self.widget._repr_mimebundle_(**kwargs)
+
+# %% ../nbs/09_dashboard.ipynb #3a565bfd
+@patch
+def scan(self: AccuracyDashboard) -> 'AccuracyDashboard':
+    "Read the runs directory again; new runs that pass the filter are selected."
+    from qvit_nb.runs import load_runs
+    old = set(self.df.output_dir) if len(self.df) else set()
+    kept = set(self.runs.value)
+    self.df = load_runs(self.runs_dir)
+    new = {d for d in self.df.output_dir if d not in old}
+    self._refilter(kept | new)
+    done = int((self.df.status == 'finished').sum()) if len(self.df) else 0
+    damaged = int((self.df.status == 'damaged').sum()) if len(self.df) else 0
+    self.status.value = f"{len(self.df)} runs, {done} finished" + (f", {damaged} with a damaged metrics.json" if damaged else '')
+    return self
+
+@patch
+def _options(self: AccuracyDashboard):
+    return [(run_label(r), r.output_dir) for _, r in self.df.iterrows() if _matches(r, self.filter.value)]
+
+@patch
+def _refilter(self: AccuracyDashboard, selected=None):
+    opts = self._options()
+    values = [v for _, v in opts]
+    sel = values if selected is None else [v for v in values if v in selected]
+    self._quiet = True
+    try: self.runs.options, self.runs.value = opts, tuple(sel)
+    finally: self._quiet = False
+    self._draw()
+
+@patch
+def selected(self: AccuracyDashboard) -> pd.DataFrame:
+    "The `load_runs` rows of the selected runs."
+    return self.df[self.df.output_dir.isin(self.runs.value)].reset_index(drop=True) if len(self.df) else self.df
+
+@patch
+def _draw(self: AccuracyDashboard):
+    if self._quiet: return
+    from qvit_nb.runs import results_table
+    sel = self.selected()
+    _replace_traces(self.curves, accuracy_curves(sel, self.metric))
+    _replace_traces(self.bars, accuracy_bars(sel))
+    self.table.value = results_table(sel).to_html(index=False, border=0) if len(sel) else '<i>no run selected</i>'
+
+# %% ../nbs/09_dashboard.ipynb #d1f7f09a
+@patch
+def select(self: AccuracyDashboard, runs: Optional[Sequence[str]] = None, filter: Optional[str] = None) -> 'AccuracyDashboard':
+    "Set the filter text and/or the selected runs (by run id or output directory) from code."
+    if filter is not None: self.filter.value = filter
+    if runs is not None:
+        ids = dict(zip(self.df.run_id, self.df.output_dir))
+        bad = [r for r in runs if r not in ids and r not in ids.values()]
+        if bad: raise ValueError(f"unknown run {bad[0]!r}; valid run ids: {', '.join(ids)}")
+        self.runs.value = tuple(ids.get(r, r) for r in runs)
+    return self
+
+@patch
+def to_html(self: AccuracyDashboard, path: Union[str, Path]) -> Path:
+    "A standalone page of the selected runs: curves, bars and the results table."
+    from qvit_nb.runs import results_table
+    sel = self.selected()
+    return _write(path, html_page(f"qvit-nb accuracy: {self.runs_dir}", [accuracy_curves(sel, self.metric), accuracy_bars(sel),
+                                                                          results_table(sel)]))
 
 def accuracy_dashboard(runs_dir: Union[str, Path] = 'runs', metric: str = 'top1') -> AccuracyDashboard:
     "Accuracy across the runs under `runs_dir`: multi-select with a text filter, curves, bars, results table, Re-scan."

@@ -8,11 +8,12 @@ import warnings
 from typing import Callable, Union
 
 import torch
+from fastcore.basics import patch
 from torch import nn
 from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models import register_model, is_model, is_model_pretrained, list_models, model_entrypoint
 
-from .core import unknown_choice_error
+from .core import DATASET_STATS, unknown_choice_error
 from .qmodules import Attention
 
 # %% auto #0
@@ -107,9 +108,9 @@ class Block(nn.Module):
 from timm.models._features import feature_take_indices
 
 def _pretrained_cfg(img_size, num_classes, first_conv, classifier) -> dict:
+    mean, std = DATASET_STATS['cifar10']      # the normalisation the models are trained with: the one table's
     return dict(url='', num_classes=num_classes, input_size=(3, img_size, img_size), pool_size=None, crop_pct=1.0,
-                interpolation='bicubic', mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
-                first_conv=first_conv, classifier=classifier)
+                interpolation='bicubic', mean=mean, std=std, first_conv=first_conv, classifier=classifier)
 
 class CompactTransformer(nn.Module):
     "ViT-Lite / CCT: conv tokenizer, transformer encoder, class-token or sequence pooling, one or two heads."
@@ -156,83 +157,95 @@ class CompactTransformer(nn.Module):
     @property
     def distilled(self) -> bool: return self.head_dist is not None
 
-    def _embed(self, x):
-        "Tokens entering the first block: tokenizer, class token, positions, dropout."
-        x = self.tokenizer(x)
-        if self.cls_token is not None: x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        if self.pos_embed is not None: x = x + self.pos_embed
-        return self.pos_drop(x)
+# %% ../nbs/02_models.ipynb #916e358c
+@patch
+def _embed(self: CompactTransformer, x):
+    "Tokens entering the first block: tokenizer, class token, positions, dropout."
+    x = self.tokenizer(x)
+    if self.cls_token is not None: x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+    if self.pos_embed is not None: x = x + self.pos_embed
+    return self.pos_drop(x)
 
-    def _stream(self, x, last: int = -1):
-        "The residual stream: `(block-0 input, [output of blocks 0..last])`, full tokens `(B, N, C)`."
-        x = self._embed(x)
-        x0, outs = x, []
-        for blk in self.blocks[:len(self.blocks) if last < 0 else last + 1]:
-            x = blk(x)
-            outs.append(x)
-        return x0, outs
+@patch
+def _stream(self: CompactTransformer, x, last: int = -1):
+    "The residual stream: `(block-0 input, [output of blocks 0..last])`, full tokens `(B, N, C)`."
+    x = self._embed(x)
+    x0, outs = x, []
+    for blk in self.blocks[:len(self.blocks) if last < 0 else last + 1]:
+        x = blk(x)
+        outs.append(x)
+    return x0, outs
 
-    def forward_intermediates(self, x, indices=None, return_prefix_tokens: bool = False, norm: bool = False,
-                              stop_early: bool = False, output_fmt: str = 'NCHW', intermediates_only: bool = False,
-                              output_dict: bool = False):
-        """timm's feature contract (as `VisionTransformer.forward_intermediates`): `(final normed tokens, [outputs of
-        the blocks `indices` names])`, `indices` an int (the last n) or a list (None: all); `norm` applies the final
-        norm to each; prefix (class) tokens split off (`return_prefix_tokens`: `(spatial, prefix)` pairs);
-        `output_fmt` `'NCHW'` grids or `'NLC'` tokens; `stop_early` runs no block past the last one asked for;
-        `output_dict`: timm's dict (`image_intermediates`, `image_intermediates_prefix`, `image_features`)."""
-        if output_fmt not in ('NCHW', 'NLC'): raise unknown_choice_error('output_fmt', output_fmt, ('NCHW', 'NLC'))
-        take, max_index = feature_take_indices(len(self.blocks), indices)
-        (B, _, H, W), npt = x.shape, self.num_prefix_tokens
-        _, outs = self._stream(x, max_index if stop_early else -1)
-        inter = [self.norm(outs[i]) if norm else outs[i] for i in take]
-        prefix = [y[:, :npt] for y in inter]
-        inter = [y[:, npt:] for y in inter]
-        if output_fmt == 'NCHW':
-            h, w = self.tokenizer.grid_size(H), self.tokenizer.grid_size(W)
-            inter = [y.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous() for y in inter]
-        if output_dict:
-            d = dict(image_intermediates=inter, **(dict(image_intermediates_prefix=prefix) if return_prefix_tokens and npt else {}))
-            return d if intermediates_only else {**d, 'image_features': self.norm(outs[-1])}
-        if return_prefix_tokens and npt: inter = list(zip(inter, prefix))
-        if intermediates_only: return inter
-        return self.norm(outs[-1]), inter
+@patch
+def forward_features(self: CompactTransformer, x):
+    "Tokens after the final norm `(B, N, C)`."
+    return self.norm(self._stream(x)[1][-1])
 
-    def forward_features(self, x):
-        "Tokens after the final norm `(B, N, C)`."
-        return self.norm(self._stream(x)[1][-1])
+# %% ../nbs/02_models.ipynb #33cfeed8
+@patch
+def forward_intermediates(self: CompactTransformer, x, indices=None, return_prefix_tokens: bool = False,
+                          norm: bool = False, stop_early: bool = False, output_fmt: str = 'NCHW',
+                          intermediates_only: bool = False, output_dict: bool = False):
+    """timm's feature contract (as `VisionTransformer.forward_intermediates`): `(final normed tokens, [outputs of
+    the blocks `indices` names])`, `indices` an int (the last n) or a list (None: all); `norm` applies the final
+    norm to each; prefix (class) tokens split off (`return_prefix_tokens`: `(spatial, prefix)` pairs);
+    `output_fmt` `'NCHW'` grids or `'NLC'` tokens; `stop_early` runs no block past the last one asked for;
+    `output_dict`: timm's dict (`image_intermediates`, `image_intermediates_prefix`, `image_features`)."""
+    if output_fmt not in ('NCHW', 'NLC'): raise unknown_choice_error('output_fmt', output_fmt, ('NCHW', 'NLC'))
+    take, max_index = feature_take_indices(len(self.blocks), indices)
+    (B, _, H, W), npt = x.shape, self.num_prefix_tokens
+    _, outs = self._stream(x, max_index if stop_early else -1)
+    inter = [self.norm(outs[i]) if norm else outs[i] for i in take]
+    prefix = [y[:, :npt] for y in inter]
+    inter = [y[:, npt:] for y in inter]
+    if output_fmt == 'NCHW':
+        h, w = self.tokenizer.grid_size(H), self.tokenizer.grid_size(W)
+        inter = [y.reshape(B, h, w, -1).permute(0, 3, 1, 2).contiguous() for y in inter]
+    if output_dict:
+        d = dict(image_intermediates=inter, **(dict(image_intermediates_prefix=prefix) if return_prefix_tokens and npt else {}))
+        return d if intermediates_only else {**d, 'image_features': self.norm(outs[-1])}
+    if return_prefix_tokens and npt: inter = list(zip(inter, prefix))
+    if intermediates_only: return inter
+    return self.norm(outs[-1]), inter
 
-    def pool(self, x):
-        "Class token or sequence pooling of `(B, N, C)` tokens to `(B, C)`."
-        if self.attn_pool is None: return x[:, 0]
-        return (self.attn_pool(x).softmax(dim=1).transpose(1, 2) @ x).squeeze(1)
+# %% ../nbs/02_models.ipynb #e58ed1f9
+@patch
+def pool(self: CompactTransformer, x):
+    "Class token or sequence pooling of `(B, N, C)` tokens to `(B, C)`."
+    if self.attn_pool is None: return x[:, 0]
+    return (self.attn_pool(x).softmax(dim=1).transpose(1, 2) @ x).squeeze(1)
 
-    def forward_head(self, x, pre_logits: bool = False):
-        "Pool, then classify: logits; with two heads `(cls, dist)` in training mode and their average in eval."
-        x = self.pool(x)
-        if pre_logits: return x
-        if self.head_dist is None: return self.head(x)
-        logits, logits_dist = self.head(x), self.head_dist(x)
-        return (logits, logits_dist) if self.training else (logits + logits_dist) / 2
+@patch
+def forward_head(self: CompactTransformer, x, pre_logits: bool = False):
+    "Pool, then classify: logits; with two heads `(cls, dist)` in training mode and their average in eval."
+    x = self.pool(x)
+    if pre_logits: return x
+    if self.head_dist is None: return self.head(x)
+    logits, logits_dist = self.head(x), self.head_dist(x)
+    return (logits, logits_dist) if self.training else (logits + logits_dist) / 2
 
-    def forward(self, x, return_embeddings: bool = False):
-        """Logits (see `forward_head`). `return_embeddings=True`, for a DDP or `torch.compile` wrapper (which calls
-        `forward` and nothing else), also returns the residual stream of the same pass: `(logits, [block-0 input,
-        each block's output, final normed tokens])`, what embedding KD reads from `forward_intermediates` and a
-        pre-hook on `blocks[0]` when it can call the model itself (see `qvit_nb.distill.forward_with_embeddings`)."""
-        if return_embeddings not in (False, True): raise ValueError(f"return_embeddings must be True or False, got {return_embeddings!r}")
-        if not return_embeddings: return self.forward_head(self.forward_features(x))
-        x0, outs = self._stream(x)
-        feats = self.norm(outs[-1])
-        return self.forward_head(feats), [x0, *outs, feats]
+@patch
+def forward(self: CompactTransformer, x, return_embeddings: bool = False):
+    """Logits (see `forward_head`). `return_embeddings=True`, for a DDP or `torch.compile` wrapper (which calls
+    `forward` and nothing else), also returns the residual stream of the same pass: `(logits, [block-0 input,
+    each block's output, final normed tokens])`, what embedding KD reads from `forward_intermediates` and a
+    pre-hook on `blocks[0]` when it can call the model itself (see `qvit_nb.distill.forward_with_embeddings`)."""
+    if return_embeddings not in (False, True): raise ValueError(f"return_embeddings must be True or False, got {return_embeddings!r}")
+    if not return_embeddings: return self.forward_head(self.forward_features(x))
+    x0, outs = self._stream(x)
+    feats = self.norm(outs[-1])
+    return self.forward_head(feats), [x0, *outs, feats]
 
-    def get_classifier(self): return self.head if self.head_dist is None else (self.head, self.head_dist)
+@patch
+def get_classifier(self: CompactTransformer): return self.head if self.head_dist is None else (self.head, self.head_dist)
 
-    def reset_classifier(self, num_classes: int):
-        "New head(s) for `num_classes` classes (0: identity), e.g. to fine-tune on CIFAR-100."
-        self.num_classes = self.pretrained_cfg['num_classes'] = num_classes
-        def new(): return nn.Linear(self.embed_dim, num_classes) if num_classes else nn.Identity()
-        self.head = new()
-        if self.head_dist is not None: self.head_dist = new()
+@patch
+def reset_classifier(self: CompactTransformer, num_classes: int):
+    "New head(s) for `num_classes` classes (0: identity), e.g. to fine-tune on CIFAR-100."
+    self.num_classes = self.pretrained_cfg['num_classes'] = num_classes
+    def new(): return nn.Linear(self.embed_dim, num_classes) if num_classes else nn.Identity()
+    self.head = new()
+    if self.head_dist is not None: self.head_dist = new()
 
 # %% ../nbs/02_models.ipynb #00471615
 def vit_lite(layers: int, heads: int, dim: int, mlp_ratio: float = 2., patch_size: int = 4, img_size: int = 32,

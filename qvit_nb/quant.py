@@ -10,11 +10,12 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 
 # %% auto #0
-__all__ = ['LEARNABLE_BIAS', 'QUANTIZERS', 'Levels', 'quant_levels', 'LSQFunction', 'lsq_quantize', 'lsq_reference',
-           'learnable_bias_kind', 'set_quantizer_paths', 'LSQQuantizer', 'levels_with_overrides', 'register_quantizer',
+__all__ = ['LEARNABLE_BIAS', 'QUANTIZERS', 'Levels', 'quant_levels', 'levels_with_overrides', 'LSQFunction', 'lsq_quantize',
+           'lsq_reference', 'learnable_bias_kind', 'set_quantizer_paths', 'LSQQuantizer', 'register_quantizer',
            'QConfig', 'make_quantizer']
 
 # %% ../nbs/00_quant.ipynb #2d23b721
@@ -54,6 +55,20 @@ def quant_levels(bits: int, signed: bool = True, symmetric: bool = True) -> Leve
         kind = f"{'signed' if signed else 'unsigned'} {'symmetric' if symmetric else 'asymmetric'}"
         raise ValueError(f"{bits}-bit {kind} quantization has fewer than two levels ({-qn}..{qp}); "
                          "use more bits, signed levels, or asymmetric unsigned levels")
+    return Levels(qn, qp)
+
+# %% ../nbs/00_quant.ipynb #cd2bc8c6
+def levels_with_overrides(bits, signed=True, symmetric=True, pos=None, neg=None) -> Levels:
+    "`quant_levels`, with explicit `pos`/`neg` overriding `qp`/`qn` (the study's `--aq-pos/--aq-neg` flags)."
+    levels = quant_levels(bits, signed, symmetric)
+    if pos is None and neg is None: return levels
+    qn, qp = levels.qn if neg is None else neg, levels.qp if pos is None else pos
+    for name, v in (('neg', qn), ('pos', qp)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"level bound {name} must be a non-negative integer, got {v!r}")
+    if qn + qp < 1: raise ValueError(f"level bounds neg={qn}, pos={qp} give fewer than two levels")
+    if qn + qp + 1 > 2**bits:
+        raise ValueError(f"level bounds neg={qn}, pos={qp} ({qn + qp + 1} levels) do not fit in {bits} bits ({2**bits} levels at most)")
     return Levels(qn, qp)
 
 # %% ../nbs/00_quant.ipynb #17e0fca9
@@ -197,8 +212,6 @@ def set_quantizer_paths(quantize: Optional[Callable] = None, linear: Optional[Ca
     return prev
 
 # %% ../nbs/00_quant.ipynb #781d3cc3
-_EPS = 1e-8
-
 class LSQQuantizer(nn.Module):
     "LSQ fake quantizer with a learnable step, per tensor or per channel."
     def __init__(self, bits: int, signed: bool = True, symmetric: bool = True, per_channel: bool = False,
@@ -226,35 +239,6 @@ class LSQQuantizer(nn.Module):
         "Whether the step is set, from a first batch or a checkpoint (the `initialized` buffer is its saved form)."
         return self._ready
 
-    @torch.no_grad()
-    def init_step(self, x: torch.Tensor):
-        "Set the step from a batch: `2*mean|x|/sqrt(qp)`, per channel when per-channel."
-        a = x.detach().abs().float()
-        if self.per_channel:
-            axis = self.ch_axis % x.dim()
-            mean = a.transpose(0, axis).reshape(x.shape[axis], -1).mean(1)
-        else: mean = a.mean()
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
-            torch.distributed.all_reduce(mean)       # DDP: every rank starts from the global batch's step
-            mean /= torch.distributed.get_world_size()
-        step = (2 * mean / math.sqrt(self.qp)).clamp_min(1e-4)
-        if self.step.shape != step.shape: self.step.data = step.to(self.step.device)
-        else: self.step.copy_(step)
-        self.initialized.fill_(True)
-        self._ready = True
-
-    def snapshot(self) -> tuple[torch.Tensor, bool]:
-        "A copy of `(step, initialised)`; `restore` puts the quantizer back to it."
-        return self.step.detach().clone(), self.initialised
-
-    @torch.no_grad()
-    def restore(self, snapshot: tuple[torch.Tensor, bool]):
-        "Set the step and the initialised flag from `snapshot` (a per-channel step may change its channel count)."
-        step, initialised = snapshot
-        self.step.data = torch.as_tensor(step, dtype=self.step.dtype).clone().to(self.step.device)
-        self.initialized.fill_(bool(initialised))
-        self._ready = bool(initialised)
-
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         "Accept a per-channel step whose channel count was not known at construction (lazy init)."
         key = prefix + 'step'
@@ -265,59 +249,87 @@ class LSQQuantizer(nn.Module):
             self.bias.data = torch.empty_like(state_dict[key], device=self.bias.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def effective_step(self) -> torch.Tensor:
-        "The step actually used: `|step|`, floored at a tiny epsilon."
-        return self.step.abs().clamp_min(_EPS)
-
-    def step_for(self, x: torch.Tensor) -> torch.Tensor:
-        "The step as applied to `x`: `effective_step()`, per channel shaped to broadcast along `ch_axis`."
-        step = self.effective_step()
-        if not self.per_channel: return step
-        axis = self.ch_axis % x.dim()
-        return step.view([x.shape[axis] if d == axis else 1 for d in range(x.dim())])
-
-    def prepare(self, x: torch.Tensor):
-        "`(x + shift, step_for(x), grad_scale)`: what `forward` hands to the LSQ function; the first call initialises the step."
-        if self.bias is not None: x = x + self._bias_view(x)
-        if not self._ready: self.init_step(x)
-        step = self.step_for(x)
-        per_step = x.numel() * self.numel_scale // (step.numel() or 1)
-        return x, step, 1.0 / math.sqrt(per_step * self.qp)
-
-    def _bias_view(self, x: torch.Tensor) -> torch.Tensor:
-        "The learnable shift broadcastable to `x`: one value, or one per channel along `ch_axis` (sized by the first batch when unknown)."
-        if self.bias_kind == 'tensor': return self.bias.to(x.dtype)
-        axis = self.ch_axis % x.dim()
-        if self.bias.numel() == 0: self.bias.data = torch.zeros(x.shape[axis], device=x.device)
-        return self.bias.to(x.dtype).view([x.shape[axis] if d == axis else 1 for d in range(x.dim())])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, step, grad_scale = self.prepare(x)
-        return _PATHS['quantize'](x, step, self.qn, self.qp, grad_scale, self.levels.binary)
-
-    def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        "`F.linear(self(x), weight, bias)` (the fast paths fold a per-tensor step into the matmul)."
-        return _PATHS['linear'](self, x, weight, bias)
-
     def extra_repr(self):
         kind = 'binary' if self.levels.binary else f"{'signed' if self.signed else 'unsigned'} {'sym' if self.symmetric else 'asym'}"
         chan = f", per_channel(axis={self.ch_axis})" if self.per_channel else ""
         return f"bits={self.bits}, {kind}, levels={self.levels.values() if self.levels.n_levels <= 8 else f'{-self.qn}..{self.qp}'}{chan}" + \
                (f", learnable_bias={self.bias_kind}" if self.bias is not None else "")
 
-# %% ../nbs/00_quant.ipynb #cd2bc8c6
-def levels_with_overrides(bits, signed=True, symmetric=True, pos=None, neg=None) -> Levels:
-    "`quant_levels`, with explicit `pos`/`neg` overriding `qp`/`qn` (the study's `--aq-pos/--aq-neg` flags)."
-    levels = quant_levels(bits, signed, symmetric)
-    if pos is None and neg is None: return levels
-    qn, qp = levels.qn if neg is None else neg, levels.qp if pos is None else pos
-    for name, v in (('neg', qn), ('pos', qp)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"level bound {name} must be a non-negative integer, got {v!r}")
-    if qn + qp < 1: raise ValueError(f"level bounds neg={qn}, pos={qp} give fewer than two levels")
-    if qn + qp + 1 > 2**bits:
-        raise ValueError(f"level bounds neg={qn}, pos={qp} ({qn + qp + 1} levels) do not fit in {bits} bits ({2**bits} levels at most)")
-    return Levels(qn, qp)
+# %% ../nbs/00_quant.ipynb #4b5cfcd1
+@patch
+@torch.no_grad()
+def init_step(self: LSQQuantizer, x: torch.Tensor):
+    "Set the step from a batch: `2*mean|x|/sqrt(qp)`, per channel when per-channel."
+    a = x.detach().abs().float()
+    if self.per_channel:
+        axis = self.ch_axis % x.dim()
+        mean = a.transpose(0, axis).reshape(x.shape[axis], -1).mean(1)
+    else: mean = a.mean()
+    if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(mean)       # DDP: every rank starts from the global batch's step
+        mean /= torch.distributed.get_world_size()
+    step = (2 * mean / math.sqrt(self.qp)).clamp_min(1e-4)
+    if self.step.shape != step.shape: self.step.data = step.to(self.step.device)
+    else: self.step.copy_(step)
+    self.initialized.fill_(True)
+    self._ready = True
+
+@patch
+def snapshot(self: LSQQuantizer) -> tuple[torch.Tensor, bool]:
+    "A copy of `(step, initialised)`; `restore` puts the quantizer back to it."
+    return self.step.detach().clone(), self.initialised
+
+@patch
+@torch.no_grad()
+def restore(self: LSQQuantizer, snapshot: tuple[torch.Tensor, bool]):
+    "Set the step and the initialised flag from `snapshot` (a per-channel step may change its channel count)."
+    step, initialised = snapshot
+    self.step.data = torch.as_tensor(step, dtype=self.step.dtype).clone().to(self.step.device)
+    self.initialized.fill_(bool(initialised))
+    self._ready = bool(initialised)
+
+# %% ../nbs/00_quant.ipynb #1f86e9a2
+_EPS = 1e-8
+
+@patch
+def effective_step(self: LSQQuantizer) -> torch.Tensor:
+    "The step actually used: `|step|`, floored at a tiny epsilon."
+    return self.step.abs().clamp_min(_EPS)
+
+@patch
+def step_for(self: LSQQuantizer, x: torch.Tensor) -> torch.Tensor:
+    "The step as applied to `x`: `effective_step()`, per channel shaped to broadcast along `ch_axis`."
+    step = self.effective_step()
+    if not self.per_channel: return step
+    axis = self.ch_axis % x.dim()
+    return step.view([x.shape[axis] if d == axis else 1 for d in range(x.dim())])
+
+@patch
+def prepare(self: LSQQuantizer, x: torch.Tensor):
+    "`(x + shift, step_for(x), grad_scale)`: what `forward` hands to the LSQ function; the first call initialises the step."
+    if self.bias is not None: x = x + self._bias_view(x)
+    if not self._ready: self.init_step(x)
+    step = self.step_for(x)
+    per_step = x.numel() * self.numel_scale // (step.numel() or 1)
+    return x, step, 1.0 / math.sqrt(per_step * self.qp)
+
+@patch
+def _bias_view(self: LSQQuantizer, x: torch.Tensor) -> torch.Tensor:
+    "The learnable shift broadcastable to `x`: one value, or one per channel along `ch_axis` (sized by the first batch when unknown)."
+    if self.bias_kind == 'tensor': return self.bias.to(x.dtype)
+    axis = self.ch_axis % x.dim()
+    if self.bias.numel() == 0: self.bias.data = torch.zeros(x.shape[axis], device=x.device)
+    return self.bias.to(x.dtype).view([x.shape[axis] if d == axis else 1 for d in range(x.dim())])
+
+@patch
+def forward(self: LSQQuantizer, x: torch.Tensor) -> torch.Tensor:
+    x, step, grad_scale = self.prepare(x)
+    return _PATHS['quantize'](x, step, self.qn, self.qp, grad_scale, self.levels.binary)
+
+@patch
+def linear(self: LSQQuantizer, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    "`F.linear(self(x), weight, bias)` (the fast paths fold a per-tensor step into the matmul)."
+    return _PATHS['linear'](self, x, weight, bias)
 
 # %% ../nbs/00_quant.ipynb #de28b4cd
 QUANTIZERS: dict[str, Callable[..., nn.Module]] = {}
@@ -379,8 +391,11 @@ _MOVED = ('Measurement', 'set_fast_paths', 'fast_paths', 'fast_path_settings', '
           'int8_linear', 'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op')
 
 def __getattr__(name):
-    "The fast-path names this module held before `qvit_nb.fastpaths` existed: still importable from here (PEP 562)."
+    "The fast-path names this module held before `qvit_nb.fastpaths` existed: still importable from here (PEP 562), with a `DeprecationWarning`."
     if name in _MOVED:
+        import warnings
         from qvit_nb import fastpaths
+        warnings.warn(f"qvit_nb.quant.{name} has moved: import it from qvit_nb.fastpaths (qvit_nb.fastpaths.{name}); "
+                      "the old path will go", DeprecationWarning, stacklevel=2)
         return getattr(fastpaths, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -192,7 +192,7 @@ def _status(run_dir: Path) -> Optional[str]:
 
 # %% ../nbs/02a_checkpoints.ipynb #14c09b53
 def lock_run_dir(run_dir: Path) -> int:
-    "Hold an flock on the run directory itself (no lock file; the kernel drops it when the process ends, even by kill -9): one owner. Returns the fd to `os.close`."
+    "Hold an flock on the run directory itself (no lock file; the kernel drops it when the process ends, even by kill -9): one owner, which first removes the temp files of a killed owner's unfinished writes. Returns the fd to `os.close`."
     import fcntl
     fd = os.open(run_dir, os.O_RDONLY)
     try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -201,6 +201,8 @@ def lock_run_dir(run_dir: Path) -> int:
         owner = {k: v for k, v in (_read_metrics(run_dir) or {}).items() if k in ('pid', 'host')}
         raise ValueError(f"run directory {run_dir} is in use by another process{f' ({owner})' if owner else ''}; "
                          "wait for it to end, or choose another --experiment") from None
+    for tmp in [*run_dir.glob('.*.*.*.tmp'), *run_dir.glob('*.yaml.tmp')]:       # a killed owner's unfinished writes:
+        with contextlib.suppress(OSError): tmp.unlink()                        # only the lock holder writes here
     return fd
 
 def _holds_run(run_dir: Path) -> bool: return (run_dir / 'last.pth.tar').exists() or _status(run_dir) in ('running', 'finished')

@@ -349,7 +349,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'qvit_nb.fastpaths._compiled': ('fastpaths.html#_compiled', 'qvit_nb/fastpaths.py'),
                                    'qvit_nb.fastpaths._env_setting': ('fastpaths.html#_env_setting', 'qvit_nb/fastpaths.py'),
                                    'qvit_nb.fastpaths._fold_fused': ('fastpaths.html#_fold_fused', 'qvit_nb/fastpaths.py'),
-                                   'qvit_nb.fastpaths._fold_grad': ('fastpaths.html#_fold_grad', 'qvit_nb/fastpaths.py'),
                                    'qvit_nb.fastpaths._fold_levels': ('fastpaths.html#_fold_levels', 'qvit_nb/fastpaths.py'),
                                    'qvit_nb.fastpaths._fold_levels8': ('fastpaths.html#_fold_levels8', 'qvit_nb/fastpaths.py'),
                                    'qvit_nb.fastpaths._folds': ('fastpaths.html#_folds', 'qvit_nb/fastpaths.py'),

@@ -324,41 +324,35 @@ def _measure_int_mm(m, k, n) -> Measurement:
 
 # %% ../nbs/00a_fastpaths.ipynb #100941db
 def _fold_levels(x, s, bounds):
-    "The levels of `x/s` on `bounds[0]..bounds[1]` (float32), and None for their int8 copy."
-    return (x / s).clamp(bounds[0], bounds[1]).round(), None
+    "`x/s` and its levels on `bounds[0]..bounds[1]` (float32), and None for their int8 copy."
+    xs = x / s
+    return xs, xs.clamp(bounds[0], bounds[1]).round(), None
 
 def _fold_levels8(x, s, bounds):
-    "The levels of `x/s` on `bounds[0]..bounds[1]`, as float32 and as int8."
-    q = (x / s).clamp(bounds[0], bounds[1]).round()
-    return q, q.to(torch.int8)
-
-def _fold_grad(gm, x, s, bounds):
-    "The straight-through gradient (`gm` where `x/s` is on the closed level range, else 0) and `sum(that * x/s)`."
+    "`x/s` and its levels on `bounds[0]..bounds[1]`, as float32 and as int8."
     xs = x / s
-    g = torch.where((xs >= bounds[0]) & (xs <= bounds[1]), gm, torch.zeros_like(gm))
-    return g, (g * xs).sum()                           # float32, blocked like the BLAS dot it replaces
+    q = xs.clamp(bounds[0], bounds[1]).round()
+    return xs, q, q.to(torch.int8)
 
-def _fold_fused(x: torch.Tensor, qn: int, qp: int) -> bool:
-    "Whether the folded linear's element-wise passes over `x` run as the compiled kernels (on, off, or measured faster here)."
+def _fold_fused(x: torch.Tensor, qn: int, qp: int, int8: bool = False) -> bool:
+    "Whether the folded linear's forward passes over `x` run as one compiled kernel (on, off, or measured faster here)."
     if not (_FAST['fused'] is not False and x.numel() >= _FAST['fused_min_numel'] and x.dtype == torch.float32
             and x.device.type == 'cpu' and x.device.type not in _FUSED_FAILED): return False
     if _FAST['fused'] is True: return True
-    key = ('fused fold', *_size_class(x.numel()))
-    return _measured(key, lambda: _measure_fold(x.detach().reshape(-1, x.shape[-1]), qn, qp),
+    key = ('fused fold', 'int8' if int8 else 'float32', *_size_class(x.numel()))
+    return _measured(key, lambda: _measure_fold(x.detach().reshape(-1, x.shape[-1]), qn, qp, int8),
                      'fused folded-linear kernels', 'the ATen ops')
 
-def _measure_fold(x, qn, qp) -> Measurement:
+def _measure_fold(x, qn, qp, int8) -> Measurement:
     with torch.no_grad():
-        s, b, lo_hi, g = torch.tensor(0.5), _bounds(qn, qp, x.dtype, x.device), _open_bounds(qn, qp), torch.ones_like(x)
-        def fused(): _run_fused(_fold_levels, x, s, b); _run_fused(_fold_grad, g, x, s, b)
+        s, b = torch.tensor(0.5), _bounds(qn, qp, x.dtype, x.device)
+        def fused(): _run_fused(_fold_levels8 if int8 else _fold_levels, x, s, b)
         def aten():
-            xs = x / s
-            xs.clamp(-qn, qp).round_()
-            gx = torch.ops.aten.hardtanh_backward(g, xs, *lo_hi)
-            _dot(gx, xs, torch.Size())
+            q = (x / s).clamp(-qn, qp).round_()
+            if int8: q.to(torch.int8)
         f, r = _race(fused, aten)              # the warm-up call compiles (once per process and layout)
         if x.device.type in _FUSED_FAILED: f = math.inf
-        return Measurement(f < 0.9 * r, f, r, f"{x.numel()} elements")
+        return Measurement(f < 0.9 * r, f, r, f"{x.numel()} elements{', with their int8 copy' if int8 else ''}")
 
 # %% ../nbs/00a_fastpaths.ipynb #3f1f43e0
 @functools.lru_cache(maxsize=None)
@@ -372,27 +366,26 @@ class LSQLinearFunction(torch.autograd.Function):
     "`F.linear(lsq_quantize(x, step, qn, qp, grad_scale), weight, bias)` with the per-tensor step folded into the matmul."
     @staticmethod
     def forward(ctx, x, step, weight, bias, qn, qp, grad_scale, packed=None, levels=None):
-        fused = _fold_fused(x, qn, qp)
+        fused = _fold_fused(x, qn, qp, levels is not None)
         out, xs, q2 = _lsq_linear_forward(x, step, weight, bias, qn, qp, packed, levels, fused)
-        ctx.save_for_backward(xs, q2, weight)       # with the fused kernels `xs` is `x` itself: divided again there
+        ctx.save_for_backward(xs, q2, weight)
         ctx.s, ctx.grad_scale, ctx.has_bias, ctx.bounds = float(step), grad_scale, bias is not None, _open_bounds(qn, qp)
-        ctx.fused = (step.detach().reshape(()).to(x.dtype), _bounds(qn, qp, x.dtype, x.device)) if fused else None
         return out
 
     @staticmethod
     def backward(ctx, grad):
         xs, q2, weight = ctx.saved_tensors
         return _lsq_linear_backward(grad, xs, q2, weight, ctx.s, ctx.grad_scale, ctx.bounds, ctx.has_bias,
-                                    ctx.needs_input_grad[:4], ctx.fused) + (None,) * 5
+                                    ctx.needs_input_grad[:4]) + (None,) * 5
 
 def _lsq_linear_forward(x, step, weight, bias, qn, qp, packed, levels=None, fused=False):
     """`(out, x/s, levels as 2-D)`; the levels' product with `weight` is int8 when `packed` or its `levels` are given.
-    `fused`: the levels in one compiled pass (`_fold_levels`), and `x` itself in place of `x/s`."""
+    `fused`: `x/s` and the levels in one compiled pass (`_fold_levels`), the same values."""
     s = float(step)
     if fused:
-        xs = x.contiguous()
-        q2, q8 = _run_fused(_fold_levels8 if levels is not None else _fold_levels, xs.view(-1, x.shape[-1]),
-                            step.detach().reshape(()).to(x.dtype), _bounds(qn, qp, x.dtype, x.device))
+        xs, q2, q8 = _run_fused(_fold_levels8 if levels is not None else _fold_levels, x.contiguous().view(-1, x.shape[-1]),
+                                step.detach().reshape(()).to(x.dtype), _bounds(qn, qp, x.dtype, x.device))
+        xs = xs.view(x.shape)
     else:
         q8 = None
         xs = x / step.to(x.dtype)
@@ -401,24 +394,18 @@ def _lsq_linear_forward(x, step, weight, bias, qn, qp, packed, levels=None, fuse
         torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
     return out.view(*x.shape[:-1], weight.shape[0]), xs, q2
 
-def _lsq_linear_backward(grad, xs, q2, weight, s, grad_scale, bounds, has_bias, need, fused=None):
-    """Gradients for `(x, step, weight, bias)`; `s` is the step as a float, or as a tensor inside compiled graphs.
-    `fused`: `(step, level bounds)` as tensors, where `xs` is `x` and one compiled pass masks and sums (`_fold_grad`)."""
+def _lsq_linear_backward(grad, xs, q2, weight, s, grad_scale, bounds, has_bias, need):
+    "Gradients for `(x, step, weight, bias)`; `s` is the step as a float, or as a tensor inside compiled graphs."
     g2 = grad.reshape(-1, grad.shape[-1])
     grad_x = grad_step = grad_w = grad_b = None
     if need[2] or need[1]: grad_w = torch.mm(g2.t(), q2).mul_(s)          # dL/dW = grad^T (q * s)
     if need[3] and has_bias: grad_b = g2.sum(0)
     if need[0] or need[1]:
         gm = torch.mm(g2, weight).view(xs.shape)
-        if fused:
-            grad_x, sum_gxs = _run_fused(_fold_grad, gm.view(-1, gm.shape[-1]), xs.view(-1, xs.shape[-1]), *fused)
-            grad_x = grad_x.view(xs.shape)
-        else:
-            grad_x = torch.ops.aten.hardtanh_backward.grad_input(gm, xs, *bounds, grad_input=gm)  # masked dL/dy, in place
-            sum_gxs = _dot(grad_x, xs, torch.Size()) if need[1] else None
+        grad_x = torch.ops.aten.hardtanh_backward.grad_input(gm, xs, *bounds, grad_input=gm)  # masked dL/dy, in place
         if need[1]:
             sum_gq = torch.dot(weight.reshape(-1), grad_w.reshape(-1)) / s  # sum(dL/dy * q)
-            grad_step = ((sum_gq - sum_gxs) * grad_scale).reshape(())
+            grad_step = ((sum_gq - _dot(grad_x, xs, torch.Size())) * grad_scale).reshape(())
     return grad_x if need[0] else None, grad_step, grad_w if need[2] else None, grad_b
 
 def lsq_linear(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], qn: int, qp: int,

@@ -88,14 +88,14 @@ def _race(fast, ref, reps: int = 5, budget_s: float = 1.0) -> tuple[float, float
         if time.perf_counter() > end: break
     return best[0], best[1]
 
-def _measured(key: tuple, measure: Callable[[], Measurement], what: str, ref: str) -> bool:
-    "The verdict for `key`, measured on the first call in this process; a losing path is logged once per path."
+def _measured(key: tuple, measure: Callable[[], Measurement], what: str, ref: str, level: int = logging.WARNING) -> bool:
+    "The verdict for `key`, measured on the first call in this process; a losing path is logged once per path, at `level`."
     m = _MEASURED.get(key)
     if m is None:
         m = _MEASURED[key] = measure()
         if not m.wins and what not in _LOGGED:
             _LOGGED.add(what)
-            _log.warning(f"qvit-nb: {what} are off at {m.shape} on this machine (measured {m.fast_s * 1e3:.3g} ms "
+            _log.log(level, f"qvit-nb: {what} are off at {m.shape} on this machine (measured {m.fast_s * 1e3:.3g} ms "
                          f"against {m.ref_s * 1e3:.3g} ms for {ref}); using {ref}")
     return m.wins
 
@@ -341,7 +341,7 @@ def _fold_fused(x: torch.Tensor, qn: int, qp: int, int8: bool = False) -> bool:
     if _FAST['fused'] is True: return True
     key = ('fused fold', 'int8' if int8 else 'float32', *_size_class(x.numel()))
     return _measured(key, lambda: _measure_fold(x.detach().reshape(-1, x.shape[-1]), qn, qp, int8),
-                     'fused folded-linear kernels', 'the ATen ops')
+                     'fused folded-linear kernels', 'the ATen ops', logging.INFO)   # same bits either way: speed only
 
 def _measure_fold(x, qn, qp, int8) -> Measurement:
     with torch.no_grad():

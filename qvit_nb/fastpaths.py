@@ -4,7 +4,7 @@
 
 # %% ../nbs/00a_fastpaths.ipynb #a589f949
 from __future__ import annotations
-import contextlib, functools, logging, math, os, time, warnings
+import contextlib, functools, hashlib, logging, math, os, platform, time, warnings
 from typing import Callable, NamedTuple, Optional
 
 import torch
@@ -15,10 +15,11 @@ from .quant import LSQQuantizer, lsq_quantize, set_quantizer_paths
 from .quant import _compiling, _dot, _eager_backward, _eager_forward, _lsq_terms    # the eager function's parts
 
 # %% auto #0
-__all__ = ['Measurement', 'set_fast_paths', 'fast_paths', 'fast_path_settings', 'fast_path_measurements', 'fits_int8',
-           'FusedLSQFunction', 'quantize', 'int8_matmul_supported', 'int8_products_allowed', 'use_int8_matmul',
-           'PackedInt8Weight', 'pack_int8_weight', 'int8_linear', 'Int8Levels', 'int8_levels', 'int_mm_exact',
-           'int_mm_linear', 'use_int_mm', 'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'linear', 'install']
+__all__ = ['Measurement', 'set_fast_paths', 'fast_paths', 'fast_path_settings', 'fast_path_measurements', 'machine_fingerprint',
+           'verdicts', 'adopt_verdicts', 'fits_int8', 'FusedLSQFunction', 'quantize', 'int8_matmul_supported',
+           'int8_products_allowed', 'use_int8_matmul', 'PackedInt8Weight', 'pack_int8_weight', 'int8_linear',
+           'Int8Levels', 'int8_levels', 'int_mm_exact', 'int_mm_linear', 'use_int_mm', 'LSQLinearFunction',
+           'lsq_linear', 'lsq_linear_op', 'linear', 'install']
 
 # %% ../nbs/00a_fastpaths.ipynb #b7e2d4f1
 _SETTINGS = {'0': False, 'off': False, 'false': False, 'auto': 'auto', '1': 'auto', 'on': 'auto', 'force': True}
@@ -98,6 +99,31 @@ def _measured(key: tuple, measure: Callable[[], Measurement], what: str, ref: st
             _log.log(level, f"qvit-nb: {what} are off at {m.shape} on this machine (measured {m.fast_s * 1e3:.3g} ms "
                          f"against {m.ref_s * 1e3:.3g} ms for {ref}); using {ref}")
     return m.wins
+
+# %% ../nbs/00a_fastpaths.ipynb #045bcd29
+@functools.cache
+def machine_fingerprint() -> str:
+    "What a verdict depends on: the CPU's model and flags, ATen's CPU capability and the torch build."
+    flags = model = ''
+    with contextlib.suppress(OSError):
+        for line in open('/proc/cpuinfo'):
+            k, _, v = line.partition(':')
+            if k.strip() == 'model name' and not model: model = v.strip()
+            if k.strip() == 'flags' and not flags: flags = ' '.join(sorted(v.split()))
+    text = f"{model or platform.processor()}|{flags}|{torch.backends.cpu.get_cpu_capability()}|{torch.__version__}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+def verdicts() -> dict:
+    "This process's verdicts, to keep with a run: `{'machine': fingerprint, 'verdicts': [[path, size class...], wins]...]}`."
+    return {'machine': machine_fingerprint(), 'verdicts': [[list(k), bool(m.wins)] for k, m in _MEASURED.items()]}
+
+def adopt_verdicts(kept: Optional[dict]) -> bool:
+    "Take the verdicts `kept` by `verdicts()` as this process's, where they come from this machine; returns whether they did."
+    if not kept or not kept.get('verdicts'): return False
+    if kept.get('machine') != machine_fingerprint(): return False
+    for key, wins in kept['verdicts']:
+        _MEASURED[tuple(key)] = Measurement(bool(wins), math.nan, math.nan, 'adopted from a checkpoint')
+    return True
 
 # %% ../nbs/00a_fastpaths.ipynb #fdfdcc1f
 def _fq_forward(x, s, bounds):

@@ -32,6 +32,7 @@ from .checkpoints import (CheckpointError, PROGRESS_FILE, atomic_write, check_re
                                  load_state_dict_file, lock_run_dir, new_run_id, previous_checkpoint, resolve_run_dir,
                                  resume_checkpoint, save_checkpoint, state_checksum, is_quantizer_key, _holds_run)
 from .builders import build_criterion, build_model, build_teacher, check_model_name
+from .fastpaths import adopt_verdicts, verdicts
 
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'RESUME_CHANGEABLE', 'seed_epoch', 'resolve_device', 'dist_env',
@@ -307,6 +308,9 @@ def _restore(self: TrainingRun, ckpt):
     self.best = ckpt.get('best')
     self.skipped = ckpt.get('skipped_steps', 0)
     self.run_id = ckpt.get('run_id', self.run_dir.name)
+    if ckpt.get('fast_paths', {}).get('verdicts') and not adopt_verdicts(ckpt['fast_paths']):   # the same kernels as before
+        self._say("resume on another machine or torch build: the fast paths are measured afresh, so the run's low bits "
+                  "may differ from an uninterrupted one")
     self.resume_changes = list(ckpt.get('resume_changes', [])) + [c for c in self.resume_changes if c['epoch'] == self.start_epoch]
 
 @patch
@@ -410,7 +414,7 @@ def _state(self: TrainingRun, epoch):
     st = dict(epoch=epoch, arch=self.cfg.model, state_dict=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
               scheduler=self.scheduler.state_dict(), args=self.cfg.to_dict(), metric=self.summary[-1][EVAL_METRICS[self.cfg.eval_metric][0]],
               best=self.best, summary=self.summary, skipped_steps=self.skipped, run_id=self.run_id,
-              num_classes=self.num_classes, resume_changes=self.resume_changes, version=1)
+              num_classes=self.num_classes, resume_changes=self.resume_changes, fast_paths=verdicts(), version=1)
     if self.ema is not None: st['state_dict_ema'] = self.ema.module.state_dict()
     return st
 

@@ -4,7 +4,6 @@
 
 # %% ../nbs/05a_builders.ipynb #d6a717b0
 from __future__ import annotations
-from pathlib import Path
 from typing import Optional
 
 import torch

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_distill.ipynb #1adf0676
 from __future__ import annotations
-import argparse, inspect
+import inspect
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -16,7 +16,7 @@ from timm.utils import unwrap_model
 
 from .core import unknown_choice_error
 from .qmodules import quantize_model
-from .checkpoints import CheckpointError, check_state_dict, is_quantizer_key, load_state_dict_file, strip_wrapper_prefixes  # the one loader (02a)
+from .checkpoints import check_state_dict, load_state_dict_file, strip_wrapper_prefixes  # the one loader (02a)
 from .models import check_model_name   # importing models registers them, so they can be teachers
 
 # %% auto #0

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import pandas as pd
-import yaml
 
 from .config import canonical_keys
 from .checkpoints import read_json_object

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_train.ipynb #a7c6121c
 from __future__ import annotations
-import contextlib, csv, hashlib, io, json, math, os, random, secrets, shutil, signal, socket, sys, threading, time, traceback, warnings
+import contextlib, csv, hashlib, io, json, math, os, random, signal, socket, sys, threading, time, traceback, warnings
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +16,6 @@ from fastcore.basics import patch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-import timm
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, accuracy, dispatch_clip_grad
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 
 import qvit_nb.models  # noqa: F401  (registers the compact transformers with timm)
 from .qmodules import quant_summary, activation_quantizers, model_storage
-from .distill import DistillLoss, forward_with_embeddings
+from .distill import forward_with_embeddings
 from .data import build_loaders, build_mixup, dataset_name, DATASETS
 from .config import TrainConfig, EVAL_METRICS, canonical_keys, load_config, save_config, config_hash
 # the run's files (02a) and its objects (06a); the names stay importable from here, as scripts and the CLI use them

@@ -32,7 +32,7 @@ if the install fails (no network) it says so and leaves Brevitas out. The header
 (`os.getloadavg`) before and after: other processes on the same cores inflate every variant alike, but noisy
 medians still mean "measure again".
 """
-import argparse, copy, importlib.util, os, platform, statistics, subprocess, sys, tempfile, time
+import argparse, copy, importlib.util, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import torch
@@ -42,7 +42,7 @@ from torch import nn
 import qvit_nb  # noqa: F401  (registers the models)
 import timm
 from qvit_nb.quant import QConfig, lsq_reference, register_quantizer, LSQQuantizer
-from qvit_nb.fastpaths import (fast_paths, fast_path_measurements, fast_path_settings, int8_matmul_supported, int8_linear,
+from qvit_nb.fastpaths import (cpu_info, fast_paths, fast_path_measurements, fast_path_settings, int8_matmul_supported, int8_linear,
                                pack_int8_weight, _vec_width)
 from qvit_nb.qmodules import quantize_model
 
@@ -102,12 +102,7 @@ def ensure_brevitas():
 
 def cpu_description() -> str:
     "The CPU model and the flags that decide which kernels are fast: vector width and int8 dot products."
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name') and model in ('', platform.machine(), platform.processor()): model = line.split(':', 1)[1].strip()
-            if line.startswith(('flags', 'Features')): flags = set(line.split(':', 1)[1].split())
-    except OSError: pass
+    model, flags = cpu_info()
     wanted = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_tile', 'amx_int8', 'amx_bf16',
               'asimd', 'sve']
     return f"{model}; {os.cpu_count()} logical CPUs; flags: {' '.join(f for f in wanted if f in flags) or 'none of the vector/int8 ones'}"

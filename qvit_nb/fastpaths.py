@@ -15,11 +15,11 @@ from .quant import LSQQuantizer, lsq_quantize, set_quantizer_paths
 from .quant import _compiling, _dot, _eager_backward, _eager_forward, _lsq_terms    # the eager function's parts
 
 # %% auto #0
-__all__ = ['Measurement', 'set_fast_paths', 'fast_paths', 'fast_path_settings', 'fast_path_measurements', 'machine_fingerprint',
-           'verdicts', 'adopt_verdicts', 'fits_int8', 'FusedLSQFunction', 'quantize', 'int8_matmul_supported',
-           'int8_products_allowed', 'use_int8_matmul', 'PackedInt8Weight', 'pack_int8_weight', 'int8_linear',
-           'Int8Levels', 'int8_levels', 'int_mm_exact', 'int_mm_linear', 'use_int_mm', 'LSQLinearFunction',
-           'lsq_linear', 'lsq_linear_op', 'linear', 'install']
+__all__ = ['Measurement', 'set_fast_paths', 'fast_paths', 'fast_path_settings', 'fast_path_measurements', 'cpu_info',
+           'machine_fingerprint', 'verdicts', 'adopt_verdicts', 'fits_int8', 'FusedLSQFunction', 'quantize',
+           'int8_matmul_supported', 'int8_products_allowed', 'use_int8_matmul', 'Int8Levels', 'int8_levels',
+           'PackedInt8Weight', 'pack_int8_weight', 'int8_linear', 'int_mm_exact', 'int_mm_linear', 'use_int_mm',
+           'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'linear', 'install']
 
 # %% ../nbs/00a_fastpaths.ipynb #b7e2d4f1
 _SETTINGS = {'0': False, 'off': False, 'false': False, 'auto': 'auto', '1': 'auto', 'on': 'auto', 'force': True}
@@ -40,6 +40,10 @@ class Measurement(NamedTuple):
     fast_s: float
     ref_s: float
     shape: str
+
+def _verdict(fast_s: float, ref_s: float, shape: str) -> Measurement:
+    "A fast path wins where it is at least 10% faster than what it replaces."
+    return Measurement(fast_s < 0.9 * ref_s, fast_s, ref_s, shape)
 
 _MEASURED: dict = {}       # (path, size class) -> Measurement, once per process
 _LOGGED: set = set()       # paths whose loss was logged (one line each)
@@ -102,15 +106,21 @@ def _measured(key: tuple, measure: Callable[[], Measurement], what: str, ref: st
 
 # %% ../nbs/00a_fastpaths.ipynb #045bcd29
 @functools.cache
-def machine_fingerprint() -> str:
-    "What a verdict depends on: the CPU's model and flags, ATen's CPU capability and the torch build."
-    flags = model = ''
+def cpu_info() -> tuple[str, frozenset]:
+    "The CPU's model name and its feature flags (x86 `flags`, Arm `Features`) from `/proc/cpuinfo`; `platform`'s name elsewhere."
+    model, flags = '', frozenset()
     with contextlib.suppress(OSError):
         for line in open('/proc/cpuinfo'):
             k, _, v = line.partition(':')
             if k.strip() == 'model name' and not model: model = v.strip()
-            if k.strip() == 'flags' and not flags: flags = ' '.join(sorted(v.split()))
-    text = f"{model or platform.processor()}|{flags}|{torch.backends.cpu.get_cpu_capability()}|{torch.__version__}"
+            if k.strip() in ('flags', 'Features') and not flags: flags = frozenset(v.split())
+    return model or platform.processor() or platform.machine(), flags
+
+@functools.cache
+def machine_fingerprint() -> str:
+    "What a verdict depends on: the CPU's model and flags, ATen's CPU capability and the torch build."
+    model, flags = cpu_info()
+    text = f"{model}|{' '.join(sorted(flags))}|{torch.backends.cpu.get_cpu_capability()}|{torch.__version__}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 def verdicts() -> dict:
@@ -207,7 +217,7 @@ def _measure_fused(x, s, qn, qp) -> Measurement:
         def eager(): _eager_backward(g, *_eager_forward(x, s, qn, qp, False, True)[1:], shape, 1.0)
         f, r = _race(fused, eager)             # the warm-up call compiles (once per process and layout)
         if x.device.type in _FUSED_FAILED: f = math.inf
-        return Measurement(f < 0.9 * r, f, r, f"{x.numel()} elements, {str(x.dtype).removeprefix('torch.')}")
+        return _verdict(f, r, f"{x.numel()} elements, {str(x.dtype).removeprefix('torch.')}")
 
 # %% ../nbs/00a_fastpaths.ipynb #9ef83fe2
 class FusedLSQFunction(torch.autograd.Function):
@@ -272,33 +282,15 @@ def _measure_int8(m, k, n, packs_per_call) -> Measurement:
         fast = (lambda: int8_linear(q, 1.0, pack_int8_weight(w, one, (m, k)), b)) if packs_per_call else \
                (lambda: int8_linear(q, 1.0, packed, b))
         return *_race(fast, lambda: torch.addmm(b, q, w.t())), f"{m}x{k}x{n}"
-    # A tiny product first: a reference (unvectorised) int8 kernel takes milliseconds there, seconds at full size
+    return _tiny_first(case, m, k, n, rows=2048)
+
+def _tiny_first(case, m: int, k: int, n: int, rows: int) -> Measurement:
+    """`case(m, k, n) -> (fast s, float32 s, shape)` timed on a tiny product first, where a reference (unvectorised)
+    int8 kernel costs milliseconds rather than seconds at full size, then at the real `k, n` and up to `rows` rows."""
     f, r, shape = case(16, 64, 64)
     if f > 20 * r + 5e-4: return Measurement(False, f, r, shape)
-    f, r, shape = case(min(m, 2048), k, n)
-    return Measurement(f < 0.9 * r, f, r, shape)
+    return _verdict(*case(min(m, rows), k, n))
 
-class PackedInt8Weight(NamedTuple):
-    "A weight's int8 levels in oneDNN's packed layout, with the per-output-channel `scale` (and zero points, all 0)."
-    packed: torch.Tensor
-    scale: torch.Tensor
-    zero_point: torch.Tensor
-
-def pack_int8_weight(wq: torch.Tensor, step: torch.Tensor, x_shape=None) -> PackedInt8Weight:
-    "Pack the fake-quantized weight `wq` (integer levels times `step`, per tensor or per output channel) for `int8_linear`."
-    with torch.no_grad():
-        s = step.detach().float().reshape(-1)
-        levels = torch.round(wq.detach() / (s.view(-1, 1) if s.numel() > 1 else s)).to(torch.int8)
-        n = wq.shape[0]
-        return PackedInt8Weight(torch.ops.onednn.qlinear_prepack(levels, list(x_shape) if x_shape is not None else None),
-                                s.expand(n).contiguous(), torch.zeros(n, dtype=torch.int64))
-
-def int8_linear(q: torch.Tensor, s: float, w: PackedInt8Weight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    "`(s * q) @ (levels * w.scale)^T + bias` for an integer-valued float32 `q` (2-D): int8 products, exact int32 sums."
-    return torch.ops.onednn.qlinear_pointwise(q.to(torch.int8), s, 0, w.packed, w.scale, w.zero_point, bias,
-                                              1.0, 0, torch.float32, 'none', [], '')
-
-# %% ../nbs/00a_fastpaths.ipynb #4196a8c0
 class Int8Levels(NamedTuple):
     "A weight's int8 levels `(n, k)`, unpacked, and its step: a 0-d float32 tensor, or one per output channel `(n,)`."
     levels: torch.Tensor
@@ -312,6 +304,25 @@ def int8_levels(wq: torch.Tensor, step: torch.Tensor) -> Int8Levels:
         levels = torch.round(wq.detach() / (s.reshape(-1, 1) if per_channel else s.reshape(()))).to(torch.int8)
         return Int8Levels(levels, s.reshape(-1) if per_channel else s.reshape(()))
 
+class PackedInt8Weight(NamedTuple):
+    "A weight's int8 levels in oneDNN's packed layout, with the per-output-channel `scale` (and zero points, all 0)."
+    packed: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+
+def pack_int8_weight(wq: torch.Tensor, step: torch.Tensor, x_shape=None) -> PackedInt8Weight:
+    "Pack the fake-quantized weight `wq` (integer levels times `step`, per tensor or per output channel) for `int8_linear`."
+    levels, scale = int8_levels(wq, step)
+    n = wq.shape[0]
+    return PackedInt8Weight(torch.ops.onednn.qlinear_prepack(levels, list(x_shape) if x_shape is not None else None),
+                            scale.expand(n).contiguous(), torch.zeros(n, dtype=torch.int64))
+
+def int8_linear(q: torch.Tensor, s: float, w: PackedInt8Weight, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    "`(s * q) @ (levels * w.scale)^T + bias` for an integer-valued float32 `q` (2-D): int8 products, exact int32 sums."
+    return torch.ops.onednn.qlinear_pointwise(q.to(torch.int8), s, 0, w.packed, w.scale, w.zero_point, bias,
+                                              1.0, 0, torch.float32, 'none', [], '')
+
+# %% ../nbs/00a_fastpaths.ipynb #4196a8c0
 def int_mm_exact(k: int, qmax_a: int, qmax_w: int = 128) -> bool:
     "Whether `k` products of levels up to `qmax_a` and `qmax_w` in magnitude sum exactly in int32."
     return k * qmax_a * qmax_w < 2 ** 31
@@ -340,13 +351,9 @@ def _measure_int_mm(m, k, n) -> Measurement:
         one = torch.tensor(1.0)
         fast = lambda: int_mm_linear(q, 0.5, int8_levels(w, one), b)          # the weight's levels each step too
         return *_race(fast, lambda: torch.addmm(b, q, w.t(), alpha=0.5)), f"{m}x{k}x{n}"
-    try:
-        f, r, shape = case(16, 64, 64)                  # tiny first: a reference kernel costs milliseconds here
-        if f > 20 * r + 5e-4: return Measurement(False, f, r, shape)
-        f, r, shape = case(min(m, 8192), k, n)          # the epilogue scales with m: time it near the real size
+    try: return _tiny_first(case, m, k, n, rows=8192)   # the epilogue scales with m: time it near the real size
     except RuntimeError as e:                           # a build whose CPU `_int_mm` refuses these shapes
         return Measurement(False, math.inf, 0.0, f"{m}x{k}x{n}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    return Measurement(f < 0.9 * r, f, r, shape)
 
 # %% ../nbs/00a_fastpaths.ipynb #100941db
 def _fold_levels(x, s, bounds):
@@ -356,8 +363,7 @@ def _fold_levels(x, s, bounds):
 
 def _fold_levels8(x, s, bounds):
     "`x/s` and its levels on `bounds[0]..bounds[1]`, as float32 and as int8."
-    xs = x / s
-    q = xs.clamp(bounds[0], bounds[1]).round()
+    xs, q, _ = _fold_levels(x, s, bounds)
     return xs, q, q.to(torch.int8)
 
 def _fold_fused(x: torch.Tensor, qn: int, qp: int, int8: bool = False) -> bool:
@@ -378,7 +384,7 @@ def _measure_fold(x, qn, qp, int8) -> Measurement:
             if int8: q.to(torch.int8)
         f, r = _race(fused, aten)              # the warm-up call compiles (once per process and layout)
         if x.device.type in _FUSED_FAILED: f = math.inf
-        return Measurement(f < 0.9 * r, f, r, f"{x.numel()} elements{', with their int8 copy' if int8 else ''}")
+        return _verdict(f, r, f"{x.numel()} elements{', with their int8 copy' if int8 else ''}")
 
 # %% ../nbs/00a_fastpaths.ipynb #3f1f43e0
 @functools.lru_cache(maxsize=None)
@@ -416,9 +422,15 @@ def _lsq_linear_forward(x, step, weight, bias, qn, qp, packed, levels=None, fuse
         q8 = None
         xs = x / step.to(x.dtype)
         q2 = xs.clamp(-qn, qp).round_().reshape(-1, xs.shape[-1])
-    out = int8_linear(q2, s, packed, bias) if packed is not None else int_mm_linear(q2, s, levels, bias, q8) if levels is not None else \
-        torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
+    out = _int8_product(q2, s, bias, packed, levels, q8)
+    if out is None:
+        out = torch.addmm(bias if bias is not None else q2.new_zeros(()), q2, weight.t(), beta=1 if bias is not None else 0, alpha=s)
     return out.view(*x.shape[:-1], weight.shape[0]), xs, q2
+
+def _int8_product(q2, s, bias, packed, levels, q8=None) -> Optional[torch.Tensor]:
+    "The forward product on int8 levels, by the `packed` weight or by its unpacked `levels`; None where neither is given."
+    if packed is not None: return int8_linear(q2, s, packed, bias)
+    if levels is not None: return int_mm_linear(q2, s, levels, bias, q8)
 
 def _lsq_linear_backward(grad, xs, q2, weight, s, grad_scale, bounds, has_bias, need):
     "Gradients for `(x, step, weight, bias)`; `s` is the step as a float, or as a tensor inside compiled graphs."
@@ -448,9 +460,8 @@ def lsq_linear(x: torch.Tensor, step: torch.Tensor, weight: torch.Tensor, bias: 
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, step, weight, bias))):
         q = (x / step.to(x.dtype)).clamp_(-qn, qp).round_()
         q2 = q.reshape(-1, q.shape[-1])
-        if packed is not None: out = int8_linear(q2, float(step), packed, bias)
-        elif levels is not None: out = int_mm_linear(q2, float(step), levels, bias)
-        else: out = torch.addmm(bias, q2, weight.t(), alpha=float(step)) if bias is not None else torch.mm(q2, weight.t()).mul_(float(step))
+        out = _int8_product(q2, float(step), bias, packed, levels)
+        if out is None: out = torch.addmm(bias, q2, weight.t(), alpha=float(step)) if bias is not None else torch.mm(q2, weight.t()).mul_(float(step))
         return out.view(*x.shape[:-1], weight.shape[0])
     return LSQLinearFunction.apply(x, step, weight, bias, int(qn), int(qp), float(grad_scale), packed, levels)
 

@@ -13,12 +13,14 @@ import torch
 from torch import nn
 
 # %% auto #0
-__all__ = ['PROGRESS_FILE', 'atomic_write', 'state_checksum', 'save_checkpoint', 'previous_checkpoint', 'CheckpointError',
-           'read_checkpoint', 'load_checkpoint', 'strip_wrapper_prefixes', 'state_dict_of', 'load_state_dict_file',
-           'is_quantizer_key', 'check_state_dict', 'new_run_id', 'read_json_object', 'lock_run_dir', 'resolve_run_dir',
-           'check_resume', 'resume_checkpoint']
+__all__ = ['TEMP_GLOB', 'PROGRESS_FILE', 'atomic_write', 'state_checksum', 'save_checkpoint', 'previous_checkpoint',
+           'CheckpointError', 'read_checkpoint', 'load_checkpoint', 'strip_wrapper_prefixes', 'state_dict_of',
+           'load_state_dict_file', 'is_quantizer_key', 'check_state_dict', 'new_run_id', 'read_json_object',
+           'lock_run_dir', 'resolve_run_dir', 'check_resume', 'resume_checkpoint']
 
 # %% ../nbs/02a_checkpoints.ipynb #63279377
+TEMP_GLOB = '.*.*.*.tmp'    # atomic_write's temp files, `.<name>.<pid>.<hex>.tmp`: what a kill -9 mid-write leaves
+
 def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> Path:
     "Write `data` to `path` atomically (temp file in the same directory, fsync, rename)."
     path = Path(path)
@@ -201,8 +203,8 @@ def lock_run_dir(run_dir: Path) -> int:
         owner = {k: v for k, v in (_read_metrics(run_dir) or {}).items() if k in ('pid', 'host')}
         raise ValueError(f"run directory {run_dir} is in use by another process{f' ({owner})' if owner else ''}; "
                          "wait for it to end, or choose another --experiment") from None
-    for tmp in [*run_dir.glob('.*.*.*.tmp'), *run_dir.glob('*.yaml.tmp')]:       # a killed owner's unfinished writes:
-        with contextlib.suppress(OSError): tmp.unlink()                        # only the lock holder writes here
+    for tmp in run_dir.glob(TEMP_GLOB):                                    # a killed owner's unfinished writes:
+        with contextlib.suppress(OSError): tmp.unlink()                    # only the lock holder writes here
     return fd
 
 def _holds_run(run_dir: Path) -> bool: return (run_dir / 'last.pth.tar').exists() or _status(run_dir) in ('running', 'finished')

@@ -21,6 +21,7 @@ from .core import did_you_mean, unknown_choice_error
 from .quant import QUANTIZERS, QConfig
 from .qmodules import PRESETS, parse_qmodule
 from .data import dataset_name, dataset_stats
+from .checkpoints import atomic_write
 
 # %% ../nbs/05_config.ipynb #bc69cc5b
 WQ_BITS = (1, 2, 4, 8)  # weight bit widths the quantizers implement
@@ -464,11 +465,10 @@ def load_config(path=None, overrides: Optional[dict] = None) -> TrainConfig:
     return TrainConfig.from_dict(d)
 
 def save_config(cfg: TrainConfig, path) -> Path:
-    "Write every key of `cfg` as flat YAML (plain types), loadable with `load_config`."
+    "Write every key of `cfg` as flat YAML (plain types), loadable with `load_config`; atomically (`atomic_write`)."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
-    return path
+    return atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
 
 # %% ../nbs/05_config.ipynb #9cb131c0
 HASH_EXCLUDED = tuple(f.name for f in fields(TrainConfig) if not f.metadata['hashed'])

@@ -453,7 +453,7 @@ def write_metrics(self: TrainingRun, status: str, error: Optional[str] = None):
 
 @patch
 def _save_args(self: TrainingRun):
-    save_config(self.cfg, self.run_dir / 'args.yaml.tmp'); os.replace(self.run_dir / 'args.yaml.tmp', self.run_dir / 'args.yaml')
+    save_config(self.cfg, self.run_dir / 'args.yaml')
 
 # --- signals -------------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from torch import nn
 __all__ = ['TEMP_GLOB', 'PROGRESS_FILE', 'atomic_write', 'state_checksum', 'save_checkpoint', 'previous_checkpoint',
            'CheckpointError', 'read_checkpoint', 'load_checkpoint', 'strip_wrapper_prefixes', 'state_dict_of',
            'load_state_dict_file', 'is_quantizer_key', 'check_state_dict', 'new_run_id', 'read_json_object',
-           'lock_run_dir', 'resolve_run_dir', 'check_resume', 'resume_checkpoint']
+           'read_metrics', 'lock_run_dir', 'resolve_run_dir', 'check_resume', 'resume_checkpoint']
 
 # %% ../nbs/02a_checkpoints.ipynb #63279377
 TEMP_GLOB = '.*.*.*.tmp'    # atomic_write's temp files, `.<name>.<pid>.<hex>.tmp`: what a kill -9 mid-write leaves
@@ -186,11 +186,13 @@ def read_json_object(p: Path) -> Optional[dict]:
     except (OSError, ValueError, RecursionError): return None
     return d if isinstance(d, dict) else None
 
-def _read_metrics(run_dir: Path) -> Optional[dict]: return read_json_object(run_dir / 'metrics.json')
+def read_metrics(run_dir: Union[str, Path]) -> dict:
+    "A run directory's `metrics.json` as a dict; `{}` when it is missing or unreadable."
+    return read_json_object(Path(run_dir) / 'metrics.json') or {}
 
 def _status(run_dir: Path) -> Optional[str]:
     "The `status` in a run directory's `metrics.json` (None when absent or unreadable)."
-    return (_read_metrics(run_dir) or {}).get('status')
+    return read_metrics(run_dir).get('status')
 
 # %% ../nbs/02a_checkpoints.ipynb #14c09b53
 def lock_run_dir(run_dir: Path) -> int:
@@ -200,7 +202,7 @@ def lock_run_dir(run_dir: Path) -> int:
     try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        owner = {k: v for k, v in (_read_metrics(run_dir) or {}).items() if k in ('pid', 'host')}
+        owner = {k: v for k, v in read_metrics(run_dir).items() if k in ('pid', 'host')}
         raise ValueError(f"run directory {run_dir} is in use by another process{f' ({owner})' if owner else ''}; "
                          "wait for it to end, or choose another --experiment") from None
     for tmp in run_dir.glob(TEMP_GLOB):                                    # a killed owner's unfinished writes:

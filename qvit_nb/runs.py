@@ -20,8 +20,6 @@ __all__ = ['STATUSES', 'STUDY_FINDINGS', 'EXECUTORS', 'KERNEL_LOG', 'run_status'
            'SweepInterrupted', 'run_sweep', 'sweep_plan']
 
 # %% ../nbs/08_runs.ipynb #e6e9a86e
-_read_json = read_json_object          # one reader of run files' JSON (02a_checkpoints)
-
 def _read_args(run_dir: Path) -> dict:
     "A run's `args.yaml` as a dict, renamed keys under their new names (`{}` when missing or damaged; read with the config's size and alias bounds)."
     from qvit_nb.config import _safe_yaml
@@ -76,7 +74,7 @@ def _text(v) -> Optional[str]:
 
 def _metrics_row(mf: Path) -> dict:
     "A `metrics.json` as the table reads it: numbers and text checked field by field; an unreadable file, or one without a known status, is `damaged`."
-    m = _read_json(mf)
+    m = read_json_object(mf)
     if not m or m.get('status') not in STATUSES:  # damaged (a torn copy, garbage, a disk error): listed as such, never dropped
         why = 'is not a readable metrics object' if not m else f"has no known status ({str(m.get('status'))[:40]!r})"
         m = dict(status='damaged', error=f"{mf} {why}", run_id=_text((m or {}).get('run_id')))
@@ -259,7 +257,7 @@ import multiprocessing
 
 from .core import unknown_choice_error
 from .config import TrainConfig, load_config, config_hash, check_key, check_run_name, _safe_yaml
-from .checkpoints import atomic_write, new_run_id, PROGRESS_FILE
+from .checkpoints import atomic_write, new_run_id, read_metrics, PROGRESS_FILE
 
 _SWEEP_KEYS = ('name', 'base', 'workers', 'executor', 'slurm', 'experiments', 'grid', 'threads')
 _EXP_KEYS = ('name', 'tricks', 'overrides', 'teacher_from', 'init_from')
@@ -368,7 +366,6 @@ def train_notebook() -> Path:
     if not p.is_file(): raise FileNotFoundError(f"the run template {p} is missing from the installed qvit_nb package; reinstall qvit-nb")
     return Path(str(p))
 
-def _metrics(run_dir: Path) -> dict: return _read_json(Path(run_dir) / 'metrics.json') or {}
 
 def report_config(params: dict) -> dict:
     "The keys of `params` that differ from `TrainConfig`'s defaults: the template's one parameter, short enough to read."
@@ -399,14 +396,14 @@ def execute_experiment(spec: dict) -> dict:
     run_dir = Path(spec['run_dir']); run_dir.mkdir(parents=True, exist_ok=True)
     if spec.get('threads'): os.environ['OMP_NUM_THREADS'] = os.environ['QVIT_NUM_THREADS'] = str(spec['threads'])
     resuming = spec.get('resumed_from_epoch') is not None
-    before, error = _metrics(run_dir), None
+    before, error = read_metrics(run_dir), None
     try:
         with _stderr_to(run_dir / KERNEL_LOG):
             pm.execute_notebook(str(train_notebook()), str(run_dir / 'train.ipynb'), parameters=dict(config=report_config(spec['params'])),
                                 progress_bar=False, log_output=False, cwd=str(run_dir), kernel_name='python3')
     except Exception as e:                                   # the executed notebook keeps the traceback
         error = f"{type(e).__name__}: {getattr(e, 'evalue', None) or str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
-    m = _metrics(run_dir)
+    m = read_metrics(run_dir)
     out = dict(name=spec['name'], run_dir=str(run_dir), best_top1=m.get('best_top1'), resumed_from_epoch=spec.get('resumed_from_epoch'))
     if m.get('status') == 'finished': return dict(out, status='finished', error=None, report_error=error)
     if m.get('status') == 'interrupted' and m != before: return dict(out, status='interrupted', error=m.get('error'), report_error=None)
@@ -440,14 +437,14 @@ def _flock(path: Path, blocking: bool = True):
 
 def _update_registry(sweep_dir: Path, name: str, record: dict):
     with _flock(sweep_dir / '.registry.lock'):
-        reg = _read_json(sweep_dir / 'sweep.json') or {}
+        reg = read_json_object(sweep_dir / 'sweep.json') or {}
         reg[name] = {**record, 'updated': time.strftime('%Y-%m-%dT%H:%M:%S')}
         atomic_write(sweep_dir / 'sweep.json', json.dumps(reg, indent=2))
 
 def _finished_run(sweep_dir: Path, h: str) -> Optional[Path]:
     "A finished run of config hash `h` under `sweep_dir` (the newest), if any."
     hits = [mf.parent for mf in sweep_dir.glob('*/metrics.json')
-            if (m := _read_json(mf)) and m.get('status') == 'finished' and m.get('config_hash') == h]
+            if (m := read_json_object(mf)) and m.get('status') == 'finished' and m.get('config_hash') == h]
     return max(hits, key=lambda p: p.name) if hits else None
 
 def _resumable_run(sweep_dir: Path, h: str) -> Optional[dict]:
@@ -458,7 +455,7 @@ def _resumable_run(sweep_dir: Path, h: str) -> Optional[dict]:
     Returns `run_dir`, `status` (interrupted/stale), `epochs` (what its checkpoint holds) and `planned_epochs`."""
     from qvit_nb.checkpoints import CheckpointError, load_checkpoint, previous_checkpoint
     for mf in sorted(sweep_dir.glob('*/metrics.json'), key=lambda p: p.parent.name, reverse=True):
-        m = _read_json(mf)
+        m = read_json_object(mf)
         if not m or m.get('config_hash') != h or (status := run_status(m)) not in ('interrupted', 'stale'): continue
         run_dir, epochs, last = mf.parent, 0, mf.parent / 'last.pth.tar'
         if any(run_dir.glob('*.pth.tar')):
@@ -476,7 +473,7 @@ def _locked_execute(spec: dict) -> dict:
             if got:
                 if (done := _finished_run(Path(spec['sweep_dir']), spec['config_hash'])) is not None:
                     return dict(name=spec['name'], run_dir=str(done), status='finished', error=None, reused=True,
-                                best_top1=_metrics(done).get('best_top1'))
+                                best_top1=read_metrics(done).get('best_top1'))
                 return {**execute_experiment(spec), 'reused': False}
         time.sleep(0.5)
 
@@ -649,7 +646,7 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
                 hashes[e.name] = h
                 if (done := _finished_run(sweep_dir, h)) is not None:      # recorded too: the registry lists every experiment
                     _settle(sweep_dir, records, e.name, dict(status='finished', run_dir=str(done), error=None, reused=True,
-                                                             best_top1=_metrics(done).get('best_top1')), f"already finished in {done}: skipped", say)
+                                                             best_top1=read_metrics(done).get('best_top1')), f"already finished in {done}: skipped", say)
                     pending.remove(e); continue
                 spec = _experiment_spec(e, cfg, h, sweep_dir, threads, say)
                 run_dirs[e.name] = Path(spec['run_dir'])

@@ -350,7 +350,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'qvit_nb.fastpaths._env_setting': ('fastpaths.html#_env_setting', 'qvit_nb/fastpaths.py'),
                                    'qvit_nb.fastpaths._fold_fused': ('fastpaths.html#_fold_fused', 'qvit_nb/fastpaths.py'),
                                    'qvit_nb.fastpaths._fold_levels': ('fastpaths.html#_fold_levels', 'qvit_nb/fastpaths.py'),
-                                   'qvit_nb.fastpaths._fold_levels8': ('fastpaths.html#_fold_levels8', 'qvit_nb/fastpaths.py'),
                                    'qvit_nb.fastpaths._folds': ('fastpaths.html#_folds', 'qvit_nb/fastpaths.py'),
                                    'qvit_nb.fastpaths._fq_backward': ('fastpaths.html#_fq_backward', 'qvit_nb/fastpaths.py'),
                                    'qvit_nb.fastpaths._fq_forward': ('fastpaths.html#_fq_forward', 'qvit_nb/fastpaths.py'),

@@ -357,34 +357,28 @@ def _measure_int_mm(m, k, n) -> Measurement:
 
 # %% ../nbs/00a_fastpaths.ipynb #100941db
 def _fold_levels(x, s, bounds):
-    "`x/s` and its levels on `bounds[0]..bounds[1]` (float32), and None for their int8 copy."
-    xs = x / s
-    return xs, xs.clamp(bounds[0], bounds[1]).round(), None
-
-def _fold_levels8(x, s, bounds):
     "`x/s` and its levels on `bounds[0]..bounds[1]`, as float32 and as int8."
-    xs, q, _ = _fold_levels(x, s, bounds)
+    xs = x / s
+    q = xs.clamp(bounds[0], bounds[1]).round()
     return xs, q, q.to(torch.int8)
 
-def _fold_fused(x: torch.Tensor, qn: int, qp: int, int8: bool = False) -> bool:
-    "Whether the folded linear's forward passes over `x` run as one compiled kernel (on, off, or measured faster here)."
+def _fold_fused(x: torch.Tensor, qn: int, qp: int) -> bool:
+    "Whether an integer product's forward passes over `x` run as one compiled kernel (on, off, or measured faster here)."
     if not (_FAST['fused'] is not False and x.numel() >= _FAST['fused_min_numel'] and x.dtype == torch.float32
             and x.device.type == 'cpu' and x.device.type not in _FUSED_FAILED): return False
     if _FAST['fused'] is True: return True
-    key = ('fused fold', 'int8' if int8 else 'float32', *_size_class(x.numel()))
-    return _measured(key, lambda: _measure_fold(x.detach().reshape(-1, x.shape[-1]), qn, qp, int8),
+    key = ('fused fold', *_size_class(x.numel()))
+    return _measured(key, lambda: _measure_fold(x.detach().reshape(-1, x.shape[-1]), qn, qp),
                      'fused folded-linear kernels', 'the ATen ops', logging.INFO)   # same bits either way: speed only
 
-def _measure_fold(x, qn, qp, int8) -> Measurement:
+def _measure_fold(x, qn, qp) -> Measurement:
     with torch.no_grad():
         s, b = torch.tensor(0.5), _bounds(qn, qp, x.dtype, x.device)
-        def fused(): _run_fused(_fold_levels8 if int8 else _fold_levels, x, s, b)
-        def aten():
-            q = (x / s).clamp(-qn, qp).round_()
-            if int8: q.to(torch.int8)
+        def fused(): _run_fused(_fold_levels, x, s, b)
+        def aten(): (x / s).clamp(-qn, qp).round_().to(torch.int8)
         f, r = _race(fused, aten)              # the warm-up call compiles (once per process and layout)
         if x.device.type in _FUSED_FAILED: f = math.inf
-        return _verdict(f, r, f"{x.numel()} elements{', with their int8 copy' if int8 else ''}")
+        return _verdict(f, r, f"{x.numel()} elements")
 
 # %% ../nbs/00a_fastpaths.ipynb #3f1f43e0
 @functools.lru_cache(maxsize=None)
@@ -398,7 +392,7 @@ class LSQLinearFunction(torch.autograd.Function):
     "`F.linear(lsq_quantize(x, step, qn, qp, grad_scale), weight, bias)` with the per-tensor step folded into the matmul."
     @staticmethod
     def forward(ctx, x, step, weight, bias, qn, qp, grad_scale, packed=None, levels=None):
-        fused = _fold_fused(x, qn, qp, levels is not None)
+        fused = levels is not None and _fold_fused(x, qn, qp)
         out, xs, q2 = _lsq_linear_forward(x, step, weight, bias, qn, qp, packed, levels, fused)
         ctx.save_for_backward(xs, q2, weight)
         ctx.s, ctx.grad_scale, ctx.has_bias, ctx.bounds = float(step), grad_scale, bias is not None, _open_bounds(qn, qp)
@@ -412,11 +406,11 @@ class LSQLinearFunction(torch.autograd.Function):
 
 def _lsq_linear_forward(x, step, weight, bias, qn, qp, packed, levels=None, fused=False):
     """`(out, x/s, levels as 2-D)`; the levels' product with `weight` is int8 when `packed` or its `levels` are given.
-    `fused`: `x/s` and the levels in one compiled pass (`_fold_levels`), the same values."""
+    `fused` (with `levels` only): `x/s`, the levels and their int8 copy in one compiled pass (`_fold_levels`), the same values."""
     s = float(step)
     if fused:
-        xs, q2, q8 = _run_fused(_fold_levels8 if levels is not None else _fold_levels, x.contiguous().view(-1, x.shape[-1]),
-                                step.detach().reshape(()).to(x.dtype), _bounds(qn, qp, x.dtype, x.device))
+        xs, q2, q8 = _run_fused(_fold_levels, x.contiguous().view(-1, x.shape[-1]), step.detach().reshape(()).to(x.dtype),
+                                _bounds(qn, qp, x.dtype, x.device))
         xs = xs.view(x.shape)
     else:
         q8 = None

@@ -284,10 +284,13 @@ def _measure_int8(m, k, n, packs_per_call) -> Measurement:
         return *_race(fast, lambda: torch.addmm(b, q, w.t())), f"{m}x{k}x{n}"
     return _tiny_first(case, m, k, n, rows=2048)
 
+_SMALL_PRODUCT = (64, 128, 128)   # 2^20 multiply-adds: at 16x64x64 oneDNN's ref_int8 (1.04 ms) sat on the 20x border
+
 def _tiny_first(case, m: int, k: int, n: int, rows: int) -> Measurement:
-    """`case(m, k, n) -> (fast s, float32 s, shape)` timed on a tiny product first, where a reference (unvectorised)
-    int8 kernel costs milliseconds rather than seconds at full size, then at the real `k, n` and up to `rows` rows."""
-    f, r, shape = case(16, 64, 64)
+    """`case(m, k, n) -> (fast s, float32 s, shape)` timed on a small product first (64x128x128), where a reference
+    (unvectorised) int8 kernel takes ~10 ms, not seconds, and loses by two orders of magnitude; only a kernel within
+    20x of float32 there is timed at the real `k, n` and up to `rows` rows."""
+    f, r, shape = case(*_SMALL_PRODUCT)
     if f > 20 * r + 5e-4: return Measurement(False, f, r, shape)
     return _verdict(*case(min(m, rows), k, n))
 

@@ -5,7 +5,7 @@ the float run and reads why it has none; JupyterLab opens a notebook of `nbs/`, 
 error; the exported standalone HTML pages render in the same chromium without a kernel.
 Screenshots go to pytest's tmp dir. Skips (with the reason) only when /usr/bin/chromium is missing: `.ci/run`
 installs it with `apt-get install chromium`."""
-import contextlib, io, json, os, shutil, signal, socket, subprocess, sys, time
+import contextlib, io, json, os, re, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 
 import pytest
@@ -173,8 +173,37 @@ def test_voila_activation_dashboard(mixed_runs, browser, tmp_path):
     print(f"voila test: {time.monotonic() - t0:.1f} s; screenshots in {tmp_path}")
 
 
+PROMPTS = "[...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())"
+
+
+def _lab_state(page, tmp: Path) -> str:
+    "What JupyterLab shows when a wait fails: the cells' prompts, the kernel indicator, any dialog, the server log's tail."
+    try:
+        seen = page.evaluate(f"""() => ({{prompts: {PROMPTS},
+            status: (document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator') || {{dataset: {{}}}}).dataset.status,
+            dialogs: [...document.querySelectorAll('.jp-Dialog')].map(d => d.innerText.slice(0, 300))}})""")
+        page.screenshot(path=str(tmp / 'jupyterlab-failed.png'), full_page=True)
+    except Exception as e: seen = f"(the page could not be read: {e})"
+    log = tmp / 'jupyterlab.log'
+    return f"browser: {seen}\nscreenshot: {tmp / 'jupyterlab-failed.png'}\nserver log (tail):\n" + \
+           (log.read_text()[-3000:] if log.exists() else '(none)')
+
+
+def _run_all_cells(page, tries: int = 6):
+    """Run > Run All Cells. A menu drawn before the notebook enabled the command shows the item disabled, and a click
+    on it does nothing: close the menu and open it again until the item is enabled."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    item = page.locator('.lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel', has_text=re.compile(r'^Run All Cells$'))
+    for _ in range(tries):
+        page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
+        try: return item.click(timeout=10_000)
+        except PlaywrightTimeout: page.keyboard.press('Escape')
+    raise PlaywrightTimeout(f"Run All Cells stayed disabled in {tries} openings of the Run menu")
+
+
 def test_jupyterlab_runs_a_notebook_without_errors(browser, tmp_path):
     "The issue's first contact: open a notebook of nbs/ in JupyterLab, Run > Run All Cells, no error output."
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     name = '04_data.ipynb'                # a few seconds of compute
     with jupyterlab(REPO / 'nbs', tmp_path) as url:
         page = browser.new_page()
@@ -185,12 +214,15 @@ def test_jupyterlab_runs_a_notebook_without_errors(browser, tmp_path):
             n_code = sum(c.cell_type == 'code' for c in nbformat.read(REPO / 'nbs' / name, as_version=4).cells)
             page.wait_for_function(f"() => document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length === {n_code}",
                                    timeout=60_000)                    # every cell rendered (windowing off)
-            page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
-            page.locator('.lm-Menu-itemLabel', has_text='Run All Cells').first.click()
-            page.wait_for_function("""() => {
-                const p = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());
-                const idle = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]');
-                return idle && p.length && p.every(t => /^\\[\\d+\\]:$/.test(t)); }""", timeout=300_000)
+            try:
+                _run_all_cells(page)
+                page.wait_for_function(f"() => {PROMPTS}.some(t => t !== '[ ]:')", timeout=60_000)   # the run began
+                page.wait_for_function(f"""() => {{
+                    const p = {PROMPTS};
+                    const idle = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]');
+                    return idle && p.length && p.every(t => /^\\[\\d+\\]:$/.test(t)); }}""", timeout=300_000)
+            except PlaywrightTimeout as e:
+                raise AssertionError(f"{e}\n{_lab_state(page, tmp_path)}") from None
             page.screenshot(path=str(tmp_path / 'jupyterlab.png'), full_page=True)
             errors = [t for t in page.locator(STDERR).all_inner_texts() if 'Traceback' in t or 'Error' in t]
             assert not errors, errors[0][-2000:]

@@ -676,6 +676,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'qvit_nb.train._duration': ('train.html#_duration', 'qvit_nb/train.py'),
                                'qvit_nb.train._fmt': ('train.html#_fmt', 'qvit_nb/train.py'),
                                'qvit_nb.train.check_inputs': ('train.html#check_inputs', 'qvit_nb/train.py'),
+                               'qvit_nb.train.compile_choice': ('train.html#compile_choice', 'qvit_nb/train.py'),
+                               'qvit_nb.train.compile_works': ('train.html#compile_works', 'qvit_nb/train.py'),
                                'qvit_nb.train.dist_env': ('train.html#dist_env', 'qvit_nb/train.py'),
                                'qvit_nb.train.gpu_fast_paths': ('train.html#gpu_fast_paths', 'qvit_nb/train.py'),
                                'qvit_nb.train.keep_best_checkpoints': ('train.html#keep_best_checkpoints', 'qvit_nb/train.py'),

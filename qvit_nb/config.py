@@ -132,7 +132,8 @@ class _RuntimeKeys:
     "Where and how the run executes, and which checkpoint counts as the best."
     device: str = _key('auto', 'auto, cpu, cuda, cuda:N or mps', 'runtime')
     amp: bool = _key(True, 'mixed precision (used on GPU only)', 'runtime')
-    compile: bool = _key(False, 'torch.compile the model', 'runtime')
+    compile: Optional[bool] = _key(None, 'torch.compile the training model: true (--compile), false (--no-compile) or auto '
+                                   '(compiled when the model has quantizers and trains on CUDA, where eager QAT is launch-bound)', 'runtime')
     nan_policy: str = _key('stop', 'on a non-finite loss: stop the run, or skip the step', 'runtime', choices=('stop', 'skip'))
     max_skipped_steps: int = _key(10, "with nan_policy 'skip': stop after this many skipped steps", 'runtime', lo=0)
     eval_metric: str = _key('top1', 'metric that picks model_best.pth.tar (and that a plateau schedule follows): top1, top5 (higher is better) or loss (the eval loss, lower is better)', 'runtime', choices=tuple(EVAL_METRICS))
@@ -276,6 +277,7 @@ def _normalize(key, value):
         if value is True: return 'last'
         if value is False or value is None: return ''
     if key in ('wq_mode', 'aq_mode') and isinstance(value, str): return value.strip().lower()
+    if key == 'compile' and isinstance(value, str) and value.strip().lower() == 'auto': return None
     return value
 
 def _coerce(key: str, value: Any) -> Any:
@@ -479,6 +481,7 @@ def config_hash(cfg: TrainConfig, n: int = 10) -> str:
     d = {old_name.get(k, k): v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
     if cfg.data_dir: d['data_dir'] = str(Path(cfg.data_dir).expanduser().resolve())   # other data, other result (absent: digits' hashes stay)
     d['mean'], d['std'] = map(list, dataset_stats(cfg.dataset, cfg.mean, cfg.std))   # unset: the dataset's, hashed as its values
+    if d['compile'] is None: d['compile'] = False   # auto hashes as false, the default before auto: earlier runs keep their hashes
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(',', ':')).encode()).hexdigest()[:n]
 
 # %% ../nbs/05_config.ipynb #399d9940
@@ -536,7 +539,8 @@ class _TrainArgumentParser(argparse.ArgumentParser):
 def _help(f) -> str:
     md, default = f.metadata, (f.default if f.default is not MISSING else f.default_factory())
     h = md['help'] + (f" [{', '.join(map(str, md['choices']))}]" if md['choices'] else '')
-    return h + f" (default: {default})".replace('%', '%%')
+    shown = 'auto' if default is None and FIELD_TYPES[f.name] == Optional[bool] else default   # decided when the run starts
+    return h + f" (default: {shown})".replace('%', '%%')
 
 STUDY_ALIASES = {'use_relu': ('act_layer', 'relu'), 'use_token_kd': ('kd_embed', 'last'),
                  'use_distill_head': ('distill_head', True), 'replace_ln_by_bn': ('norm_layer', 'batchnorm')}
@@ -557,7 +561,7 @@ def build_parser(prog: str = 'qvit train') -> argparse.ArgumentParser:
         flags = ['--' + k.replace('_', '-') for k in (f.name, *(o for o, new in RENAMED_KEYS.items() if new == f.name))]  # + old names
         names = ([md['short']] if md['short'] else []) + flags
         unset = lambda const: g.add_argument(*('--no-' + x[2:] for x in flags), dest=f.name, action='store_const', const=const, help=argparse.SUPPRESS)
-        if tp is bool:
+        if tp is bool or tp == Optional[bool]:      # an optional bool (compile): unset is its default, auto
             g.add_argument(*names, dest=f.name, action='store_const', const=True, help=_help(f))
             unset(False)
             continue

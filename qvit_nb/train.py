@@ -35,8 +35,9 @@ from .fastpaths import adopt_verdicts, verdicts
 
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'RESUME_CHANGEABLE', 'seed_epoch', 'resolve_device', 'dist_env',
-           'quiet_expected_warnings', 'gpu_fast_paths', 'rank_epochs', 'keep_best_checkpoints', 'TrainingDiverged',
-           'RunInterrupted', 'check_inputs', 'resume_config', 'TrainingRun', 'train']
+           'quiet_expected_warnings', 'gpu_fast_paths', 'compile_works', 'compile_choice', 'rank_epochs',
+           'keep_best_checkpoints', 'TrainingDiverged', 'RunInterrupted', 'check_inputs', 'resume_config',
+           'TrainingRun', 'train']
 
 # %% ../nbs/06_train.ipynb #c8ef0241
 def seed_epoch(seed: int, epoch: int, rank: int = 0):
@@ -76,6 +77,28 @@ def gpu_fast_paths(model: nn.Module, device: torch.device, opt: str) -> dict:
     if torch.device(device).type != 'cuda': return {}
     if any(isinstance(m, nn.Conv2d) for m in model.modules()): model.to(memory_format=torch.channels_last)
     return {'fused': True} if opt.lower() in _FUSED_OPTS else {}
+
+# %% ../nbs/06_train.ipynb #2ca8f243
+_COMPILE_CHECKED = {}     # device type -> None (works) or why not: one check per process
+
+def compile_works(device) -> Optional[str]:
+    "None when `torch.compile` builds and runs a one-line function on `device`; else why not, in one line."
+    dev = torch.device(device)
+    if dev.type not in _COMPILE_CHECKED:
+        try:
+            y = torch.compile(lambda t: t * 2 + 1, fullgraph=True)(torch.arange(4., device=dev)).cpu()
+            _COMPILE_CHECKED[dev.type] = None if torch.equal(y, torch.arange(4.) * 2 + 1) else f"a compiled x*2+1 gave {y.tolist()}"
+        except Exception as e:            # a probe: whatever stops torch.compile here is its answer
+            _COMPILE_CHECKED[dev.type] = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+    return _COMPILE_CHECKED[dev.type]
+
+def compile_choice(setting: Optional[bool], device, model: nn.Module) -> tuple[bool, str]:
+    "`(compile?, why)` for the training model: `setting` True or False as given; None (auto) compiles a model with quantizers on CUDA."
+    from qvit_nb.quant import LSQQuantizer
+    if setting is not None: return bool(setting), f"compile {str(bool(setting)).lower()}"
+    if torch.device(device).type != 'cuda': return False, 'auto: eager off CUDA'
+    if not any(isinstance(m, LSQQuantizer) for m in model.modules()): return False, 'auto: a float model stays eager'
+    return True, 'auto: a quantized model on CUDA'
 
 # %% ../nbs/06_train.ipynb #777afc05
 def rank_epochs(summary: list, metric: str = 'top1') -> list:
@@ -210,14 +233,16 @@ class TrainingRun:
         "What the schedule will do: epochs (the cooldown timm adds), warmup, steps per epoch and batch size."
         cfg, cool = self.cfg, self.num_epochs - self.cfg.epochs
         return (f"plan: {self.num_epochs} epochs" + (f" ({cfg.epochs} + {cool} cooldown)" if cool else '') +
-                f", warmup {cfg.warmup_epochs} epochs, {len(self.train_loader)} steps/epoch of {cfg.batch_size}")
+                f", warmup {cfg.warmup_epochs} epochs, {len(self.train_loader)} steps/epoch of {cfg.batch_size}" +
+                (f", compiled ({self.compile_why})" if getattr(self, 'compiled', False) else ''))
 
     def _warnings(self) -> list:
-        cfg = self.cfg
+        cfg, out = self.cfg, []
         if cfg.warmup_epochs >= cfg.epochs:
-            return [f"warning: warmup_epochs {cfg.warmup_epochs} >= epochs {cfg.epochs}: the learning rate never reaches lr {cfg.lr:g} "
-                    f"(it is still warming up from warmup_lr {cfg.warmup_lr:g}); lower --warmup-epochs"]
-        return []
+            out.append(f"warning: warmup_epochs {cfg.warmup_epochs} >= epochs {cfg.epochs}: the learning rate never reaches lr {cfg.lr:g} "
+                       f"(it is still warming up from warmup_lr {cfg.warmup_lr:g}); lower --warmup-epochs")
+        if getattr(self, 'compile_fallback', None): out.append(f"warning: {self.compile_fallback}")
+        return out
 
     # --- building -------------------------------------------------------------------------------------------
 
@@ -265,7 +290,13 @@ def _setup(self: TrainingRun):
     if self.world > 1:
         self.train_model = nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
-    if cfg.compile: self.train_model = torch.compile(self.train_model)
+    self.compiled, self.compile_why = compile_choice(cfg.compile, self.device, self.model)
+    self.compile_seconds, self.compile_fallback = None, None
+    if self.compiled and (why_not := compile_works(self.device)):
+        if cfg.compile: raise RuntimeError(f"compile true, but torch.compile does not work on {self.device} here ({why_not}); "
+                                           "train with --no-compile")
+        self.compiled, self.compile_fallback = False, f"torch.compile does not work on {self.device} here ({why_not}): training eagerly"
+    if self.compiled: self.train_model = torch.compile(self.train_model)
 
 @patch
 def _schedule(self: TrainingRun) -> tuple:
@@ -347,6 +378,8 @@ def train_epoch(self: TrainingRun, epoch: int) -> dict:
     sums, n, t0 = {}, 0, time.perf_counter()
     params = [p for g in self.optimizer.param_groups for p in g['params']]
     steps, tty = len(self.train_loader), self.is_main and sys.stderr.isatty()     # a terminal gets tqdm, logs get lines
+    compiling, rate_from = self.compiled and self.compile_seconds is None, (t0, 0, 0)    # rate and ETA: (time, images, steps) after it
+    if compiling: self._log("torch.compile: compiling the training model; its first step takes longer")
     bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.num_epochs}", leave=False, disable=not tty, dynamic_ncols=True)
     for step, (x, y) in enumerate(bar):
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -371,19 +404,27 @@ def train_epoch(self: TrainingRun, epoch: int) -> dict:
         bs = x.shape[0]; n += bs
         for k, v in parts.items(): sums[k] = sums.get(k, 0.) + v.item() * bs
         if tty: bar.set_postfix(loss=f"{loss.item():.4f}")
+        if compiling:
+            compiling, self.compile_seconds, rate_from = False, time.perf_counter() - t0, (time.perf_counter(), n, step + 1)
+            self._log(line := f"torch.compile: the first step took {self.compile_seconds:.1f} s (compiling)", echo=not tty)
+            if tty: bar.write(line)
         if self.is_main and ((step + 1) % cfg.log_interval == 0 or step + 1 == steps):
-            self._progress(epoch, step + 1, steps, sums['total'] / n, n * self.world, time.perf_counter() - t0, echo=not tty)
+            t_r, n_r, s_r = rate_from if step + 1 > rate_from[2] else (t0, 0, 0)
+            self._progress(epoch, step + 1, steps, sums['total'] / n, (n - n_r) * self.world, time.perf_counter() - t_r,
+                           echo=not tty, timed=step + 1 - s_r)
     dt = time.perf_counter() - t0
     stats = torch.tensor([sums.get('total', 0.), float(n)], dtype=torch.float64)
     if self.world > 1: dist.all_reduce(stats)
     return dict(train_loss=(stats[0] / stats[1].clamp_min(1)).item(), images=int(stats[1].item()), seconds=dt,
-                parts={k: v / max(n, 1) for k, v in sums.items() if k != 'total'})
+                parts={k: v / max(n, 1) for k, v in sums.items() if k != 'total'},
+                compile_seconds=self.compile_seconds if rate_from[2] else None)
 
 @patch
-def _progress(self: TrainingRun, epoch, step, steps, loss, images, seconds, echo=True):
+def _progress(self: TrainingRun, epoch, step, steps, loss, images, seconds, echo=True, timed=None):
+    "A progress line; `images` and `seconds` are those of the last `timed` steps (all `step` by default: a compiling step is left out)."
     left = (steps - step) + (self.num_epochs - epoch - 1) * steps             # training steps still to go in the run
     self._log(f"epoch {epoch + 1}/{self.num_epochs} step {step}/{steps} | loss {loss:.4f} | {images / max(seconds, 1e-9):.0f} img/s"
-              f" | ETA {_duration(seconds / step * left)}", echo)
+              f" | ETA {_duration(seconds / (timed or step) * left)}", echo)
 
 # %% ../nbs/06_train.ipynb #2c8f15ec
 @patch
@@ -444,6 +485,7 @@ def write_metrics(self: TrainingRun, status: str, error: Optional[str] = None):
              best_top1=self.best['top1'] if self.best else None, best_epoch=self.best['epoch'] if self.best else None,
              wall_time_s=round(self.wall, 3), train_images_per_s=round(self.images / self.train_time, 2) if self.train_time else None,
              skipped_steps=self.skipped, world_size=self.world, device=str(self.device), error=error,
+             compiled=getattr(self, 'compiled', None), compile_seconds=getattr(self, 'compile_seconds', None),
              pid=os.getpid(), host=socket.gethostname(),
              storage_kib=round(self.storage['bytes'] / 1024, 1) if hasattr(self, 'storage') else None,
              float32_kib=round(self.storage['float32_bytes'] / 1024, 1) if hasattr(self, 'storage') else None,
@@ -563,6 +605,7 @@ def _fit(self: TrainingRun) -> dict:
                 self._save_epoch(epoch, improved, t_start)
                 self._log(f"epoch {epoch + 1}/{self.num_epochs} | train loss {tr['train_loss']:.4f} | eval loss {ev['eval_loss']:.4f} "
                           f"top1 {ev['top1']:.2f} top5 {ev['top5']:.2f} | lr {row['lr']:.3g} | {tr['seconds']:.1f}s "
+                          + (f"({tr['compile_seconds']:.1f}s compiling) " if tr.get('compile_seconds') else '') +
                           f"{tr['images'] / max(tr['seconds'], 1e-9):.0f} img/s")
         self.wall = time.perf_counter() - t_start
         self.write_metrics('finished')

@@ -234,7 +234,7 @@ class TrainingRun:
         cfg, cool = self.cfg, self.num_epochs - self.cfg.epochs
         return (f"plan: {self.num_epochs} epochs" + (f" ({cfg.epochs} + {cool} cooldown)" if cool else '') +
                 f", warmup {cfg.warmup_epochs} epochs, {len(self.train_loader)} steps/epoch of {cfg.batch_size}" +
-                (f", compiled ({self.compile_why})" if getattr(self, 'compiled', False) else ''))
+                (f", compiled ({self.compile_why})" if self.compiled else ''))
 
     def _warnings(self) -> list:
         cfg, out = self.cfg, []

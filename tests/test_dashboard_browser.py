@@ -174,13 +174,15 @@ def test_voila_activation_dashboard(mixed_runs, browser, tmp_path):
 
 
 PROMPTS = "[...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())"
+STATUS_BAR = "[...document.querySelectorAll('.jp-StatusBar-TextItem')].map(e => e.textContent.trim())"
 
 
 def _lab_state(page, tmp: Path) -> str:
-    "What JupyterLab shows when a wait fails: the cells' prompts, the kernel indicator, any dialog, the server log's tail."
+    "What JupyterLab shows when a wait fails: the cells' prompts, the kernel's state, any dialog, the server log's tail."
     try:
         seen = page.evaluate(f"""() => ({{prompts: {PROMPTS},
             status: (document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator') || {{dataset: {{}}}}).dataset.status,
+            status_bar: {STATUS_BAR}.filter(t => t.includes(' | ')),
             dialogs: [...document.querySelectorAll('.jp-Dialog')].map(d => d.innerText.slice(0, 300))}})""")
         page.screenshot(path=str(tmp / 'jupyterlab-failed.png'), full_page=True)
     except Exception as e: seen = f"(the page could not be read: {e})"
@@ -209,12 +211,15 @@ def test_jupyterlab_runs_a_notebook_without_errors(browser, tmp_path):
         page = browser.new_page()
         try:
             page.goto(f"{url}lab/tree/{name}", wait_until='domcontentloaded', timeout=90_000)
-            page.wait_for_selector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
             import nbformat
             n_code = sum(c.cell_type == 'code' for c in nbformat.read(REPO / 'nbs' / name, as_version=4).cells)
             page.wait_for_function(f"() => document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length === {n_code}",
                                    timeout=60_000)                    # every cell rendered (windowing off)
             try:
+                # The kernel attached and idle, as the status bar says it. Not the toolbar's indicator: that reads "idle"
+                # while the status bar still says "No Kernel | Initializing", and Run All Cells then returns without
+                # running anything (JupyterLab skips cells while the session has no kernel): the CI timeout of 2 Dec.
+                page.wait_for_function(f"() => {STATUS_BAR}.some(t => /^(?!No Kernel).+ \\| Idle$/.test(t))", timeout=120_000)
                 _run_all_cells(page)
                 page.wait_for_function(f"() => {PROMPTS}.some(t => t !== '[ ]:')", timeout=60_000)   # the run began
                 page.wait_for_function(f"""() => {{

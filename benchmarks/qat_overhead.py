@@ -41,7 +41,7 @@ each trained alone in its own process took 0-6k. `--keep-freed-memory` sets glib
 (`mallopt`: no mmap, no trimming) before any model is built, so every variant runs on reused pages as a single
 training process does in its steady state; use it where a quantized row shows faults the float32 row does not.
 """
-import argparse, copy, ctypes, importlib.util, os, resource, statistics, subprocess, sys, tempfile, time
+import argparse, copy, ctypes, importlib.util, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import torch
@@ -152,7 +152,11 @@ def keep_freed_memory() -> str:
     return "glibc malloc keeps freed memory (mallopt: no mmap, no trim)" if ok else "mallopt refused: allocator unchanged"
 
 
-def minor_faults() -> int: return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def minor_faults() -> int:
+    "This process's minor page faults so far (0 where `resource` is missing: Windows)."
+    try: import resource
+    except ImportError: return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def main():

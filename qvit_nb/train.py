@@ -32,6 +32,7 @@ from .checkpoints import (CheckpointError, PROGRESS_FILE, atomic_write, check_re
                                  resume_checkpoint, save_checkpoint, state_checksum, is_quantizer_key, _holds_run)
 from .builders import build_criterion, build_model, build_teacher, check_model_name
 from .fastpaths import adopt_verdicts, verdicts
+from .quant import LSQQuantizer
 
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'RESUME_CHANGEABLE', 'seed_epoch', 'resolve_device', 'dist_env',
@@ -94,7 +95,6 @@ def compile_works(device) -> Optional[str]:
 
 def compile_choice(setting: Optional[bool], device, model: nn.Module) -> tuple[bool, str]:
     "`(compile?, why)` for the training model: `setting` True or False as given; None (auto) compiles a model with quantizers on CUDA."
-    from qvit_nb.quant import LSQQuantizer
     if setting is not None: return bool(setting), f"compile {str(bool(setting)).lower()}"
     if torch.device(device).type != 'cuda': return False, 'auto: eager off CUDA'
     if not any(isinstance(m, LSQQuantizer) for m in model.modules()): return False, 'auto: a float model stays eager'
@@ -319,7 +319,6 @@ def _load_initial(self: TrainingRun, path):
 @torch.no_grad()
 def _init_steps(self: TrainingRun):
     "Initialise the quantizer steps that have not been (new, or not in an initial checkpoint) from the first batch."
-    from qvit_nb.quant import LSQQuantizer
     if not any(isinstance(m, LSQQuantizer) and not m.initialised for m in self.model.modules()): return
     self.train_loader.set_epoch(0) if hasattr(self.train_loader, 'set_epoch') else None
     x, _ = next(iter(self.train_loader))

@@ -192,8 +192,9 @@ def _lab_state(page, tmp: Path) -> str:
 
 
 def _run_all_cells(page, tries: int = 6):
-    """Run > Run All Cells. A menu drawn before the notebook enabled the command shows the item disabled, and a click
-    on it does nothing: close the menu and open it again until the item is enabled."""
+    """Run > Run All Cells, the item matched by its exact label and clicked only once the menu shows it enabled
+    (reopening the menu up to `tries` times). A guard: a disabled item was never seen; the hang it was written for
+    was Run All before the kernel attached (see the caller's wait)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     item = page.locator('.lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel', has_text=re.compile(r'^Run All Cells$'))
     for _ in range(tries):

@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 import qvit_nb.models  # noqa: F401  (registers the compact transformers with timm)
 from .qmodules import quant_summary, activation_quantizers, model_storage
 from .distill import forward_with_embeddings
-from .data import build_loaders, build_mixup, dataset_name, DATASETS
+from .data import build_mixup, dataset_name, DATASETS
+from .loaders import build_loaders
 from .config import TrainConfig, EVAL_METRICS, canonical_keys, load_config, save_config, config_hash
 # the run's files (02a, 02b) and its objects (06a); the names stay importable from here, as scripts and the CLI use them
 from .runfiles import PROGRESS_FILE, atomic_write, lock_run_dir, new_run_id, resolve_run_dir, _holds_run

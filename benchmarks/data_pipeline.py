@@ -22,7 +22,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from qvit_nb.data import TensorLoader, build_loaders  # noqa: E402
+from qvit_nb.loaders import TensorLoader, build_loaders  # noqa: E402
 
 
 def cifar_like(root, n_train=5000, n_test=1000, seed=0):

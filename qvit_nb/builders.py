@@ -12,7 +12,7 @@ import timm
 
 from .models import check_model_name   # importing models registers the compact transformers with timm
 from .qmodules import quantize_model
-from .checkpoints import read_checkpoint, state_dict_of
+from .checkpoints import load_checkpoint, state_dict_of
 from .distill import DistillLoss, ClassificationLoss, load_teacher
 from .config import TrainConfig
 
@@ -46,7 +46,7 @@ def build_teacher(cfg: TrainConfig, num_classes: int) -> Optional[nn.Module]:
     if not cfg.use_kd: return None
     quantized, kw = None, dict(img_size=cfg.img_size)
     path = cfg.teacher_checkpoint or None
-    ckpt = read_checkpoint(path) if path else None                 # the one read of the teacher's file
+    ckpt = load_checkpoint(path, training=False) if path else None                 # the one read of the teacher's file
     args = ckpt.get('args') if ckpt is not None and str(path).endswith('.pth.tar') else None
     if isinstance(args, dict):       # one of our checkpoints: it says how the teacher was built
         t = TrainConfig.from_dict({k: v for k, v in args.items() if k not in ('resume', 'initial_checkpoint')})

@@ -21,7 +21,7 @@ from .core import did_you_mean, unknown_choice_error
 from .quant import QUANTIZERS, QConfig
 from .qmodules import PRESETS, parse_qmodule
 from .data import dataset_name, dataset_stats
-from .checkpoints import atomic_write
+from .runfiles import atomic_write
 
 # %% ../nbs/05_config.ipynb #bc69cc5b
 WQ_BITS = (1, 2, 4, 8)  # weight bit widths the quantizers implement

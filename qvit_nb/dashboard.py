@@ -24,7 +24,7 @@ from torch import nn
 from .core import unknown_choice_error
 from .quant import LSQQuantizer, Levels
 from .qmodules import QuantLinear, QuantConv2d, Attention, activation_quantizers, quant_summary
-from .data import build_loaders
+from .loaders import build_loaders
 from .config import TrainConfig, load_config
 from .checkpoints import load_checkpoint, state_dict_of
 from .builders import build_model     # not the training loop: `train` is imported where a demo trains

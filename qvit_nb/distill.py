@@ -16,7 +16,7 @@ from timm.utils import unwrap_model
 
 from .core import unknown_choice_error
 from .qmodules import quantize_model
-from .checkpoints import check_state_dict, load_state_dict_file, strip_wrapper_prefixes  # the one loader (02a)
+from .checkpoints import check_state_dict, load_checkpoint, strip_wrapper_prefixes  # the one reader (02b)
 from .models import check_model_name   # importing models registers them, so they can be teachers
 
 # %% auto #0
@@ -45,7 +45,7 @@ def load_teacher(name: str, checkpoint: Union[str, Path, dict, None] = None, qua
     model = timm.create_model(check_model_name(name, what='teacher model'), num_classes=num_classes, **model_kwargs)
     if quantized is not None: quantize_model(model, **_quant_args(quantized))
     if checkpoint is not None:
-        sd = strip_wrapper_prefixes(checkpoint) if isinstance(checkpoint, dict) else load_state_dict_file(checkpoint)
+        sd = strip_wrapper_prefixes(checkpoint) if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, state_dict=True, training=False)
         what = f"teacher {name!r} (num_classes={num_classes}, {'quantized' if quantized is not None else 'float'})"
         check_state_dict(model, sd, what, source or ('checkpoint' if isinstance(checkpoint, dict) else f"checkpoint {str(checkpoint)!r}"))
         model.load_state_dict(sd)

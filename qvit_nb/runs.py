@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Union
 import pandas as pd
 
 from .config import canonical_keys
-from .checkpoints import read_json_object
+from .runfiles import read_json_object
 
 # %% auto #0
 __all__ = ['STATUSES', 'STUDY_FINDINGS', 'EXECUTORS', 'KERNEL_LOG', 'run_status', 'network_label', 'tricks_label', 'load_runs',
@@ -257,7 +257,7 @@ import multiprocessing
 
 from .core import unknown_choice_error
 from .config import TrainConfig, load_config, config_hash, check_key, check_run_name, _safe_yaml
-from .checkpoints import atomic_write, new_run_id, read_metrics, PROGRESS_FILE
+from .runfiles import atomic_write, new_run_id, read_metrics, PROGRESS_FILE
 
 _SWEEP_KEYS = ('name', 'base', 'workers', 'executor', 'slurm', 'experiments', 'grid', 'threads')
 _EXP_KEYS = ('name', 'tricks', 'overrides', 'teacher_from', 'init_from')

@@ -24,12 +24,13 @@ from tqdm.auto import tqdm
 import qvit_nb.models  # noqa: F401  (registers the compact transformers with timm)
 from .qmodules import quant_summary, activation_quantizers, model_storage
 from .distill import forward_with_embeddings
-from .data import build_loaders, build_mixup, dataset_name, DATASETS
+from .data import build_mixup, dataset_name, DATASETS
+from .loaders import build_loaders
 from .config import TrainConfig, EVAL_METRICS, canonical_keys, load_config, save_config, config_hash
-# the run's files (02a) and its objects (06a); the names stay importable from here, as scripts and the CLI use them
-from .checkpoints import (CheckpointError, PROGRESS_FILE, atomic_write, check_resume, check_state_dict, load_checkpoint,
-                                 load_state_dict_file, lock_run_dir, new_run_id, previous_checkpoint, resolve_run_dir,
-                                 resume_checkpoint, save_checkpoint, state_checksum, is_quantizer_key, _holds_run)
+# the run's files (02a, 02b) and its objects (06a); the names stay importable from here, as scripts and the CLI use them
+from .runfiles import PROGRESS_FILE, atomic_write, lock_run_dir, new_run_id, resolve_run_dir, _holds_run
+from .checkpoints import (CheckpointError, check_resume, check_state_dict, load_checkpoint, previous_checkpoint,
+                                 resume_checkpoint, save_checkpoint, state_checksum, is_quantizer_key)
 from .builders import build_criterion, build_model, build_teacher, check_model_name
 from .fastpaths import adopt_verdicts, verdicts
 from .quant import LSQQuantizer
@@ -310,7 +311,7 @@ def _schedule(self: TrainingRun) -> tuple:
 @patch
 def _load_initial(self: TrainingRun, path):
     "Start from another run's weights (step 2 of a two-step run): only newly quantized tensors may be missing."
-    sd = load_state_dict_file(path)
+    sd = load_checkpoint(path, state_dict=True, training=False)
     check_state_dict(self.model, sd, f"model {self.cfg.model!r} ({self.num_classes} classes)", f"initial checkpoint {path}",
                      optional=is_quantizer_key)
     self.model.load_state_dict(sd, strict=False)

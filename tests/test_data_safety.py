@@ -11,7 +11,7 @@ FUZZ = textwrap.dedent('''
     from pathlib import Path
     import numpy as np
     from numpy._core.multiarray import _reconstruct
-    from qvit_nb.data import safe_pickle_load
+    from qvit_nb.unpickle import safe_pickle_load
 
     class Dt:                       # a dtype with an arbitrary state: byte order, flags, sizes
         def __init__(self, spec, state): self.spec, self.state = spec, state

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from qvit_nb.data import load_dataset, build_loaders
+from qvit_nb.data import load_dataset
+from qvit_nb.loaders import build_loaders
 
 DATA = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'cifar10'
 pytestmark = pytest.mark.skipif(not (DATA / 'test.tar').exists(), reason=f'{DATA}/test.tar not present')

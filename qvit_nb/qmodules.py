@@ -5,18 +5,19 @@
 # %% ../nbs/01_qmodules.ipynb #c9c24ee3
 from __future__ import annotations
 import fnmatch, math
-from typing import Iterable, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from torch import nn
 
 from .core import closest, unknown_choice_error
-from .quant import LSQQuantizer, QConfig, make_quantizer, quant_levels
-from . import fastpaths
-from .fastpaths import (Int8Levels, PackedInt8Weight, fits_int8, int8_levels, int8_products_allowed,
-                               pack_int8_weight, use_int8_matmul, use_int_mm)
+from .lsq import quant_levels
+from .fastpaths import (Int8Levels, PackedInt8Weight, int8_levels, int8_products_allowed, pack_int8_weight,
+                               use_int8_matmul, use_int_mm)
+from .quant import LEARNABLE_BIAS, LSQQuantizer, QConfig, make_quantizer
 
 # %% auto #0
 __all__ = ['PRESETS', 'RELU_UNSIGNED', 'UNINITIALISED', 'QuantLinear', 'QuantConv2d', 'Attention', 'parse_qmodule', 'study_alias',
@@ -28,10 +29,12 @@ class _QuantWeight:
     _wcache = _pcache = None
 
     def _weight_key(self) -> tuple:
-        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (self.weight, *self.wq.parameters(), *self.wq.buffers()))
+        tensors = (self.weight, *self.wq.parameters(), *self.wq.buffers())
+        return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
     def _eval_cached(self, slot: str, make):
-        "`make()`, kept in `slot` per weight version in eval mode without gradients; recomputed (slot cleared) otherwise."
+        """`make()`, kept in `slot` per weight version in eval mode without gradients; recomputed (slot cleared)
+        otherwise."""
         if self.training or torch.is_grad_enabled() or torch.compiler.is_compiling():
             setattr(self, slot, None)
             return make()
@@ -46,36 +49,39 @@ class _QuantWeight:
         if isinstance(self.wq, nn.Identity): return self.weight
         return self._eval_cached('_wcache', lambda: self.wq(self.weight))
 
-    def int8_step(self, packed: bool = True) -> Optional[torch.Tensor]:
-        """The weight quantizer's step where the weight's levels may feed an integer matmul, with integer products not
-        switched off; else None. A `packed` weight only in eval without gradients (training would repack a changing
-        weight every step); unpacked levels (`packed=False`: a cast per call) in any mode."""
-        wq = self.wq
-        if packed and (self.training or torch.is_grad_enabled()): return None
-        if not (isinstance(wq, LSQQuantizer) and wq.bias is None and fits_int8(wq.qn, wq.qp) and int8_products_allowed()): return None
-        return wq.effective_step()
-
-    def int8_weight(self, w: torch.Tensor, x: torch.Tensor) -> Optional[PackedInt8Weight]:
-        """`w = quant_weight()` packed for the integer matmul, cached per weight version, where `int8_step` allows it and
-        int8 products were measured faster here at this shape (`use_int8_matmul`); else None."""
-        step = self.int8_step()
-        m, k = x.numel() // x.shape[-1], x.shape[-1]
-        if step is None or not use_int8_matmul(m, k, w.shape[0]):
-            self._pcache = None
-            return None
-        return self._eval_cached('_pcache', lambda: pack_int8_weight(w, step, (m, k)))
-
-    def int8_levels(self, w: torch.Tensor, x: torch.Tensor) -> Optional[Int8Levels]:
-        """`w = quant_weight()`'s unpacked int8 levels for an integer product without a packed weight (`int_mm_linear`,
-        training included: a cast of the weight per step), where the weight quantizer is LSQ with int8 levels and no
-        shift and `use_int_mm` measured that product faster here at this shape; else None."""
-        step = self.int8_step(packed=False)
-        if step is None or not use_int_mm(x.numel() // x.shape[-1], x.shape[-1], w.shape[0]): return None
-        return int8_levels(w, step)
-
     def train(self, mode: bool = True):
         self._wcache = self._pcache = None
         return super().train(mode)
+
+# %% ../nbs/01_qmodules.ipynb #6c1d070b
+@patch
+def int8_step(self: _QuantWeight, packed: bool = True) -> Optional[torch.Tensor]:
+    """The weight quantizer's step where the weight's levels may feed an integer matmul, with integer products not
+    switched off; else None. A `packed` weight only in eval without gradients (training would repack a changing
+    weight every step); unpacked levels (`packed=False`: a cast per call) in any mode."""
+    if packed and (self.training or torch.is_grad_enabled()) or not int8_products_allowed(): return None
+    step = getattr(self.wq, 'int8_step', None)        # the quantizer's own: LSQ's where its levels are int8
+    return step() if step is not None else None
+
+@patch
+def int8_weight(self: _QuantWeight, w: torch.Tensor, x: torch.Tensor) -> Optional[PackedInt8Weight]:
+    """`w = quant_weight()` packed for the integer matmul, cached per weight version, where `int8_step` allows it and
+    int8 products were measured faster here at this shape (`use_int8_matmul`); else None."""
+    step = self.int8_step()
+    m, k = x.numel() // x.shape[-1], x.shape[-1]
+    if step is None or not use_int8_matmul(m, k, w.shape[0]):
+        self._pcache = None
+        return None
+    return self._eval_cached('_pcache', lambda: pack_int8_weight(w, step, (m, k)))
+
+@patch
+def int8_levels(self: _QuantWeight, w: torch.Tensor, x: torch.Tensor) -> Optional[Int8Levels]:
+    """`w = quant_weight()`'s unpacked int8 levels for an integer product without a packed weight (`int_mm_linear`,
+    training included: a cast of the weight per step), where the weight quantizer is LSQ with int8 levels and no
+    shift and `use_int_mm` measured that product faster here at this shape; else None."""
+    step = self.int8_step(packed=False)
+    if step is None or not use_int_mm(x.numel() // x.shape[-1], x.shape[-1], w.shape[0]): return None
+    return int8_levels(w, step)
 
 # %% ../nbs/01_qmodules.ipynb #54634d5e
 class QuantLinear(_QuantWeight, nn.Linear):
@@ -86,7 +92,10 @@ class QuantLinear(_QuantWeight, nn.Linear):
         self.wq = make_quantizer(wq, signed=True, num_channels=out_features, ch_axis=0)
         self.aq = make_quantizer(aq, signed=a_signed, ch_axis=-1)
 
-    def forward(self, x): return fastpaths.linear(self.aq, x, self.quant_weight(), self.bias, self)
+    def forward(self, x):
+        w = self.quant_weight()
+        if hasattr(self.aq, 'linear'): return self.aq.linear(x, w, self.bias, self)   # e.g. LSQ's folded step
+        return F.linear(self.aq(x), w, self.bias)
 
     @classmethod
     def from_float(cls, m: nn.Linear, wq=None, aq=None, a_signed=True) -> 'QuantLinear':
@@ -97,7 +106,8 @@ class QuantLinear(_QuantWeight, nn.Linear):
 
 class QuantConv2d(_QuantWeight, nn.Conv2d):
     "`nn.Conv2d` with a weight quantizer `wq` (per output channel when per-channel) and an input quantizer `aq`."
-    def __init__(self, *args, wq: Optional[QConfig] = None, aq: Optional[QConfig] = None, a_signed: bool = True, **kwargs):
+    def __init__(self, *args, wq: Optional[QConfig] = None, aq: Optional[QConfig] = None, a_signed: bool = True,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.wq = make_quantizer(wq, signed=True, num_channels=self.out_channels, ch_axis=0)
         self.aq = make_quantizer(aq, signed=a_signed, ch_axis=1)
@@ -117,7 +127,8 @@ _SLOTS = ('q_quant', 'k_quant', 'v_quant', 'attn_quant')
 
 class Attention(nn.Module):
     "Multi-head self-attention with quantization slots `q_quant`, `k_quant`, `v_quant`, `attn_quant` (softmax output)."
-    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0., proj_drop: float = 0.):
+    def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False, attn_drop: float = 0.,
+                 proj_drop: float = 0.):
         super().__init__()
         if dim % num_heads: raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
@@ -139,8 +150,9 @@ class Attention(nn.Module):
             q, k, v = self.q_quant(q), self.k_quant(k), self.v_quant(v)
             attn = (q * self.scale) @ k.transpose(-2, -1)
             if is_causal: attn_mask = torch.ones(N, N, dtype=torch.bool, device=x.device).tril()
-            if attn_mask is not None:
-                attn = attn.masked_fill(~attn_mask, float('-inf')) if attn_mask.dtype == torch.bool else attn + attn_mask
+            if attn_mask is not None and attn_mask.dtype == torch.bool:
+                attn = attn.masked_fill(~attn_mask, float('-inf'))
+            elif attn_mask is not None: attn = attn + attn_mask
             attn = self.attn_drop(self.attn_quant(attn.softmax(dim=-1)))
             x = attn @ v
         else:
@@ -148,23 +160,24 @@ class Attention(nn.Module):
                                                dropout_p=self.attn_drop.p if self.training else 0., scale=self.scale)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
-    @classmethod
-    def from_timm(cls, m: nn.Module) -> 'Attention':
-        "Convert timm's ViT `Attention` (no qk-norm) into this class, sharing its parameters."
-        if not isinstance(getattr(m, 'q_norm', nn.Identity()), nn.Identity) or not isinstance(getattr(m, 'norm', nn.Identity()), nn.Identity):
-            raise ValueError(f"cannot quantize {type(m).__name__} with q/k normalisation: only plain ViT attention is supported")
-        dim = m.qkv.in_features
-        a = cls(dim, m.num_heads, qkv_bias=m.qkv.bias is not None, attn_drop=m.attn_drop.p, proj_drop=m.proj_drop.p)
-        a.qkv, a.proj, a.scale = m.qkv, m.proj, m.scale
-        return a
+# %% ../nbs/01_qmodules.ipynb #d57c32f9
+@patch(cls_method=True)
+def from_timm(cls: Attention, m: nn.Module) -> Attention:
+    "Convert timm's ViT `Attention` (no qk-norm) into this class, sharing its parameters."
+    no_norm = lambda name: isinstance(getattr(m, name, nn.Identity()), nn.Identity)
+    if not (no_norm('q_norm') and no_norm('norm')):
+        raise ValueError(f"cannot quantize {type(m).__name__} with q/k normalisation: "
+                         "only plain ViT attention is supported")
+    dim = m.qkv.in_features
+    a = cls(dim, m.num_heads, qkv_bias=m.qkv.bias is not None, attn_drop=m.attn_drop.p, proj_drop=m.proj_drop.p)
+    a.qkv, a.proj, a.scale = m.qkv, m.proj, m.scale
+    return a
 
 # %% ../nbs/01_qmodules.ipynb #00e0160f
-from .quant import LEARNABLE_BIAS
-
 PRESETS = {'linear': ('blocks.*.attn.qkv', 'blocks.*.attn.proj', 'blocks.*.mlp.fc1', 'blocks.*.mlp.fc2')}
-_KEYS = {'enable': 'enable', 'mode': 'mode', 'bit': 'bits', 'bits': 'bits', 'bitw': 'bits', 'sym': 'symmetric', 'symmetric': 'symmetric',
-         'asym': 'asym', 'per_channel': 'per_channel', 'learnable_bias': 'learnable_bias', 'signed': 'signed',
-         'pos': 'pos', 'neg': 'neg'}
+_KEYS = {'enable': 'enable', 'mode': 'mode', 'bit': 'bits', 'bits': 'bits', 'bitw': 'bits', 'sym': 'symmetric',
+         'symmetric': 'symmetric', 'asym': 'asym', 'per_channel': 'per_channel', 'learnable_bias': 'learnable_bias',
+         'signed': 'signed', 'pos': 'pos', 'neg': 'neg'}
 _TRUE, _FALSE = {'true', '1', 'yes', 'on'}, {'false', '0', 'no', 'off'}
 
 def _parse_value(key, raw):
@@ -175,18 +188,22 @@ def _parse_value(key, raw):
         except ValueError: raise ValueError(f"override {key}:{raw!r} needs an integer") from None
     if raw.lower() in _TRUE: return True
     if raw.lower() in _FALSE: return False
-    raise ValueError(f"override {key}:{raw!r} needs true or false" + (f" or one of {', '.join(LEARNABLE_BIAS)}" if key == 'learnable_bias' else ''))
+    choices = f" or one of {', '.join(LEARNABLE_BIAS)}" if key == 'learnable_bias' else ''
+    raise ValueError(f"override {key}:{raw!r} needs true or false" + choices)
 
+# %% ../nbs/01_qmodules.ipynb #e51ee207
 def parse_qmodule(entry: str) -> tuple[str, dict, dict]:
     "Split `'pattern;wq:bit:4;aq:mode:identity'` into the pattern and its weight/activation overrides."
     pattern, *parts = [p.strip() for p in str(entry).split(';')]
     if not pattern:
-        raise ValueError(f"qmodules entry {entry!r} has no module pattern (e.g. 'blocks.*.attn.qkv' or a preset: linear, attn, all)")
+        raise ValueError(f"qmodules entry {entry!r} has no module pattern "
+                         "(e.g. 'blocks.*.attn.qkv' or a preset: linear, attn, all)")
     over = {'wq': {}, 'aq': {}}
     for part in parts:
         bits = part.split(':')
         if len(bits) != 3 or bits[0] not in over:
-            raise ValueError(f"bad override {part!r} in qmodules entry {entry!r}: expected 'wq:KEY:VALUE' or 'aq:KEY:VALUE'")
+            raise ValueError(f"bad override {part!r} in qmodules entry {entry!r}: "
+                             "expected 'wq:KEY:VALUE' or 'aq:KEY:VALUE'")
         kind, key, raw = bits
         if key not in _KEYS:
             raise unknown_choice_error('override key', key, sorted(_KEYS), where=repr(entry))
@@ -209,11 +226,13 @@ def _is_attention(m: nn.Module) -> bool:
 _STUDY_NAMES = {'self_attn': 'attn', 'linear1': 'mlp.fc1', 'linear2': 'mlp.fc2'}
 
 def study_alias(pattern: str) -> str:
-    "The study's CCT module name (or glob) in our models' and timm's names: `classifier.blocks.N.self_attn.qkv` -> `blocks.N.attn.qkv`, `linear1`/`linear2` -> `mlp.fc1`/`mlp.fc2`."
+    """The study's CCT module name (or glob) in our models' and timm's names: `classifier.blocks.N.self_attn.qkv` ->
+    `blocks.N.attn.qkv`, `linear1`/`linear2` -> `mlp.fc1`/`mlp.fc2`."""
     parts = pattern.split('.')
     if parts[0] == 'classifier' and len(parts) > 1: parts = parts[1:]
     return '.'.join(_STUDY_NAMES.get(p, p) for p in parts)
 
+# %% ../nbs/01_qmodules.ipynb #ca8921be
 RELU_UNSIGNED = ('follows', 'study')
 
 def _follows_relu(model: nn.Module, name: str) -> bool:
@@ -227,23 +246,32 @@ def _follows_relu(model: nn.Module, name: str) -> bool:
     return isinstance(prev, (nn.ReLU, nn.ReLU6))
 
 def _in_relu_mlp(model: nn.Module, name: str) -> bool:
-    "True for a Linear whose parent (an MLP) holds a ReLU: the study marks the inputs of both fc1 and fc2 unsigned then."
+    """True for a Linear whose parent (an MLP) holds a ReLU: the study marks the inputs of both fc1 and fc2 unsigned
+    then."""
     parent_name, _, child = name.rpartition('.')
     parent = model.get_submodule(parent_name) if parent_name else model
-    return isinstance(getattr(parent, child), nn.Linear) and any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in parent.children())
+    relu = any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in parent.children())
+    return isinstance(getattr(parent, child), nn.Linear) and relu
+
+def _check_relu_unsigned(relu_unsigned: str):
+    if relu_unsigned not in RELU_UNSIGNED:
+        raise ValueError(f"unknown relu_unsigned {relu_unsigned!r} (valid: {', '.join(RELU_UNSIGNED)})")
 
 def _unsigned_input(model: nn.Module, name: str, relu_unsigned: str = 'follows') -> bool:
-    "Whether the layer's input quantizer gets unsigned levels under the ReLU rule `relu_unsigned` (see `quantize_model`)."
-    if relu_unsigned not in RELU_UNSIGNED: raise ValueError(f"unknown relu_unsigned {relu_unsigned!r} (valid: {', '.join(RELU_UNSIGNED)})")
+    "Whether the layer's input quantizer gets unsigned levels under the ReLU rule `relu_unsigned` (`quantize_model`)."
+    _check_relu_unsigned(relu_unsigned)
     return _follows_relu(model, name) or (relu_unsigned == 'study' and _in_relu_mlp(model, name))
 
+# %% ../nbs/01_qmodules.ipynb #8e64ba28
 def _merge(base: Optional[QConfig], over: dict) -> Optional[QConfig]:
     if not over: return base
     return (base or QConfig()).replace(**over)
 
 def _first_last(model: nn.Module) -> set:
-    "The layers `all` keeps in full precision: the first and last Linear/Conv2d, and those the model names as its stem or classifier (timm's `pretrained_cfg['first_conv']`/`['classifier']`, e.g. two heads)."
-    layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and not _inside_attention_slot(n)]
+    """The layers `all` keeps in full precision: the first and last Linear/Conv2d, and those the model names as its
+    stem or classifier (timm's `pretrained_cfg['first_conv']`/`['classifier']`, e.g. two heads)."""
+    layers = [n for n, m in model.named_modules()
+              if isinstance(m, (nn.Linear, nn.Conv2d)) and not _inside_attention_slot(n)]
     keep = {layers[0], layers[-1]} if layers else set()
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     for key in ('first_conv', 'classifier'):
@@ -253,6 +281,7 @@ def _first_last(model: nn.Module) -> set:
 
 def _inside_attention_slot(name): return name.rsplit('.', 1)[-1] in _SLOTS
 
+# %% ../nbs/01_qmodules.ipynb #1eba626b
 def _expand(model: nn.Module, qmodules: Sequence[str]) -> tuple[list, bool]:
     "Resolve `qmodules` entries into `(module name, wq overrides, aq overrides)` targets, and whether `attn` was asked."
     names = [n for n, _ in model.named_modules() if n]
@@ -267,14 +296,14 @@ def _expand(model: nn.Module, qmodules: Sequence[str]) -> tuple[list, bool]:
             patterns = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and n not in skip]
         else: patterns = [pattern]
         matched = [n for p in patterns for n in names if fnmatch.fnmatchcase(n, p)]
-        if not matched and study_alias(pattern) != pattern:        # the study's YAML names, e.g. classifier.blocks.*.linear1
+        if not matched and study_alias(pattern) != pattern:     # the study's names, e.g. classifier.blocks.*.linear1
             matched = [n for n in names if fnmatch.fnmatchcase(n, study_alias(pattern))]
         if pattern == 'attn': matched += [n for n in names if _is_attention(model.get_submodule(n))]
         if not matched:
             what = pattern if pattern not in PRESETS else f"preset {pattern!r} ({', '.join(patterns)})"
             close = sorted(closest(pattern, names, n=3, cutoff=0.5), key=names.index)
-            raise ValueError(f"qmodules pattern {what!r} matched no module" + (f"; closest: {', '.join(close)}" if close else
-                             f"; module names look like: {', '.join(names[:4])}"))
+            hint = f"; closest: {', '.join(close)}" if close else f"; module names look like: {', '.join(names[:4])}"
+            raise ValueError(f"qmodules pattern {what!r} matched no module" + hint)
         for n in matched:
             old_w, old_a = targets.get(n, ({}, {}))
             targets[n] = ({**old_w, **wo}, {**old_a, **ao})
@@ -292,20 +321,23 @@ def _size_bias(q: nn.Module, channels: int):
 def _quantize_attention(model, name, aq: Optional[QConfig], attn_signed: bool = False):
     m = model.get_submodule(name)
     if aq is None or not aq.enabled:
-        raise ValueError(f"quantizing attention {name!r} needs an activation config (aq): q, k, v and softmax are activations")
+        raise ValueError(f"quantizing attention {name!r} needs an activation config (aq): "
+                         "q, k, v and softmax are activations")
     if not isinstance(m, Attention):
         m = Attention.from_timm(m)
         _replace(model, name, m)
-    m.q_quant, m.k_quant, m.v_quant = (make_quantizer(aq, signed=True, num_channels=m.head_dim, ch_axis=-1) for _ in range(3))
-    m.attn_quant = make_quantizer(aq, signed=attn_signed, ch_axis=-1)     # channels: key tokens, sized by the first batch
+    m.q_quant, m.k_quant, m.v_quant = (make_quantizer(aq, signed=True, num_channels=m.head_dim, ch_axis=-1)
+                                       for _ in range(3))
+    m.attn_quant = make_quantizer(aq, signed=attn_signed, ch_axis=-1)   # channels: key tokens, sized by the first batch
 
+# %% ../nbs/01_qmodules.ipynb #67d7a7c2
 def quantize_model(model: nn.Module, wq: Optional[QConfig] = None, aq: Optional[QConfig] = None,
                    qmodules: Union[str, Sequence[str]] = ('linear',), attn: bool = False,
                    attn_signed: bool = False, relu_unsigned: str = 'follows') -> nn.Module:
     """Swap the modules `qmodules` names for QAT versions in place (weights shared); `attn` also quantizes attention.
     `relu_unsigned`: which inputs get unsigned levels in a ReLU model: `'follows'` those right after a ReLU (fc2),
     `'study'` also the other linears of that MLP (fc1, whose LayerNorm input is then clipped at 0), as the study did."""
-    if relu_unsigned not in RELU_UNSIGNED: raise ValueError(f"unknown relu_unsigned {relu_unsigned!r} (valid: {', '.join(RELU_UNSIGNED)})")
+    _check_relu_unsigned(relu_unsigned)
     targets, want_attn = _expand(model, qmodules)
     attn = attn or want_attn
     for name, wo, ao in targets:
@@ -315,7 +347,8 @@ def quantize_model(model: nn.Module, wq: Optional[QConfig] = None, aq: Optional[
             _quantize_attention(model, name, a_cfg, attn_signed)
             continue
         if not isinstance(m, (nn.Linear, nn.Conv2d)):
-            raise ValueError(f"qmodules matched {name!r}, a {type(m).__name__}: only Linear, Conv2d and attention modules can be quantized")
+            raise ValueError(f"qmodules matched {name!r}, a {type(m).__name__}: "
+                             "only Linear, Conv2d and attention modules can be quantized")
         a_signed = not _unsigned_input(model, name, relu_unsigned)
         if isinstance(m, (QuantLinear, QuantConv2d)):      # re-quantizing (e.g. step 2 of a two-step run)
             m.wq = make_quantizer(w_cfg, signed=True, num_channels=m.weight.shape[0], ch_axis=0)
@@ -327,7 +360,8 @@ def quantize_model(model: nn.Module, wq: Optional[QConfig] = None, aq: Optional[
     if attn:
         attn_targets = {n for n, *_ in targets}
         for name, m in list(model.named_modules()):
-            if name and _is_attention(m) and name not in attn_targets: _quantize_attention(model, name, aq, attn_signed)
+            if name and _is_attention(m) and name not in attn_targets:
+                _quantize_attention(model, name, aq, attn_signed)
     return model
 
 # %% ../nbs/01_qmodules.ipynb #19167cf3
@@ -340,7 +374,7 @@ def _describe(q: nn.Module) -> tuple:
     lv = '' if levels is None else ('{-1,+1}' if levels.binary else f"{{{','.join(map(str, levels.values()))}}}"
                                      if levels.n_levels <= 8 else f"{-levels.qn}..{levels.qp}")
     step = None
-    if isinstance(q, LSQQuantizer): step = q.effective_step().mean().item() if q.initialised else UNINITIALISED
+    if isinstance(q, LSQQuantizer): step = q.effective_step().mean().item() if q.initialized else UNINITIALISED
     return bits, lv, step
 
 def _packed_bits(q: nn.Module) -> Optional[int]:
@@ -354,6 +388,7 @@ def _weight_bytes(m: nn.Module) -> int:
     if bits is None: return 4 * m.weight.numel()
     return math.ceil(m.weight.numel() * bits / 8) + 4 * max(m.wq.step.numel(), 1)
 
+# %% ../nbs/01_qmodules.ipynb #4556f0ab
 def model_storage(model: nn.Module) -> dict:
     """`bytes`: `model` deployed, quantized weights packed at their bit widths (with their float32 steps), every other
     floating-point tensor (activation steps and shifts included) in float32; `float32_bytes`: the float model, without
@@ -374,31 +409,35 @@ def model_storage(model: nn.Module) -> dict:
         packed += packed_weights.get(id(t), 4 * t.numel())
     return dict(bytes=packed, float32_bytes=float32, ratio=float32 / max(packed, 1))
 
+# %% ../nbs/01_qmodules.ipynb #a09e8b50
 def activation_quantizers(model: nn.Module) -> dict:
-    "Every activation quantizer, in module order, by its `quant_summary` name: a QAT layer's name for its input quantizer, `<attention>.q/k/v/attn` for the slots."
+    """Every activation quantizer, in module order, by its `quant_summary` name: a QAT layer's name for its input
+    quantizer, `<attention>.q/k/v/attn` for the slots."""
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, (QuantLinear, QuantConv2d)) and not isinstance(m.aq, nn.Identity): out[name] = m.aq
         elif isinstance(m, Attention) and m.quantized:
-            out.update({f"{name}.{s.removesuffix('_quant')}": getattr(m, s) for s in _SLOTS if not isinstance(getattr(m, s), nn.Identity)})
+            out.update({f"{name}.{s.removesuffix('_quant')}": getattr(m, s) for s in _SLOTS
+                        if not isinstance(getattr(m, s), nn.Identity)})
     return out
 
 def quant_summary(model: nn.Module) -> pd.DataFrame:
-    "One row per quantized place: module, kind, weight bits/levels/step, activation bits/levels/step (`'uninitialised'` before data)."
+    """One row per quantized place: module, kind, weight bits/levels/step, activation bits/levels/step
+    (`'uninitialised'` before data)."""
     rows = []
     for name, m in model.named_modules():
         if isinstance(m, (QuantLinear, QuantConv2d)):
             wb, wl, ws = _describe(m.wq); ab, al, as_ = _describe(m.aq)
             kind = 'Linear' if isinstance(m, QuantLinear) else 'Conv2d'
-            rows.append(dict(module=name, kind=kind, w_bits=wb, w_levels=wl, w_step=ws, a_bits=ab, a_levels=al, a_step=as_,
-                             w_bytes=_weight_bytes(m)))
+            rows.append(dict(module=name, kind=kind, w_bits=wb, w_levels=wl, w_step=ws, a_bits=ab, a_levels=al,
+                             a_step=as_, w_bytes=_weight_bytes(m)))
         elif isinstance(m, Attention) and m.quantized:
             for slot in _SLOTS:
                 ab, al, as_ = _describe(getattr(m, slot))
-                rows.append(dict(module=f"{name}.{slot.removesuffix('_quant')}", kind='attention', w_bits=None, w_levels='',
-                                 w_step=None, a_bits=ab, a_levels=al, a_step=as_, w_bytes=None))
+                rows.append(dict(module=f"{name}.{slot.removesuffix('_quant')}", kind='attention', w_bits=None,
+                                 w_levels='', w_step=None, a_bits=ab, a_levels=al, a_step=as_, w_bytes=None))
     cols = ['module', 'kind', 'w_bits', 'w_levels', 'w_step', 'a_bits', 'a_levels', 'a_step', 'w_bytes']
-    df = pd.DataFrame(rows, columns=cols).astype({'w_bits': 'Int64', 'a_bits': 'Int64', 'w_bytes': 'Int64'})   # 4, not 4.0; <NA>: none
+    df = pd.DataFrame(rows, columns=cols).astype({'w_bits': 'Int64', 'a_bits': 'Int64', 'w_bytes': 'Int64'})  # <NA>
     df.attrs['storage'] = model_storage(model)          # the whole model's bytes at its bit widths, and in float32
     for c in ('w_step', 'a_step'):      # numbers once every step is initialised; until then the text says which are not
         if not df[c].map(lambda v: v == UNINITIALISED).any(): df[c] = df[c].astype('Float64')

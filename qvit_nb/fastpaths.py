@@ -46,7 +46,7 @@ def _settings() -> dict:
                      int8_min_macs=1 << 27)    # below 2^27 multiply-adds no unpacked int8 product is tried in training
     return _FAST
 
-# %% ../nbs/00b_fastpaths.ipynb #72331d53
+# %% ../nbs/00b_fastpaths.ipynb #fddfb3de
 _MEASURED: dict = {}       # (path, size class) -> Measurement, once per process
 
 _LOGGED: set = set()       # paths whose loss was logged (one line each)
@@ -63,8 +63,9 @@ def set_fast_paths(int8=None, fused=None, fused_min_numel: Optional[int] = None,
     for name, v in (('fused_min_numel', fused_min_numel), ('int8_min_macs', int8_min_macs)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
             raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
-    prev = dict(_FAST)
-    _FAST.update({k: v for k, v in (('int8', int8), ('fused', fused), ('fused_min_numel', fused_min_numel),
+    fast = _settings()
+    prev = dict(fast)
+    fast.update({k: v for k, v in (('int8', int8), ('fused', fused), ('fused_min_numel', fused_min_numel),
                                     ('int8_min_macs', int8_min_macs)) if v is not None})
     if remeasure: _MEASURED.clear(); _LOGGED.clear()
     return prev
@@ -80,7 +81,7 @@ def fast_paths(int8=None, fused=None, fused_min_numel: Optional[int] = None, rem
         _FAST.update(prev)
         if remeasure: _MEASURED.clear(); _MEASURED.update(measured); _LOGGED.clear(); _LOGGED.update(logged)
 
-def fast_path_settings() -> dict: return dict(_FAST)
+def fast_path_settings() -> dict: return dict(_settings())
 
 def fast_path_measurements() -> dict:
     "Every measurement taken in this process: `{(path, size class...): Measurement}`."

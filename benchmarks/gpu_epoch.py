@@ -13,8 +13,9 @@ median of the later ones. The ratio compares W2A2 with float in the same compile
 
 Before the runs the script checks the quantizer's numerics on the device (forward bit-exact against
 `clamp(round(x/s))*s`, step and input gradients against the autograd reference), then the fused kernels and the
-compiled-graph form (`_lsq_composed` under `torch.compile`) against the eager function, float32 and bf16, and prints
-the results. `--unfused-row` adds an eager W2A2 run with the fused quantizer kernels off (`fast_paths(fused=False)`),
+compiled-graph form (`lsq_composed` under `torch.compile`) against the eager function, float32 and bf16, and prints
+the results. The checks are `qvit_nb.lsq`'s (`lsq_grads`, `relative_error`, `step_sum_error`), the ones its notebook
+holds the CPU paths to. `--unfused-row` adds an eager W2A2 run with the fused quantizer kernels off (`fast_paths(fused=False)`),
 side by side (they are CPU-only since this comparison on an H200: there they made the eager epoch slower).
 """
 import argparse, json, statistics, sys, tempfile, time
@@ -25,7 +26,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from qvit_nb.quant import lsq_quantize, lsq_reference  # noqa: E402
+from qvit_nb.lsq import (lsq_grads, lsq_quantize, lsq_reference, lsq_step_terms, lsq_terms,  # noqa: E402
+                         relative_error, step_sum_error)
 from qvit_nb.fastpaths import fast_paths, quantize  # noqa: E402
 from qvit_nb.train import train  # noqa: E402
 
@@ -36,24 +38,22 @@ UNFUSED = ', unfused quantizers'     # a variant name's suffix: the same run wit
 
 def _grads(fn, x, s, gy, fused=True):
     "`fn(x, s)`'s output and the gradients of `x` and `s` for the output gradient `gy`, fused kernels forced on or off."
-    with fast_paths(fused=fused):
-        xi, si = x.clone().requires_grad_(), s.clone().requires_grad_()
-        y = fn(xi, si)
-        y.backward(gy)
-        return y.detach(), xi.grad, si.grad
+    with fast_paths(fused=fused): return lsq_grads(fn, x, s, gy)
 
 
 def check_numerics(device) -> str:
-    "The LSQ forward and gradients on `device` against the reference, with the foundation tests' criteria."
+    "The LSQ forward and gradients on `device` against the reference, with the criteria of `nbs/00a_lsq.ipynb`."
     g = torch.Generator(device='cpu').manual_seed(0)
     x = (torch.randn(256, 64, generator=g) * 2).to(device)
     s, gy = torch.tensor(0.37, device=device), torch.randn(256, 64, generator=g).to(device)
     ours, ref = [_grads(lambda a, b: fn(a, b, 2, 1, 0.05), x, s, gy) for fn in (lsq_quantize, lsq_reference)]
     exact = torch.equal(ours[0], (x / s).clamp(-2, 1).round() * s)
-    rel = [((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(ours[1:], ref[1:])]
-    ok = exact and max(rel) <= 1e-6
-    return (f"numerics on {device}: forward bit-exact {exact}; relative error vs the autograd reference: input gradient "
-            f"{rel[0]:.1e}, step gradient {rel[1]:.1e} (limit 1e-6) -> {'OK' if ok else 'FAILED'}")
+    rel = relative_error(ours[1], ref[1])
+    eps = step_sum_error(ours[2], ref[2], lsq_step_terms(x, s, 2, 1, gy, 0.05))
+    ok = exact and rel <= 1e-6 and eps <= 32
+    return (f"numerics on {device}: forward bit-exact {exact}; against the autograd reference: input gradient relative "
+            f"error {rel:.1e} (limit 1e-6), step gradient error {eps:.1f} float32 epsilons of its terms' magnitudes "
+            f"(limit 32) -> {'OK' if ok else 'FAILED'}")
 
 
 def check_kernels(device) -> list:
@@ -69,16 +69,14 @@ def check_kernels(device) -> list:
         gy = torch.randn(x.shape, generator=g).to(device, dtype)
         function = lambda a, b: quantize(a, b, 2, 1, 0.01, False)
         eager = _grads(function, x, s, gy, fused=False)
-        xs = x / s.to(dtype)                                 # the step gradient of these float terms, summed exactly
-        inside = ((xs >= -2) & (xs <= 1)).to(dtype)
-        d = (xs.clamp(-2, 1).round() - xs * inside).double() * gy.double()
+        d = lsq_terms(x / s.to(dtype), -2, 1)[2].double() * gy.double()   # these float terms, summed exactly
         exact = (d.sum() if s.dim() == 0 else d.sum(0, keepdim=True)) * 0.01
         rows = {'eager function': eager}
         if device.type == 'cpu':                                # the fused kernels are CPU-only (qvit_nb.fastpaths)
             rows['fused kernels'] = _grads(function, x, s, gy)
         rows['compiled graph (composed)'] = _grads(torch.compile(lambda a, b: lsq_quantize(a, b, 2, 1, 0.01)), x, s, gy)
         for name, (y, gx, gs) in rows.items():
-            rel = ((gs.double() - exact).abs().max() / exact.abs().max()).item()
+            rel = relative_error(gs.double(), exact)
             limit = 1e-6 if dtype == torch.float32 else 4e-3         # bf16: one rounding of x/s (2^-8) may differ
             lines.append(f"{name} on {device}, {str(dtype)[6:]}{', per-channel' if per_channel else ''}: forward "
                          f"mismatches {(y != eager[0]).sum().item()} of {y.numel()}, input-gradient mismatches "

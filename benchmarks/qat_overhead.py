@@ -50,7 +50,8 @@ from torch import nn
 
 import qvit_nb  # noqa: F401  (registers the models)
 import timm
-from qvit_nb.quant import QConfig, lsq_reference, register_quantizer, LSQQuantizer
+from qvit_nb.lsq import lsq_reference
+from qvit_nb.quant import QConfig, register_quantizer, LSQQuantizer
 from qvit_nb.fastpaths import (cpu_info, fast_paths, fast_path_measurements, fast_path_settings, int8_matmul_supported, int8_linear,
                                pack_int8_weight, _vec_width)
 from qvit_nb.qmodules import quantize_model
@@ -58,7 +59,7 @@ from qvit_nb.qmodules import quantize_model
 
 class NaiveLSQ(LSQQuantizer):
     "The same quantizer with the naive autograd formulation (`lsq_reference`): what our fused Function replaces."
-    def forward(self, x):                      # a forward of its own: `fastpaths.linear` does not fold it either
+    def forward(self, x):                      # a forward of its own: `LSQQuantizer.linear` does not fold it either
         x, step, g = self.prepare(x)
         return lsq_reference(x, step, self.qn, self.qp, g, self.levels.binary)
 

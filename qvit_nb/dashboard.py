@@ -22,7 +22,8 @@ from fastcore.basics import patch
 from torch import nn
 
 from .core import unknown_choice_error
-from .quant import LSQQuantizer, Levels
+from .lsq import Levels
+from .quant import LSQQuantizer
 from .qmodules import QuantLinear, QuantConv2d, Attention, activation_quantizers, quant_summary
 from .loaders import build_loaders
 from .config import TrainConfig, load_config
@@ -114,7 +115,7 @@ def collect_activations(model: nn.Module, data, layers: Optional[Sequence[str]] 
     if layers is not None:
         for l in layers: check_layer(l, quantizers)
         quantizers = {n: quantizers[n] for n in layers}
-    fresh = {n: q.snapshot() for n, q in quantizers.items() if not q.initialised}
+    fresh = {n: q.snapshot() for n, q in quantizers.items() if not q.initialized}
     recs = {n: LayerActivations(n, _kind(n, model), q.bits, q.levels, float('nan'),
                                 level_counts=np.zeros(q.qn + q.qp + 1, dtype=np.int64), sample=np.zeros(0, np.float32))
             for n, q in quantizers.items()}

@@ -63,7 +63,7 @@ class ExportQuantizer(nn.Module):
     "A trained `LSQQuantizer` frozen for export: its learnable bias (if any), then its levels at its learned step."
     def __init__(self, q: LSQQuantizer, axis: int = -1):
         super().__init__()
-        if not q.initialised: raise ValueError("cannot export a quantizer whose step was never initialised (the model has seen no data)")
+        if not q.initialized: raise ValueError("cannot export a quantizer whose step was never initialised (the model has seen no data)")
         if q.levels.binary: raise ValueError("cannot export binary (1-bit) activations: ONNX's int8 levels need a zero")
         self.register_buffer('step', q.effective_step().detach().float().clone())
         self.register_buffer('bias', None if q.bias is None else q.bias.detach().float().clone())

@@ -320,7 +320,7 @@ def _load_initial(self: TrainingRun, path):
 @torch.no_grad()
 def _init_steps(self: TrainingRun):
     "Initialise the quantizer steps that have not been (new, or not in an initial checkpoint) from the first batch."
-    if not any(isinstance(m, LSQQuantizer) and not m.initialised for m in self.model.modules()): return
+    if not any(isinstance(m, LSQQuantizer) and not m.initialized for m in self.model.modules()): return
     self.train_loader.set_epoch(0) if hasattr(self.train_loader, 'set_epoch') else None
     x, _ = next(iter(self.train_loader))
     was = self.model.training

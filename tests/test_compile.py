@@ -3,7 +3,8 @@ import pytest, torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
-from qvit_nb.quant import LSQQuantizer, QConfig, _lsq_composed, lsq_quantize
+from qvit_nb.lsq import lsq_composed, lsq_quantize
+from qvit_nb.quant import LSQQuantizer, QConfig
 from qvit_nb.qmodules import quantize_model
 
 
@@ -54,7 +55,7 @@ def test_compiled_composed_lsq_matches_the_function():
         y.backward(torch.linspace(-1, 1, y.numel()).reshape(y.shape))
         return y.detach(), xg.grad, sg.grad
 
-    eager, compiled = run(lsq_quantize), run(torch.compile(_lsq_composed, backend="inductor", fullgraph=True))
+    eager, compiled = run(lsq_quantize), run(torch.compile(lsq_composed, backend="inductor", fullgraph=True))
     assert torch.equal(compiled[0], eager[0])
     for a, b in zip(eager[1:], compiled[1:]):
         torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6)

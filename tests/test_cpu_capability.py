@@ -1,5 +1,5 @@
-"""The numeric checks hold whatever vector width ATen's CPU kernels use (issue #13): `nbs/00_quant.ipynb` (the LSQ
-forward and gradients) and `nbs/00a_fastpaths.ipynb` (the fused/folded/int8 paths against them) run again in a fresh
+"""The numeric checks hold whatever vector width ATen's CPU kernels use (issue #13): `nbs/00a_lsq.ipynb` (the LSQ
+forward and gradients) and `nbs/00b_fastpaths.ipynb` (the fused/folded/int8 paths against them) run again in a fresh
 process under other `ATEN_CPU_CAPABILITY` values, which change the order of vectorised sums and so their rounding."""
 import os, platform, subprocess, sys
 from pathlib import Path
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NBS = [ROOT / 'nbs' / '00_quant.ipynb', ROOT / 'nbs' / '00a_fastpaths.ipynb']
+NBS = [ROOT / 'nbs' / '00a_lsq.ipynb', ROOT / 'nbs' / '00b_fastpaths.ipynb']
 RUN = ("import sys, torch; from nbdev.test import test_nb\n"
        "print('capability', torch.backends.cpu.get_cpu_capability(), flush=True)\n"
        "ok, _ = test_nb(sys.argv[1], verbose=False)\n"

@@ -451,6 +451,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'qvit_nb.models.check_model_name': ('models.html#check_model_name', 'qvit_nb/models.py'),
                                 'qvit_nb.models.our_models': ('models.html#our_models', 'qvit_nb/models.py'),
                                 'qvit_nb.models.patch_tokenizer': ('models.html#patch_tokenizer', 'qvit_nb/models.py'),
+                                'qvit_nb.models.position_embedding': ('models.html#position_embedding', 'qvit_nb/models.py'),
                                 'qvit_nb.models.sine_table': ('models.html#sine_table', 'qvit_nb/models.py'),
                                 'qvit_nb.models.vit_2_4_32': ('models.html#vit_2_4_32', 'qvit_nb/models.py'),
                                 'qvit_nb.models.vit_4_4_32': ('models.html#vit_4_4_32', 'qvit_nb/models.py'),

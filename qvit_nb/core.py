@@ -12,7 +12,8 @@ from typing import Iterable, Optional
 
 # %% ../nbs/00_core.ipynb #c0000005
 def closest(word, choices: Iterable, n: int = 1, cutoff: float = 0.6) -> list[str]:
-    "Up to `n` of `choices` (as strings) that look like `word`, most alike first; `[]` when none is at least `cutoff` alike."
+    """Up to `n` of `choices` (as strings) that look like `word`, most alike first; `[]` when none is at least `cutoff`
+    alike."""
     return difflib.get_close_matches(str(word), [str(c) for c in choices], n=n, cutoff=cutoff)
 
 def _names(names: list) -> str:
@@ -21,7 +22,8 @@ def _names(names: list) -> str:
     return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 def did_you_mean(word, choices: Iterable, n: int = 1, cutoff: float = 0.6) -> str:
-    "`\"; did you mean 'x'?\"` naming the closest of `choices` (up to `n` of them), or `''` when none is close: append it to a message."
+    """`"; did you mean 'x'?"` naming the closest of `choices` (up to `n` of them), or `''` when none is close: append
+    it to a message."""
     near = closest(word, choices, n, cutoff)
     return f"; did you mean {_names(near)}?" if near else ''
 
@@ -31,11 +33,13 @@ LIST_VALID = 12   # valid names a message lists even when it has a suggestion
 def unknown_choice_error(kind: str, value, choices: Iterable, where: str = '', n: int = 1, cutoff: float = 0.6,
                          valid: Optional[str] = None, match=None) -> ValueError:
     """`ValueError("unknown {kind} 'value' [in where]; did you mean 'x'? (valid: a, b, c)")`, to raise. `match` is the
-    spelling compared with `choices` when it differs from the one shown (e.g. lower-cased); `valid` replaces the list."""
+    spelling compared with `choices` when it differs from the one shown (e.g. lower-cased); `valid` replaces the
+    list."""
     choices = [str(c) for c in choices]
     hint = did_you_mean(value if match is None else match, choices, n, cutoff)
     msg = f"unknown {kind} {value!r}" + (f" in {where}" if where else '') + hint
-    if len(choices) <= LIST_VALID or not hint: msg += f" (valid: {valid if valid is not None else ', '.join(choices)})"
+    if len(choices) <= LIST_VALID or not hint:
+        msg += f" (valid: {valid if valid is not None else ', '.join(choices)})"
     return ValueError(msg)
 
 # %% ../nbs/00_core.ipynb #ff757e84

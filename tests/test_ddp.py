@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from flags import cli_flags as flags
-from qvit_nb.train import train
 from qvit_nb.checkpoints import load_checkpoint
+from qvit_nb.train import train
 
 # no randomness that depends on how a batch is split: no crop/flip/jitter/erasing/mixup, no dropout
 SAME = dict(dataset='digits', model='vit_2_4_32', epochs=2, warmup_epochs=1, cooldown_epochs=0, batch_size=32,

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from flags import cli_flags as cli_args
 from qvit_nb.cli import main as qvit
 from qvit_nb.config import TrainConfig, load_config
-from qvit_nb.train import TIMING_COLUMNS, train
 from qvit_nb.checkpoints import CheckpointError, load_checkpoint, previous_checkpoint, save_checkpoint
+from qvit_nb.train import TIMING_COLUMNS, train
 
 TINY = dict(dataset='digits', model='vit_2_4_32', batch_size=32, max_images=96, aa=None, mixup=0.0, cutmix=0.0,
             reprob=0.0, workers=0, amp=False, warmup_epochs=1, cooldown_epochs=0, lr=1e-3, mean=[0.5] * 3, std=[0.5] * 3)

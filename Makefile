@@ -31,5 +31,6 @@ sync-check: setup
 	  echo "nbdev-clean/nbdev-export changed files: strip notebooks and export, then commit"; git status --short; exit 1; fi
 
 test: sync-check
+	$(BIN)/ruff check qvit_nb tests benchmarks    # unused imports, undefined names, redefinitions, lines over 120
 	$(BIN)/nbdev-test --n-workers 2
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile    # two workers on the two cores, one test file each (pytest-xdist)

@@ -182,3 +182,14 @@ def test_readme_names_every_module_and_notebook():
     wrong = _readme_mismatches(_readme_rows((ROOT / 'README.md').read_text()), modules,
                                {nb.stem for nb in (ROOT / 'nbs').glob('*.ipynb')})
     assert not wrong, "README.md's build-order table: " + '; '.join(wrong)
+
+
+def test_ruff_ignores_only_nbdevs_index_and_patch_redefinitions():
+    "pyproject's per-file ignores: nbdev's generated `_modidx.py`, and F811 (`@patch`) in modules that use `@patch`."
+    import tomllib
+    ignores = tomllib.loads((ROOT / 'pyproject.toml').read_text())['tool']['ruff']['lint']['per-file-ignores']
+    assert ignores.pop('qvit_nb/_modidx.py') == ['E501']
+    patched = {f"qvit_nb/{py.name}" for py in (ROOT / 'qvit_nb').glob('*.py')
+               if re.search(r'^@patch', py.read_text(), re.M)}
+    assert all(codes == ['F811'] for codes in ignores.values()), ignores
+    assert set(ignores) <= patched, f"F811 ignored in modules without @patch: {sorted(set(ignores) - patched)}"

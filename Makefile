@@ -31,5 +31,6 @@ sync-check: setup
 	@$(BIN)/python tools/sync_check.py
 
 test: sync-check
+	$(BIN)/ruff check qvit_nb tests benchmarks    # unused imports, undefined names, redefinitions, lines over 120
 	$(BIN)/nbdev-test --n-workers 2
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile    # two workers on the two cores, one test file each (pytest-xdist)

@@ -79,13 +79,15 @@ def main(argv=None):
     decode_s = time.perf_counter() - t
     tensor_aa = TensorLoader(tensor_noaa.images, tensor_noaa.targets, a.batch_size, True, mean=info['mean'],
                              std=info['std'], aa='rand-m9-mstd0.5-inc1', reprob=a.reprob, device=a.device)
+    timm_loader = lambda aa: build_loaders(pipeline='torch', workers=a.workers, aa=aa, **common)[0]
     rows = [
-        (f'timm standard, {a.workers} workers', 'none', build_loaders(pipeline='torch', workers=a.workers, aa=None, **common)[0]),
+        (f'timm standard, {a.workers} workers', 'none', timm_loader(None)),
         ('tensor path', 'none', tensor_noaa),
-        (f'timm standard, {a.workers} workers', 'rand-m9', build_loaders(pipeline='torch', workers=a.workers, aa='rand-m9-mstd0.5-inc1', **common)[0]),
+        (f'timm standard, {a.workers} workers', 'rand-m9', timm_loader('rand-m9-mstd0.5-inc1')),
         ('tensor path', 'rand-m9', tensor_aa),
     ]
-    print(f'tensor path set-up (load + decode {len(tensor_noaa.images)} images into one uint8 tensor): {decode_s:.1f} s')
+    print(f'tensor path set-up (load + decode {len(tensor_noaa.images)} images into one uint8 tensor): '
+          f'{decode_s:.1f} s')
     print(f"\n| pipeline | aa | images/s | x model ({a.model_ips:g} img/s) | >= 3x |\n|---|---|---|---|---|")
     for name, aa, loader in rows:
         ips = images_per_s(loader, a.batches)

@@ -41,16 +41,17 @@ def main():
         exp = name.replace(' ', '_').replace('+', '_')
         t0 = time.time()
         with contextlib.redirect_stdout(io.StringIO()):
-            m = train(output=str(out), experiment=exp, dataset='folder', data_dir=a.data, model=a.model, epochs=a.epochs,
-                      warmup_epochs=0, cooldown_epochs=0, batch_size=128, lr=2e-3, workers=0, max_images=a.train_images,
-                      aa=None, mixup=0., cutmix=0., reprob=0., **over)        # one epoch: no heavy regularisation
+            # one epoch: no heavy regularisation
+            m = train(output=str(out), experiment=exp, dataset='folder', data_dir=a.data, model=a.model,
+                      epochs=a.epochs, warmup_epochs=0, cooldown_epochs=0, batch_size=128, lr=2e-3, workers=0,
+                      max_images=a.train_images, aa=None, mixup=0., cutmix=0., reprob=0., **over)
         t1 = time.time()
         path, size = export_run(out / exp)
         t2 = time.time()
         par = onnx_parity(load_run_model(out / exp), path, run_eval_data(out / exp, max_images=10**9, batch_size=250))
         print(f"\n{name}: trained {t1 - t0:.0f} s (best top-1 {m['best_top1']:.2f}), exported {t2 - t1:.0f} s, parity "
-              f"{time.time() - t2:.0f} s; storage {size['bytes'] / 2**10:,.0f} KiB vs {size['float32_bytes'] / 2**10:,.0f} "
-              f"KiB float32 ({size['ratio']:.1f}x)")
+              f"{time.time() - t2:.0f} s; storage {size['bytes'] / 2**10:,.0f} KiB vs "
+              f"{size['float32_bytes'] / 2**10:,.0f} KiB float32 ({size['ratio']:.1f}x)")
         print(par.to_string(index=False, float_format=lambda v: f"{v:.6g}"))
         rows.append(par.ok.all())
     print(f"\nparity holds for {sum(rows)} of {len(rows)} runs")

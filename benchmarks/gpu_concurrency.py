@@ -11,7 +11,7 @@ barrier, then train for `--seconds` of wall time together; each reports its step
 total and per-process images/s, the total against one process, and each process's peak GPU memory.
 Prints one table; `--json PATH` also writes the rows.
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import argparse, json, subprocess, sys, tempfile, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,15 +49,17 @@ def worker(a):
         if n % 10 == 0: sync()
     sync()
     dt = time.perf_counter() - t0
-    print(json.dumps(dict(rank=a.rank, steps=n, seconds=dt, images_per_s=n * a.batch / dt,
-                          peak_mem_gb=torch.cuda.max_memory_allocated() / 2**30 if dev.type == 'cuda' else 0.0)), flush=True)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == 'cuda' else 0.0
+    print(json.dumps(dict(rank=a.rank, steps=n, seconds=dt, images_per_s=n * a.batch / dt, peak_mem_gb=peak)),
+          flush=True)
 
 
 def run_level(a, procs: int) -> dict:
     "Start `procs` workers, release them together after their warm-up, and collect their reports."
     with tempfile.TemporaryDirectory() as barrier:
         args = [sys.executable, __file__, '--worker', '--barrier', barrier, '--seconds', str(a.seconds),
-                '--warmup', str(a.warmup), '--batch', str(a.batch), '--device', a.device] + (['--compile'] if a.compile else [])
+                '--warmup', str(a.warmup), '--batch', str(a.batch), '--device', a.device,
+                *(['--compile'] if a.compile else [])]
         ps = [subprocess.Popen(args + ['--rank', str(r)], stdout=subprocess.PIPE, text=True) for r in range(procs)]
         deadline = time.time() + a.setup_timeout
         while sum(Path(barrier, f'ready{r}').exists() for r in range(procs)) < procs:
@@ -93,13 +95,16 @@ def main():
     if a.worker: return worker(a)
     if any(n < 1 for n in a.procs): p.error(f'--procs must be positive integers, got {a.procs}')
     import torch
-    if a.device == 'cuda' and not torch.cuda.is_available(): sys.exit('gpu_concurrency.py needs a CUDA GPU; none is visible here')
-    print(f"GPU: {torch.cuda.get_device_name() if a.device == 'cuda' else a.device}; torch {torch.__version__}; vit_6_4_32 W2A2, batch {a.batch}, "
-          f"bf16 autocast, {'compiled' if a.compile else 'eager'}; {a.seconds:g} s timed per level", flush=True)
+    if a.device == 'cuda' and not torch.cuda.is_available():
+        sys.exit('gpu_concurrency.py needs a CUDA GPU; none is visible here')
+    print(f"GPU: {torch.cuda.get_device_name() if a.device == 'cuda' else a.device}; torch {torch.__version__}; "
+          f"vit_6_4_32 W2A2, batch {a.batch}, bf16 autocast, {'compiled' if a.compile else 'eager'}; "
+          f"{a.seconds:g} s timed per level", flush=True)
     rows = []
     for n in a.procs:
         rows.append(run_level(a, n))
-        rows[-1]['vs_1_process'] = round(rows[-1]['total_images_per_s'] / rows[0]['total_images_per_s'], 3) if a.procs[0] == 1 else None
+        ratio = rows[-1]['total_images_per_s'] / rows[0]['total_images_per_s']
+        rows[-1]['vs_1_process'] = round(ratio, 3) if a.procs[0] == 1 else None
         print(json.dumps(rows[-1]), flush=True)
     print(f"{'processes':>9} {'total img/s':>12} {'per process':>12} {'vs 1 proc':>10} {'peak GB/proc':>13}")
     for r in rows:

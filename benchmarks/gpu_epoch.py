@@ -64,7 +64,8 @@ def check_kernels(device) -> list:
     g = torch.Generator(device='cpu').manual_seed(1)
     lines = []
     for dtype, per_channel in ((torch.float32, False), (torch.float32, True), (torch.bfloat16, False)):
-        x = (torch.randn(128 * 65, 256, generator=g) * 2).to(device, dtype)            # above the fused kernels' 2^19-element floor
+        # above the fused kernels' 2^19-element floor
+        x = (torch.randn(128 * 65, 256, generator=g) * 2).to(device, dtype)
         s = (torch.rand(1, 256, generator=g) * 0.3 + 0.2 if per_channel else torch.tensor(0.37)).to(device)
         gy = torch.randn(x.shape, generator=g).to(device, dtype)
         function = lambda a, b: quantize(a, b, 2, 1, 0.01, False)
@@ -86,9 +87,11 @@ def check_kernels(device) -> list:
 
 
 def run_variant(label, compile_, data, epochs, out_dir, device, extra):
-    name, fused, tag = label.removesuffix(UNFUSED), not label.endswith(UNFUSED), label.replace(', ', '_').replace(' ', '-')
+    name, fused = label.removesuffix(UNFUSED), not label.endswith(UNFUSED)
+    tag = label.replace(', ', '_').replace(' ', '-')
     over = dict(dataset='folder', data_dir=str(data), epochs=epochs, cooldown_epochs=0, device=device, compile=compile_,
-                output=str(out_dir), experiment=f"{tag}_{'compiled' if compile_ else 'eager'}", **VARIANTS[name], **extra)
+                output=str(out_dir), experiment=f"{tag}_{'compiled' if compile_ else 'eager'}", **VARIANTS[name],
+                **extra)
     if device.startswith('cuda'): torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     with fast_paths(fused='auto' if fused else False): m = train(str(CONFIG), **over)
@@ -96,8 +99,9 @@ def run_variant(label, compile_, data, epochs, out_dir, device, extra):
     rows = pd.read_csv(Path(m['run_dir']) / 'summary.csv')
     secs = rows['train_seconds'].tolist()
     steady = statistics.median(secs[1:]) if len(secs) > 1 else secs[0]
+    images_per_s = m['train_images_per_s'] if len(secs) == 1 else rows['train_images_per_s'].iloc[1:].median()
     return dict(variant=label, compile=compile_, epochs=len(secs), first_epoch_s=secs[0], steady_epoch_s=steady,
-                images_per_s=m['train_images_per_s'] if len(secs) == 1 else rows['train_images_per_s'].iloc[1:].median(),
+                images_per_s=images_per_s,
                 top1=m['final_top1'], wall_s=round(wall, 1),
                 peak_mem_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2) if device.startswith('cuda') else None)
 
@@ -112,7 +116,8 @@ def main(argv=None):
     p.add_argument('--max-images', type=int, default=0, help='subset per split, for a quick try (0: all)')
     p.add_argument('--budget-s', type=float, default=420., help='skip the variants that would not finish in this time')
     p.add_argument('--out', default=None, help='also write the rows as JSON here')
-    p.add_argument('--unfused-row', action='store_true', help='also run W2A2 eager with the fused quantizer kernels off')
+    p.add_argument('--unfused-row', action='store_true',
+                   help='also run W2A2 eager with the fused quantizer kernels off')
     a = p.parse_args(argv)
     t_start = time.perf_counter()
     dev = torch.device(a.device)
@@ -127,10 +132,11 @@ def main(argv=None):
         for compile_ in modes:
             for variant in [*VARIANTS, *([f'W2A2{UNFUSED}'] if a.unfused_row and not compile_ else [])]:
                 left = a.budget_s - (time.perf_counter() - t_start)
-                need = 1.2 * last + (90. if compile_ and not compiled_before else 0.)   # first compiled run: + compile time
+                # first compiled run: + compile time
+                need = 1.2 * last + (90. if compile_ and not compiled_before else 0.)
                 if left < need:
-                    print(f"skipped {variant} ({'compiled' if compile_ else 'eager'}): {left:.0f} s of the budget left, "
-                          f"about {need:.0f} s needed", flush=True)
+                    print(f"skipped {variant} ({'compiled' if compile_ else 'eager'}): {left:.0f} s of the budget "
+                          f"left, about {need:.0f} s needed", flush=True)
                     continue
                 r = run_variant(variant, compile_, a.data, a.epochs, tmp, a.device, extra)
                 last, compiled_before = r['wall_s'], compiled_before or compile_
@@ -140,11 +146,13 @@ def main(argv=None):
     df = pd.DataFrame(rows)
     if df.empty: return 1
     base = df[df.variant == 'float'].set_index('compile')['steady_epoch_s']
-    df['vs_float'] = [r.steady_epoch_s / base[r.compile] if r.compile in base else float('nan') for r in df.itertuples()]
-    print(f"\nvit_6_4_32, CIFAR-10 (50,000 train images{f', subset {a.max_images}' if a.max_images else ''}), batch 128, "
-          f"{name}, torch {torch.__version__}; steady epoch = median of epochs 2..{a.epochs}")
-    print(df[['variant', 'compile', 'first_epoch_s', 'steady_epoch_s', 'images_per_s', 'vs_float', 'top1', 'peak_mem_gb']]
-          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    df['vs_float'] = [r.steady_epoch_s / base[r.compile] if r.compile in base else float('nan')
+                      for r in df.itertuples()]
+    print(f"\nvit_6_4_32, CIFAR-10 (50,000 train images{f', subset {a.max_images}' if a.max_images else ''}), "
+          f"batch 128, {name}, torch {torch.__version__}; steady epoch = median of epochs 2..{a.epochs}")
+    columns = ['variant', 'compile', 'first_epoch_s', 'steady_epoch_s', 'images_per_s', 'vs_float', 'top1',
+               'peak_mem_gb']
+    print(df[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 

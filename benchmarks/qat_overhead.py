@@ -52,8 +52,8 @@ import qvit_nb  # noqa: F401  (registers the models)
 import timm
 from qvit_nb.lsq import lsq_reference
 from qvit_nb.quant import QConfig, register_quantizer, LSQQuantizer
-from qvit_nb.fastpaths import (cpu_info, fast_paths, fast_path_measurements, fast_path_settings, int8_matmul_supported, int8_linear,
-                               pack_int8_weight, _vec_width)
+from qvit_nb.fastpaths import (cpu_info, fast_paths, fast_path_measurements, fast_path_settings, int8_matmul_supported,
+                               int8_linear, pack_int8_weight, _vec_width)
 from qvit_nb.qmodules import quantize_model
 
 
@@ -90,15 +90,16 @@ BREVITAS_PKGS = ['brevitas', 'dependencies==2.0.1', 'unfoldNd']
 
 
 def ensure_brevitas():
-    "Import brevitas, installing it into benchmarks/.brevitas (this env's torch reused) when absent; False if impossible."
+    """Import brevitas, installing it into benchmarks/.brevitas (this env's torch reused) when absent; False if
+    impossible."""
     if BREVITAS_DIR.is_dir() and str(BREVITAS_DIR) not in sys.path: sys.path.append(str(BREVITAS_DIR))
     try:
         import brevitas.nn  # noqa: F401
         return True
     except ImportError: pass
     print(f'brevitas is not installed: installing {" ".join(BREVITAS_PKGS)} into {BREVITAS_DIR} ...', flush=True)
-    r = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(BREVITAS_DIR), *BREVITAS_PKGS],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target', str(BREVITAS_DIR),
+                        *BREVITAS_PKGS], capture_output=True, text=True)
     if r.returncode:
         print(f'could not install brevitas, leaving it out:\n{r.stderr[-500:]}'); return False
     if str(BREVITAS_DIR) not in sys.path: sys.path.append(str(BREVITAS_DIR))
@@ -113,13 +114,15 @@ def ensure_brevitas():
 def cpu_description() -> str:
     "The CPU model and the flags that decide which kernels are fast: vector width and int8 dot products."
     model, flags = cpu_info()
-    wanted = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_tile', 'amx_int8', 'amx_bf16',
-              'asimd', 'sve']
-    return f"{model}; {os.cpu_count()} logical CPUs; flags: {' '.join(f for f in wanted if f in flags) or 'none of the vector/int8 ones'}"
+    wanted = ['avx2', 'fma', 'avx512f', 'avx512bw', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_tile', 'amx_int8',
+              'amx_bf16', 'asimd', 'sve']
+    have = ' '.join(f for f in wanted if f in flags) or 'none of the vector/int8 ones'
+    return f"{model}; {os.cpu_count()} logical CPUs; flags: {have}"
 
 
 def onednn_impls(fn) -> str:
-    "The implementations oneDNN reports (its verbose log) for the primitives `fn` executes, e.g. `brg:avx512_core_amx_int8`."
+    """The implementations oneDNN reports (its verbose log) for the primitives `fn` executes, e.g.
+    `brg:avx512_core_amx_int8`."""
     sys.stdout.flush()
     with tempfile.TemporaryFile() as f:
         saved = os.dup(1); os.dup2(f.fileno(), 1)
@@ -150,7 +153,8 @@ def keep_freed_memory() -> str:
     except OSError as e: return f"not glibc ({e}): allocator unchanged"
     M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
     ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(2 ** 31 - 1)) == 1
-    return "glibc malloc keeps freed memory (mallopt: no mmap, no trim)" if ok else "mallopt refused: allocator unchanged"
+    if not ok: return "mallopt refused: allocator unchanged"
+    return "glibc malloc keeps freed memory (mallopt: no mmap, no trim)"
 
 
 def minor_faults() -> int:
@@ -174,9 +178,11 @@ def main():
     p.add_argument('--brevitas', action='store_true')
     p.add_argument('--inference', action='store_true', help='time eval-mode forward passes instead of train steps')
     p.add_argument('--compile', action='store_true', help='torch.compile every variant (compile time excluded)')
-    p.add_argument('--bf16-row', action='store_true', help='also time float32 under CPU bf16 autocast (not a QAT variant)')
+    p.add_argument('--bf16-row', action='store_true',
+                   help='also time float32 under CPU bf16 autocast (not a QAT variant)')
     p.add_argument('--keep-freed-memory', action='store_true',
-                   help="glibc malloc keeps freed memory, so no variant faults in pages another one released (see above)")
+                   help="glibc malloc keeps freed memory, so no variant faults in pages another one released "
+                        "(see above)")
     a = p.parse_args()
     allocator = keep_freed_memory() if a.keep_freed_memory else 'default allocator'
     torch.set_num_threads(a.threads)
@@ -193,8 +199,9 @@ def main():
         return m
 
     print(f"CPU: {cpu_description()}")
-    print(f"torch {torch.__version__}, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}, inductor vector width "
-          f"{_vec_width() or 'none'} bits; oneDNN int8 product: {int8_impl()}; fast paths {fast_path_settings()}", flush=True)
+    print(f"torch {torch.__version__}, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}, inductor vector "
+          f"width {_vec_width() or 'none'} bits; oneDNN int8 product: {int8_impl()}; fast paths {fast_path_settings()}",
+          flush=True)
     variants = {'float32': copy.deepcopy(base), 'qvit-nb LSQ': quantized('lsq')}
     variants['qvit-nb LSQ, fp32 products'] = quantized('lsq')           # a twin of the same model, int8 products off
     if a.attn: variants['qvit-nb LSQ, unfused quantizers'] = variants['qvit-nb LSQ']   # same model, fused kernels off
@@ -211,14 +218,16 @@ def main():
                 loss = F.cross_entropy(m(x), y)
                 opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         def step():
-            with fast_paths(int8=int8_products, fused=fused), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16): run()
+            with fast_paths(int8=int8_products, fused=fused), torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+                run()
         m.train(not a.inference)
         return step
 
     if a.compile:
         for k, m in variants.items(): variants[k] = torch.compile(m)
     steps = {k: make_step(m, int8_products=False if k == 'qvit-nb LSQ, fp32 products' else None,     # None: as set
-                          fused=False if k == 'qvit-nb LSQ, unfused quantizers' else None, bf16=k == 'float32, bf16 autocast')
+                          fused=False if k == 'qvit-nb LSQ, unfused quantizers' else None,
+                          bf16=k == 'float32, bf16 autocast')
              for k, m in variants.items()}
     times, faults = {k: [] for k in steps}, {k: [] for k in steps}
     for i in range(a.warmup + a.steps):
@@ -234,19 +243,25 @@ def main():
     print(f"{'variant':<30}{'ms/step':>10}{'images/s':>10}{'vs float32':>12}{'faults/step':>13}")
     for k, ts in times.items():
         med = statistics.median(ts)
-        print(f"{k:<30}{med * 1e3:>10.1f}{a.batch / med:>10.1f}{med / ref:>11.3f}x{statistics.median(faults[k]):>13.0f}")
+        print(f"{k:<30}{med * 1e3:>10.1f}{a.batch / med:>10.1f}{med / ref:>11.3f}x"
+              f"{statistics.median(faults[k]):>13.0f}")
     measured = fast_path_measurements()
     print("fast-path measurements (once per process and size class; 'on' = at least 10% faster than what it replaces):")
     for key, m in measured.items():
-        print(f"  {' '.join(map(str, key)):<34} {'on ' if m.wins else 'off'}  {m.fast_s * 1e3:9.3f} ms vs {m.ref_s * 1e3:9.3f} ms at {m.shape}")
+        print(f"  {' '.join(map(str, key)):<34} {'on ' if m.wins else 'off'}  {m.fast_s * 1e3:9.3f} ms vs "
+              f"{m.ref_s * 1e3:9.3f} ms at {m.shape}")
     if not measured: print("  none taken")
     on = {k[0] for k, m in measured.items() if m.wins}
-    products = [name for key, name in (('int8', 'packed int8 products (oneDNN)'), ('int8 + pack', 'packed int8 products (oneDNN)'),
+    products = [name for key, name in (('int8', 'packed int8 products (oneDNN)'),
+                                       ('int8 + pack', 'packed int8 products (oneDNN)'),
                                        ('int_mm', 'int8 products on unpacked levels (torch._int_mm)')) if key in on]
+    folded = ('; fused folded-linear passes (inductor C++)' if 'fused fold' in on else
+              '; folded-linear passes as ATen ops')
+    quantizers = ('; fused quantizer kernels (inductor C++)' if 'fused' in on else
+                  '; eager quantizer ops' if a.attn or a.per_channel else '')
     print("implementations: float32: ATen addmm (BLAS); qvit-nb LSQ: "
-          f"{', '.join(dict.fromkeys(products)) + ' where measured faster, else ' if products else ''}float32 products (folded step, ATen addmm)"
-          f"{'; fused folded-linear passes (inductor C++)' if 'fused fold' in on else '; folded-linear passes as ATen ops'}"
-          f"{'; fused quantizer kernels (inductor C++)' if 'fused' in on else '; eager quantizer ops' if a.attn or a.per_channel else ''}")
+          f"{', '.join(dict.fromkeys(products)) + ' where measured faster, else ' if products else ''}"
+          f"float32 products (folded step, ATen addmm){folded}{quantizers}")
 
 
 if __name__ == '__main__':

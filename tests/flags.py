@@ -1,4 +1,8 @@
-"""Turn a dict of config keys into `qvit train` flags (the tests drive the CLI the way users do)."""
+"""How the tests drive the `qvit` command the way users do: a dict of config keys as `qvit train` flags, and the
+environment of the `qvit` subprocesses."""
+import os
+
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}    # one thread each; lines arrive as printed
 
 
 def cli_flags(d: dict) -> list:

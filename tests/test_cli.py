@@ -1,22 +1,15 @@
 """The `qvit` command as users meet it: a fast `--help`, inputs checked before any work, flags that take no value,
 the study's flag spellings, progress lines in logs (no terminal), and sweeps that show what they will run and how
 their experiments progress."""
-import json, os, subprocess, sys
-from pathlib import Path
+import json, subprocess, sys
 
-import yaml
-
-from flags import cli_flags
+from flags import ENV, cli_flags
 from qvit_nb.cli import main as qvit
-
-TINY = dict(dataset='digits', model='vit_2_4_32', batch_size=32, max_images=64, aa=None, mixup=0.0, cutmix=0.0,
-            reprob=0.0, workers=0, amp=False, warmup_epochs=0, cooldown_epochs=0, epochs=1, mean=[0.5] * 3, std=[0.5] * 3)
-ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
 
 
 def test_help_imports_neither_torch_nor_timm():
-    r = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'qvit_nb.cli', '--help'], capture_output=True, text=True,
-                       env=ENV, timeout=600)
+    r = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'qvit_nb.cli', '--help'], capture_output=True,
+                       text=True, env=ENV, timeout=600)
     assert r.returncode == 0 and r.stdout.startswith('usage: qvit'), r.stderr[-2000:]
     imported = {line.rsplit('|', 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith('import time:')}
     assert 'qvit_nb' in imported, sorted(imported)                       # the measurement saw our own import
@@ -24,18 +17,22 @@ def test_help_imports_neither_torch_nor_timm():
     assert not heavy, heavy
 
 
-def test_missing_input_files_are_refused_before_any_data_loads(tmp_path, capsys, monkeypatch):
+def test_missing_input_files_are_refused_before_any_data_loads(tmp_path, capsys, monkeypatch, tiny_config):
     import qvit_nb.train
     def no_data(*a, **k): raise AssertionError('data loaded before the inputs were checked')
     monkeypatch.setattr(qvit_nb.train, 'build_loaders', no_data)
     ck = tmp_path / 'teacher' / 'model_best.pth.tar'
-    cases = [(['--use-kd', '--teacher', 'vit_2_4_32', '--teacher-checkpoint', str(ck)], f"teacher_checkpoint {ck} does not exist"),
-             (['--initial-checkpoint', str(tmp_path)], f"initial_checkpoint {tmp_path} is a directory, not a checkpoint file"),
-             (['--dataset', 'folder', '--data-dir', str(tmp_path / 'images')], f"data_dir {tmp_path / 'images'} does not exist"),
+    cases = [(['--use-kd', '--teacher', 'vit_2_4_32', '--teacher-checkpoint', str(ck)],
+              f"teacher_checkpoint {ck} does not exist"),
+             (['--initial-checkpoint', str(tmp_path)],
+              f"initial_checkpoint {tmp_path} is a directory, not a checkpoint file"),
+             (['--dataset', 'folder', '--data-dir', str(tmp_path / 'images')],
+              f"data_dir {tmp_path / 'images'} does not exist"),
              (['--resume', str(ck)], f"resume checkpoint {ck} does not exist"),
-             (['--experiment', 'never', '--resume'], f"resume: run directory {tmp_path / 'out' / 'never'} does not exist")]
+             (['--experiment', 'never', '--resume'],
+              f"resume: run directory {tmp_path / 'out' / 'never'} does not exist")]
     for argv, message in cases:
-        code = qvit(['train', *cli_flags(TINY), '--output', str(tmp_path / 'out'), *argv])
+        code = qvit(['train', *cli_flags(tiny_config), '--output', str(tmp_path / 'out'), *argv])
         err = capsys.readouterr().err
         assert code == 2 and message in err and 'Traceback' not in err, (argv, err)
     runs = sorted((tmp_path / 'out').iterdir())
@@ -43,11 +40,11 @@ def test_missing_input_files_are_refused_before_any_data_loads(tmp_path, capsys,
     assert all(json.loads((r / 'metrics.json').read_text())['status'] == 'failed' for r in runs)
 
 
-def test_a_value_after_a_bool_flag_is_refused_not_taken_as_data(capsys):
-    assert qvit(['train', *cli_flags(TINY), '--aq-enable', 'true']) == 2
+def test_a_value_after_a_bool_flag_is_refused_not_taken_as_data(capsys, tiny_config):
+    assert qvit(['train', *cli_flags(tiny_config), '--aq-enable', 'true']) == 2
     err = capsys.readouterr().err
     assert "--aq-enable takes no value" in err and '--aq-enable (true) or --no-aq-enable (false)' in err, err
-    assert qvit(['train', '/data/a', '/data/b', *cli_flags(TINY)]) == 2
+    assert qvit(['train', '/data/a', '/data/b', *cli_flags(tiny_config)]) == 2
     assert "one DATA positional is allowed, got '/data/a', '/data/b'" in capsys.readouterr().err
 
 
@@ -60,50 +57,51 @@ def test_the_studys_flag_spellings_are_listed_and_accepted(capsys):
     for new, old in [('--kd-embed KD_EMBED', '--kd-type'), ('--two-head-weight TWO_HEAD_WEIGHT', '--distill-weight')]:
         assert f"{new}, {old}" in out, old                      # the old names of renamed keys, beside the new ones
     from qvit_nb.config import parse_train_args
-    cfg = parse_train_args(['--use-relu', '--replace-ln-by-bn', '--use-kd', '--teacher', 'vit_2_4_32', '--use-token-kd', '--use-distill-head'])
+    cfg = parse_train_args(['--use-relu', '--replace-ln-by-bn', '--use-kd', '--teacher', 'vit_2_4_32', '--use-token-kd',
+                            '--use-distill-head'])
     assert (cfg.act_layer, cfg.norm_layer, cfg.kd_embed, cfg.distill_head) == ('relu', 'batchnorm', 'last', True)
 
 
-def test_without_a_terminal_progress_is_one_line_per_log_interval(tmp_path):
-    over = dict(TINY, warmup_epochs=1, cooldown_epochs=1, log_interval=1)       # 2 steps/epoch; warmup 1 >= epochs 1
+def test_without_a_terminal_progress_is_one_line_per_log_interval(tmp_path, tiny_config):
+    over = dict(tiny_config, warmup_epochs=1, cooldown_epochs=1, log_interval=1)   # 2 steps/epoch; warmup 1 >= epochs 1
     r = subprocess.run([sys.executable, '-m', 'qvit_nb.cli', 'train', *cli_flags(over), '--output', str(tmp_path),
                         '--experiment', 'p'], capture_output=True, text=True, env=ENV, timeout=1800)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     lines = r.stdout.splitlines()
     assert 'plan: 2 epochs (1 + 1 cooldown), warmup 1 epochs, 2 steps/epoch of 32' in lines, lines
-    assert any(l.startswith('warning: warmup_epochs 1 >= epochs 1: the learning rate never reaches lr') for l in lines), lines
+    warning = 'warning: warmup_epochs 1 >= epochs 1: the learning rate never reaches lr'
+    assert any(l.startswith(warning) for l in lines), lines
     steps = [l for l in lines if ' step ' in l]
-    assert [l.split(' |')[0] for l in steps] == ['epoch 1/2 step 1/2', 'epoch 1/2 step 2/2', 'epoch 2/2 step 1/2', 'epoch 2/2 step 2/2']
+    assert [l.split(' |')[0] for l in steps] == [f"epoch {e}/2 step {s}/2" for e in (1, 2) for s in (1, 2)]
     assert all(' | loss ' in l and ' img/s | ETA ' in l for l in steps), steps
-    assert any(l.startswith('epoch 2/2 | train loss') for l in lines)             # the closing lines count from 1 as well
+    assert any(l.startswith('epoch 2/2 | train loss') for l in lines)   # the closing lines count from 1 as well
     log = (tmp_path / 'p' / 'progress.log').read_text().splitlines()        # what a sweep relays
     assert [l for l in log if ' step ' in l] == steps and log[-1].startswith('run p finished'), log
 
 
-def write_sweep(d: Path):
-    (d / 'base.yml').write_text(yaml.safe_dump({**TINY, 'log_interval': 1}))
-    (d / 'sweep.yml').write_text(yaml.safe_dump({'name': 'tiny', 'base': 'base.yml', 'experiments': [
-        dict(name='fp', tricks='teacher'),
-        dict(name='kd', teacher_from='fp', overrides=dict(aq_enable=True, kd_type='last'))]}))
-    return d / 'sweep.yml'
+# the sweep these tests run (with log_interval 1): a float teacher, then a student distilled from it
+CHAIN = [dict(name='fp', tricks='teacher'),
+         dict(name='kd', teacher_from='fp', overrides=dict(aq_enable=True, kd_type='last'))]
 
 
-def test_sweep_dry_run_shows_chains_and_configs_and_trains_nothing(tmp_path, capsys):
-    sweep = write_sweep(tmp_path)
+def test_sweep_dry_run_shows_chains_and_configs_and_trains_nothing(tmp_path, capsys, tiny_sweep):
+    sweep = tiny_sweep(CHAIN, base={'log_interval': 1})
     assert qvit(['sweep', str(sweep), '--dry-run', '--output', str(tmp_path / 'runs'), '--set', 'seed=7']) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"sweep tiny: 2 experiment(s) in chain order, runs under {tmp_path / 'runs' / 'tiny'}"), out
     fp, kd = out.split('\n[fp]')[1].split('\n[kd]')
     assert '    model: vit_2_4_32' in fp and '    seed: 7' in fp and 'use_kd' not in fp
-    assert kd.startswith(' teacher_from fp\n') and '    aq_enable: True' in kd and '    kd_embed: last' in kd   # kd_type: its old name
+    # kd_type: its old name
+    assert kd.startswith(' teacher_from fp\n') and '    aq_enable: True' in kd and '    kd_embed: last' in kd
     assert f"    teacher_checkpoint: {tmp_path / 'runs' / 'tiny' / '<run of fp>' / 'model_best.pth.tar'}" in kd
-    assert '    lr:' not in out                                                   # only the keys that differ from the defaults
+    assert '    lr:' not in out   # only the keys that differ from the defaults
     assert not list(tmp_path.rglob('metrics.json'))
 
 
-def test_a_sweep_relays_its_experiments_progress_and_the_report_names_the_dataset(tmp_path, capsys):
+def test_a_sweep_relays_its_experiments_progress_and_the_report_names_the_dataset(tmp_path, capsys, tiny_sweep):
     from qvit_nb.runs import load_runs, run_sweep, results_table
-    res = run_sweep(write_sweep(tmp_path), output=tmp_path / 'runs', only=['fp'], progress_every=0.2)
+    sweep = tiny_sweep(CHAIN, base={'log_interval': 1})
+    res = run_sweep(sweep, output=tmp_path / 'runs', only=['fp'], progress_every=0.2)
     assert res.records['fp']['status'] == 'finished', res.records
     out = capsys.readouterr().out
     assert '[fp] plan: 1 epochs, warmup 0 epochs, 2 steps/epoch of 32' in out, out

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 from qvit_nb.lsq import lsq_composed, lsq_quantize
-from qvit_nb.quant import LSQQuantizer, QConfig
+from qvit_nb.quant import QConfig
 from qvit_nb.qmodules import quantize_model
 
 
@@ -79,7 +79,8 @@ def test_compiled_quantized_vit_trains_like_eager():
 
 
 def test_compiled_student_gives_the_embedding_stream_of_one_pass():
-    "A compiled model ignores hooks added after compiling: embedding KD reaches our compiled student through its forward."
+    """A compiled model ignores hooks added after compiling: embedding KD reaches our compiled student through its
+    forward."""
     import timm
     import qvit_nb.models  # noqa: F401  (registers vit_2_4_32)
     from qvit_nb.distill import forward_with_embeddings

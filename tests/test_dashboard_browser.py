@@ -20,21 +20,22 @@ BARS = '.js-plotly-plot .barlayer .trace.bars .point path'
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK),
-                                 reason=f"Debian chromium not found at {CHROMIUM}: `apt-get install chromium` failed or was "
-                                        "not run (.ci/run installs it); the browser tests need it and never download a browser")]
+                                 reason=f"Debian chromium not found at {CHROMIUM}: `apt-get install chromium` failed "
+                                        "or was not run (.ci/run installs it); the browser tests need it and never "
+                                        "download a browser")]
 
 
 @pytest.fixture(scope='module')
-def tiny_run(tmp_path_factory):
-    "One tiny trained run (two epochs of vit_2_4_32 on 64 digits, 2-bit weights and activations, attention quantized)."
+def quantized_run(tmp_path_factory, tiny_config):
+    """The tiny config for two epochs with 2-bit weights and activations, attention quantized, the dataset's
+    normalisation."""
     import torch
     torch.set_num_threads(1)
     from qvit_nb.train import train
     out = tmp_path_factory.mktemp('runs')
     with contextlib.redirect_stdout(io.StringIO()):
-        train(output=str(out), experiment='tiny', dataset='digits', model='vit_2_4_32', epochs=2, batch_size=32,
-              max_images=64, aa=None, mixup=0., cutmix=0., reprob=0., workers=0, amp=False, warmup_epochs=0,
-              cooldown_epochs=0, aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2, attn_q=True, tricks='tiny 2b')
+        train(output=str(out), experiment='tiny', **{**tiny_config, 'mean': None, 'std': None}, epochs=2,
+              aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2, attn_q=True, tricks='tiny 2b')
     return out / 'tiny'
 
 
@@ -56,22 +57,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope='module')
-def mixed_runs(tiny_run, tmp_path_factory):
-    "A folder as `qvit demo` leaves it: a float run ('afloat', listed first) next to the quantized tiny run."
-    import torch
+def mixed_runs(quantized_run, tmp_path_factory, tiny_config):
+    "A folder as `qvit demo` leaves it: a float run ('afloat', listed first, 32 images) next to the quantized run."
     from qvit_nb.train import train
     out = tmp_path_factory.mktemp('mixed')
-    shutil.copytree(tiny_run, out / 'tiny')
+    shutil.copytree(quantized_run, out / 'tiny')
     with contextlib.redirect_stdout(io.StringIO()):
-        train(output=str(out), experiment='afloat', dataset='digits', model='vit_2_4_32', epochs=1, batch_size=32,
-              max_images=32, aa=None, mixup=0., cutmix=0., reprob=0., workers=0, amp=False, warmup_epochs=0,
-              cooldown_epochs=0, tricks='float')
+        train(output=str(out), experiment='afloat', **{**tiny_config, 'mean': None, 'std': None}, max_images=32,
+              tricks='float')
     return out
 
 
 def _env(tmp: Path, **extra) -> dict:
     "The repository first on the path, and every Jupyter directory (runtime, config, settings) in `tmp`."
-    return {**os.environ, 'PYTHONPATH': os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep),
+    path = os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]).rstrip(os.pathsep)
+    return {**os.environ, 'PYTHONPATH': path,
             'JUPYTER_RUNTIME_DIR': str(tmp / 'jupyter-runtime'), 'JUPYTER_CONFIG_DIR': str(tmp / 'jupyter-config'),
             'JUPYTER_PLATFORM_DIRS': '1', 'OMP_NUM_THREADS': '1', **extra}
 
@@ -85,7 +85,8 @@ def _serve(name: str, args: list, port: int, cwd: Path, env: dict, tmp: Path):
     try:
         deadline = time.monotonic() + 90
         while True:
-            if proc.poll() is not None: raise RuntimeError(f"{name} exited ({proc.returncode}): {(tmp / f'{name}.log').read_text()[-2000:]}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({proc.returncode}): {(tmp / f'{name}.log').read_text()[-2000:]}")
             with contextlib.suppress(OSError):
                 socket.create_connection(('127.0.0.1', port), timeout=1).close(); break
             if time.monotonic() > deadline: raise TimeoutError(f"{name} did not listen on port {port} within 90 s")
@@ -115,9 +116,10 @@ def jupyterlab(root: Path, tmp: Path):
     Autosave is off, so running a notebook of `nbs/` never writes its outputs back."""
     port = _free_port()
     settings = tmp / 'lab-settings'
+    # the tracker: every cell in the DOM; the notebooks carry no kernelspec: start the default kernel, no dialog
     for plugin, value in {'docmanager-extension/plugin': {'autosave': False},
-                          # every cell in the DOM; the notebooks carry no kernelspec: start the default kernel, no dialog
-                          'notebook-extension/tracker': {'windowingMode': 'none', 'autoStartDefaultKernel': True}}.items():
+                          'notebook-extension/tracker': {'windowingMode': 'none',
+                                                         'autoStartDefaultKernel': True}}.items():
         f = settings / '@jupyterlab' / f'{plugin}.jupyterlab-settings'
         f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps(value))
     env = _env(tmp, JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(tmp / 'lab-workspaces'))
@@ -134,11 +136,13 @@ def _plot_state(page) -> dict:
         const gd = document.querySelector('.js-plotly-plot');
         return {title: (gd.querySelector('.gtitle') || {}).textContent || '',
                 y: Array.from(gd.data[0].y || []).map(Number),
-                bars: Array.from(gd.querySelectorAll('.barlayer .trace.bars .point path')).map(p => p.getAttribute('d'))};
+                bars: Array.from(gd.querySelectorAll('.barlayer .trace.bars .point path'))
+                           .map(p => p.getAttribute('d'))};
     }""")
 
 
 STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+PLOT_TITLE = "document.querySelector('.js-plotly-plot .gtitle').textContent"
 APP = REPO / 'dashboards' / 'activations.ipynb'
 
 
@@ -158,7 +162,7 @@ def test_voila_activation_dashboard(mixed_runs, browser, tmp_path):
             assert len(before['bars']) > 10, before            # the histogram bars are drawn
             page.screenshot(path=str(tmp_path / 'voila-before.png'), full_page=True)
             _dropdown(page, 'layer').select_option(LAYER1)
-            page.wait_for_function(f"() => document.querySelector('.js-plotly-plot .gtitle').textContent.startsWith({LAYER1!r})",
+            page.wait_for_function(f"() => {PLOT_TITLE}.startsWith({LAYER1!r})",
                                    timeout=30_000)
             page.wait_for_timeout(300)                         # let plotly finish redrawing the bars
             after = _plot_state(page)
@@ -173,15 +177,18 @@ def test_voila_activation_dashboard(mixed_runs, browser, tmp_path):
     print(f"voila test: {time.monotonic() - t0:.1f} s; screenshots in {tmp_path}")
 
 
-PROMPTS = "[...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim())"
+PROMPTS = ("[...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')]"
+           ".map(e => e.textContent.trim())")
 STATUS_BAR = "[...document.querySelectorAll('.jp-StatusBar-TextItem')].map(e => e.textContent.trim())"
 
 
 def _lab_state(page, tmp: Path) -> str:
-    "What JupyterLab shows when a wait fails: the cells' prompts, the kernel's state, any dialog, the server log's tail."
+    """What JupyterLab shows when a wait fails: the cells' prompts, the kernel's state, any dialog, the server log's
+    tail."""
     try:
         seen = page.evaluate(f"""() => ({{prompts: {PROMPTS},
-            status: (document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator') || {{dataset: {{}}}}).dataset.status,
+            status: (document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator')
+                     || {{dataset: {{}}}}).dataset.status,
             status_bar: {STATUS_BAR}.filter(t => t.includes(' | ')),
             dialogs: [...document.querySelectorAll('.jp-Dialog')].map(d => d.innerText.slice(0, 300))}})""")
         page.screenshot(path=str(tmp / 'jupyterlab-failed.png'), full_page=True)
@@ -196,7 +203,8 @@ def _run_all_cells(page, tries: int = 6):
     (reopening the menu up to `tries` times). A guard: a disabled item was never seen; the hang it was written for
     was Run All before the kernel attached (see the caller's wait)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    item = page.locator('.lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel', has_text=re.compile(r'^Run All Cells$'))
+    item = page.locator('.lm-Menu-item:not(.lm-mod-disabled) .lm-Menu-itemLabel',
+                        has_text=re.compile(r'^Run All Cells$'))
     for _ in range(tries):
         page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
         try: return item.click(timeout=10_000)
@@ -214,18 +222,21 @@ def test_jupyterlab_runs_a_notebook_without_errors(browser, tmp_path):
             page.goto(f"{url}lab/tree/{name}", wait_until='domcontentloaded', timeout=90_000)
             import nbformat
             n_code = sum(c.cell_type == 'code' for c in nbformat.read(REPO / 'nbs' / name, as_version=4).cells)
-            page.wait_for_function(f"() => document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell').length === {n_code}",
-                                   timeout=60_000)                    # every cell rendered (windowing off)
+            cells = "document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell')"
+            page.wait_for_function(f"() => {cells}.length === {n_code}", timeout=60_000)   # every cell (windowing off)
             try:
-                # The kernel attached and idle, as the status bar says it. Not the toolbar's indicator: that reads "idle"
-                # while the status bar still says "No Kernel | Initializing", and Run All Cells then returns without
-                # running anything (JupyterLab skips cells while the session has no kernel): the CI timeout of 2 Dec.
-                page.wait_for_function(f"() => {STATUS_BAR}.some(t => /^(?!No Kernel).+ \\| Idle$/.test(t))", timeout=120_000)
+                # The kernel attached and idle, as the status bar says it. Not the toolbar's indicator: that reads
+                # "idle" while the status bar still says "No Kernel | Initializing", and Run All Cells then returns
+                # without running anything (JupyterLab skips cells while the session has no kernel): the CI timeout of
+                # 2 Dec.
+                page.wait_for_function(f"() => {STATUS_BAR}.some(t => /^(?!No Kernel).+ \\| Idle$/.test(t))",
+                                       timeout=120_000)
                 _run_all_cells(page)
                 page.wait_for_function(f"() => {PROMPTS}.some(t => t !== '[ ]:')", timeout=60_000)   # the run began
                 page.wait_for_function(f"""() => {{
                     const p = {PROMPTS};
-                    const idle = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]');
+                    const idle = document.querySelector(
+                        '.jp-NotebookPanel .jp-Notebook-ExecutionIndicator[data-status="idle"]');
                     return idle && p.length && p.every(t => /^\\[\\d+\\]:$/.test(t)); }}""", timeout=300_000)
             except PlaywrightTimeout as e:
                 raise AssertionError(f"{e}\n{_lab_state(page, tmp_path)}") from None
@@ -236,12 +247,13 @@ def test_jupyterlab_runs_a_notebook_without_errors(browser, tmp_path):
         finally: page.close()
 
 
-def test_exported_html_renders_without_kernel(tiny_run, browser, tmp_path):
+def test_exported_html_renders_without_kernel(quantized_run, browser, tmp_path):
     from qvit_nb.dashboard import activation_dashboard
     from qvit_nb.cli import main
-    page_act = activation_dashboard(tiny_run, batches=1, max_images=64, batch_size=32, layer=LAYER0).to_html(tmp_path / 'act.html')
+    dashboard = activation_dashboard(quantized_run, batches=1, max_images=64, batch_size=32, layer=LAYER0)
+    page_act = dashboard.to_html(tmp_path / 'act.html')
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(['dashboard', str(tiny_run.parent), '--html', str(tmp_path / 'acc.html')]) == 0
+        assert main(['dashboard', str(quantized_run.parent), '--html', str(tmp_path / 'acc.html')]) == 0
     page = browser.new_page()
     try:
         page.route('http*://**', lambda route: route.abort())   # prove nothing is fetched from the network
@@ -250,7 +262,7 @@ def test_exported_html_renders_without_kernel(tiny_run, browser, tmp_path):
         before = _plot_state(page)
         assert before['title'].startswith(LAYER0) and len(before['bars']) > 10
         page.select_option('#qvit-activations-layer', LAYER1)      # the page's own layer select: no kernel involved
-        page.wait_for_function(f"() => document.querySelector('.js-plotly-plot .gtitle').textContent.startsWith({LAYER1!r})",
+        page.wait_for_function(f"() => {PLOT_TITLE}.startsWith({LAYER1!r})",
                                timeout=15_000)
         assert _plot_state(page)['bars'] != before['bars']
         page.screenshot(path=str(tmp_path / 'html-activations.png'), full_page=True)

@@ -80,8 +80,9 @@ CRAFTED = textwrap.dedent('''
 def test_a_crafted_cifar_batch_ends_qvit_train_in_one_line_with_exit_2(tmp_path):
     env = {'PYTHONPATH': str(ROOT), 'PATH': '/usr/bin:/bin', 'OMP_NUM_THREADS': '1'}
     subprocess.run([sys.executable, '-c', CRAFTED, str(tmp_path / 'data')], check=True, env=env, timeout=600)
-    r = subprocess.run([sys.executable, '-m', 'qvit_nb.cli', 'train', '--dataset', 'cifar10', '--data-dir', str(tmp_path / 'data'),
-                        '--model', 'vit_2_4_32', '--epochs', '1', '--workers', '0', '--output', str(tmp_path / 'runs')],
+    r = subprocess.run([sys.executable, '-m', 'qvit_nb.cli', 'train', '--dataset', 'cifar10',
+                        '--data-dir', str(tmp_path / 'data'), '--model', 'vit_2_4_32', '--epochs', '1',
+                        '--workers', '0', '--output', str(tmp_path / 'runs')],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
     assert 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-3000:]

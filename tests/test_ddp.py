@@ -10,21 +10,23 @@ from flags import cli_flags as flags
 from qvit_nb.checkpoints import load_checkpoint
 from qvit_nb.train import train
 
-# no randomness that depends on how a batch is split: no crop/flip/jitter/erasing/mixup, no dropout
-SAME = dict(dataset='digits', model='vit_2_4_32', epochs=2, warmup_epochs=1, cooldown_epochs=0, batch_size=32,
-            max_images=128, aa=None, mixup=0.0, cutmix=0.0, reprob=0.0, hflip=0.0, color_jitter=0.0, scale=[1.0, 1.0],
-            ratio=[1.0, 1.0], drop_path=0.0, attn_drop=0.0, workers=0, amp=False, lr=1e-3, mean=[0.5] * 3, std=[0.5] * 3,
-            smoothing=0.1, aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2)
+# the tiny config with no randomness that depends on how a batch is split (no crop/flip/jitter, no dropout; the tiny
+# config has no erasing or mixup), W2A2, 4 steps an epoch
+SAME = dict(epochs=2, warmup_epochs=1, max_images=128, hflip=0.0, color_jitter=0.0, scale=[1.0, 1.0], ratio=[1.0, 1.0],
+            drop_path=0.0, attn_drop=0.0, lr=1e-3, smoothing=0.1, aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2)
 
 
-@pytest.mark.skipif(shutil.which('torchrun') is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), 'torchrun')),
+TORCHRUN = os.path.join(os.path.dirname(sys.executable), 'torchrun')
+
+
+@pytest.mark.skipif(shutil.which('torchrun') is None and not os.path.exists(TORCHRUN),
                     reason='torchrun not found next to the interpreter')
-def test_torchrun_two_gloo_ranks_match_one_process(tmp_path):
+def test_torchrun_two_gloo_ranks_match_one_process(tmp_path, tiny_config):
+    same = {**tiny_config, **SAME}
     torch.set_num_threads(1)
-    single = train(output=str(tmp_path), experiment='single', **SAME)
-    torchrun = os.path.join(os.path.dirname(sys.executable), 'torchrun')
-    r = subprocess.run([torchrun, '--standalone', '--nproc_per_node', '2', '-m', 'qvit_nb.cli', 'train',
-                        '--output', str(tmp_path), '--experiment', 'ddp', *flags(SAME)],
+    train(output=str(tmp_path), experiment='single', **same)
+    r = subprocess.run([TORCHRUN, '--standalone', '--nproc_per_node', '2', '-m', 'qvit_nb.cli', 'train',
+                        '--output', str(tmp_path), '--experiment', 'ddp', *flags(same)],
                        capture_output=True, text=True, timeout=3600,   # only catches a hang (>= 10x a quiet run)
                        env={**os.environ, 'OMP_NUM_THREADS': '1'})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -37,4 +39,5 @@ def test_torchrun_two_gloo_ranks_match_one_process(tmp_path):
     sa, sb = a['summary'][-1], b['summary'][-1]
     assert abs(sa['top1'] - sb['top1']) < 1e-6 and abs(sa['eval_loss'] - sb['eval_loss']) < 1e-4
     assert sorted(p.name for p in (tmp_path / 'ddp').iterdir() if not p.name.startswith('.')) == \
-        ['args.yaml', 'last-prev.pth.tar', 'last.pth.tar', 'metrics.json', 'model_best.pth.tar', 'progress.log', 'summary.csv']
+        ['args.yaml', 'last-prev.pth.tar', 'last.pth.tar', 'metrics.json', 'model_best.pth.tar', 'progress.log',
+         'summary.csv']

@@ -5,23 +5,28 @@ import ast, json, re, subprocess, sys
 from pathlib import Path
 
 import nbformat
+import pytest
 import yaml
 
 from qvit_nb.config import TrainConfig
 from qvit_nb.runs import load_runs, render_report, report_config, run_sweep, train_notebook
 
-TINY = dict(dataset='digits', model='vit_2_4_32', epochs=1, warmup_epochs=0, cooldown_epochs=0, batch_size=32,
-            max_images=64, aa=None, mixup=0.0, cutmix=0.0, reprob=0.0, workers=0, amp=False, drop_path=0.0,
-            attn_drop=0.0, mean=[0.5] * 3, std=[0.5] * 3, lr=1e-3)
+# these tests' runs: the tiny config without dropout, at lr 1e-3
+NO_DROPOUT = dict(drop_path=0.0, attn_drop=0.0, lr=1e-3)
 
 
-def write_sweep(d: Path, **sweep):
-    (d / 'base.yml').write_text(yaml.safe_dump(TINY))
-    (d / 'sweep.yml').write_text(yaml.safe_dump({'name': 'tiny', 'base': 'base.yml', **sweep}))
-    return d / 'sweep.yml'
+@pytest.fixture
+def config(tiny_config):
+    return {**tiny_config, **NO_DROPOUT}
 
 
-def test_template_takes_one_config_parameter():
+@pytest.fixture
+def write_sweep(tiny_sweep):
+    "`write_sweep(experiments, **sweep keys)`: the tiny sweep of these tests."
+    return lambda experiments, **sweep: tiny_sweep(experiments, base=NO_DROPOUT, **sweep)
+
+
+def test_template_takes_one_config_parameter(config):
     "The report opens with one short parameter, the run's config as a dict; the template builds TrainConfig from it."
     nb = nbformat.read(train_notebook(), as_version=4)
     params = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
@@ -31,9 +36,9 @@ def test_template_takes_one_config_parameter():
     assert sorted(k for k in ns if not k.startswith('__')) == ['config'] and ns['config'] == {}
     assert any('TrainConfig.from_dict(config)' in c.source for c in nb.cells if c.cell_type == 'code')
     # papermill gets only what differs from the defaults, and that rebuilds the full config
-    cfg = TrainConfig.from_dict({**TINY, 'aq_enable': True, 'experiment': 'x'})
+    cfg = TrainConfig.from_dict({**config, 'aq_enable': True, 'experiment': 'x'})
     short = report_config(cfg.to_dict())
-    assert short['aq_enable'] is True and set(short) <= {*TINY, 'aq_enable', 'experiment'}
+    assert short['aq_enable'] is True and set(short) <= {*config, 'aq_enable', 'experiment'}
     assert TrainConfig.from_dict(short) == cfg
 
 
@@ -51,19 +56,22 @@ def test_the_template_imports_nothing_that_imports_runs(tmp_path):
     assert {'qvit_nb.dashboard', 'qvit_nb.train'} <= set(loaded) and 'qvit_nb.runs' not in loaded, loaded
 
 
-def test_weight_only_run_report_finishes_and_keeps_its_figures(tmp_path, monkeypatch):
+def test_weight_only_run_report_finishes_and_keeps_its_figures(tmp_path, monkeypatch, config):
     """A weight-only run through papermill: `finished`, its report says why there is no activation histogram, shows no
     CPU-only warning, keeps its figure in plain nbconvert HTML (plotly.js inlined, nothing fetched), and a report
     cell that fails after training is kept as `report_error` without failing the run."""
     from nbconvert import HTMLExporter
     import qvit_nb.runs as runs
     template = nbformat.read(train_notebook(), as_version=4)
-    template.cells += [nbformat.v4.new_code_cell("import torch.utils.cpp_extension   # where a CUDA toolkit but no GPU: the CPU-only line"),
+    # where a CUDA toolkit but no GPU: the CPU-only line
+    template.cells += [nbformat.v4.new_code_cell("import torch.utils.cpp_extension"),
                        nbformat.v4.new_code_cell("raise RuntimeError('a report cell broke after training')")]
     nbformat.write(template, tmp_path / 'train.ipynb')
     monkeypatch.setattr(runs, 'train_notebook', lambda: tmp_path / 'train.ipynb')
-    cfg = TrainConfig.from_dict({**TINY, 'output': str(tmp_path / 'runs'), 'experiment': 'w2', 'wq_enable': True, 'wq_bitw': 2})
-    rec = runs.execute_experiment(dict(name='w2', params=cfg.to_dict(), run_dir=str(tmp_path / 'runs' / 'w2'), threads=1))
+    cfg = TrainConfig.from_dict({**config, 'output': str(tmp_path / 'runs'), 'experiment': 'w2', 'wq_enable': True,
+                                 'wq_bitw': 2})
+    rec = runs.execute_experiment(dict(name='w2', params=cfg.to_dict(), run_dir=str(tmp_path / 'runs' / 'w2'),
+                                       threads=1))
     assert rec['status'] == 'finished' and rec['error'] is None, rec
     assert 'a report cell broke after training' in rec['report_error']
     assert json.loads((tmp_path / 'runs' / 'w2' / 'metrics.json').read_text())['status'] == 'finished'
@@ -80,11 +88,12 @@ def test_weight_only_run_report_finishes_and_keeps_its_figures(tmp_path, monkeyp
     html, _ = HTMLExporter().from_notebook_node(nb)
     assert html.count('Plotly.newPlot(') >= 1 and html.count('* plotly.js v') == 1   # the curves, plotly.js once
     srcs = re.findall(r"<script[^>]+src=[\"']?(https?://[^\"' >]+)", html)
-    assert all('require' in u or 'mathjax' in u for u in srcs), srcs   # only nbconvert's own page scripts, never the figures'
+    # only nbconvert's own page scripts, never the figures'
+    assert all('require' in u or 'mathjax' in u for u in srcs), srcs
 
 
-def test_sweep_failure_chain_rerun_and_report(tmp_path):
-    sweep = write_sweep(tmp_path, workers=2, experiments=[
+def test_sweep_failure_chain_rerun_and_report(tmp_path, write_sweep):
+    sweep = write_sweep(workers=2, experiments=[
         dict(name='fp', tricks='baseline'),
         dict(name='kd', tricks='act 2b, kd (fp)', teacher_from='fp',
              overrides=dict(aq_enable=True, aq_bitw=2, kd_type='last', kd_alpha=2.0)),
@@ -95,10 +104,12 @@ def test_sweep_failure_chain_rerun_and_report(tmp_path):
     assert res.failed == ['broken']
     assert 'cifar-10-batches-py' in res.records['broken']['error']
     broken_nb = nbformat.read(Path(res.records['broken']['run_dir']) / 'train.ipynb', as_version=4)
-    assert any(o.get('output_type') == 'error' for c in broken_nb.cells if c.cell_type == 'code' for o in c.get('outputs', []))
+    assert any(o.get('output_type') == 'error' for c in broken_nb.cells if c.cell_type == 'code'
+               for o in c.get('outputs', []))
     # the chain: kd's teacher is fp's best checkpoint
     kd_args = yaml.safe_load((Path(res.records['kd']['run_dir']) / 'args.yaml').read_text())
-    assert kd_args['use_kd'] and kd_args['teacher_checkpoint'] == str(Path(res.records['fp']['run_dir']).resolve() / 'model_best.pth.tar')
+    fp_best = Path(res.records['fp']['run_dir']).resolve() / 'model_best.pth.tar'
+    assert kd_args['use_kd'] and kd_args['teacher_checkpoint'] == str(fp_best)
     # the report shows all three with their status
     table = load_runs(runs)
     assert sorted(table.status) == ['failed', 'finished', 'finished'] and set(table.sweep) == {'tiny'}
@@ -113,8 +124,8 @@ def test_sweep_failure_chain_rerun_and_report(tmp_path):
     assert set(registry) == {'fp', 'kd', 'broken'}
 
 
-def test_submitit_local_executor_runs_an_experiment(tmp_path):
-    sweep = write_sweep(tmp_path, executor='slurm', slurm=dict(cluster='local', timeout_min=10),
+def test_submitit_local_executor_runs_an_experiment(tmp_path, write_sweep):
+    sweep = write_sweep(executor='slurm', slurm=dict(cluster='local', timeout_min=10),
                         experiments=[dict(name='fp', tricks='submitit')])
     res = run_sweep(sweep, output=tmp_path / 'runs')
     assert res.records['fp']['status'] == 'finished', res.records
@@ -122,8 +133,8 @@ def test_submitit_local_executor_runs_an_experiment(tmp_path):
     assert list((tmp_path / 'runs' / 'tiny' / '.submitit').glob('*_log.out'))
 
 
-def test_qvit_sweep_and_report_cli(tmp_path):
-    sweep = write_sweep(tmp_path, experiments=[dict(name='fp', tricks='cli')])
+def test_qvit_sweep_and_report_cli(tmp_path, write_sweep):
+    sweep = write_sweep(experiments=[dict(name='fp', tricks='cli')])
     r = subprocess.run([sys.executable, '-m', 'qvit_nb.cli', 'sweep', str(sweep), '--output', str(tmp_path / 'runs')],
                        capture_output=True, text=True, timeout=1800)   # only catches a hang: >= 10x a quiet run
     assert r.returncode == 0, r.stderr[-2000:]
@@ -134,7 +145,8 @@ def test_qvit_sweep_and_report_cli(tmp_path):
 
 
 def test_runs_and_dashboard_do_not_import_the_training_loop():
-    "The registry and the dashboards read runs through `qvit_nb.checkpoints` and `qvit_nb.builders`, never `qvit_nb.train`."
+    """The registry and the dashboards read runs through `qvit_nb.checkpoints` and `qvit_nb.builders`, never
+    `qvit_nb.train`."""
     code = ("import sys, qvit_nb.runs, qvit_nb.dashboard; "
             "assert 'qvit_nb.train' not in sys.modules, sorted(m for m in sys.modules if m.startswith('qvit_nb'))")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)

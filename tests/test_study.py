@@ -21,7 +21,8 @@ def test_study_configs_use_the_study_semantics():
         sweep = load_sweep(ROOT / 'configs' / 'sweeps' / name)
         for e in sweep.experiments:
             c = sweep.config(e, 'runs', {'use_kd': True, 'teacher': 'vit_6_4_32'} if e.teacher_from else {})
-            assert (c.kd_target, c.aq_relu_unsigned, c.aq_learnable_bias_per_channel) == ('study', 'study', True), (name, e.name)
+            study = (c.kd_target, c.aq_relu_unsigned, c.aq_learnable_bias_per_channel)
+            assert study == ('study', 'study', True), (name, e.name)
 
 
 def test_study_sweeps_name_existing_study_rows():
@@ -50,7 +51,8 @@ def test_findings_sweep_covers_every_finding():
     seeds = {}
     for e in sweep.experiments: seeds.setdefault(e.overrides.get('study_row'), set()).add(e.overrides.get('seed', 42))
     assert len(seeds['25997']) == len(seeds['25911']) == 3                     # the study's closest pair: 3 seeds each
-    assert any(not e.overrides.get('wq_enable') and not e.overrides.get('aq_enable') for e in sweep.experiments)  # float on top
+    # float on top
+    assert any(not e.overrides.get('wq_enable') and not e.overrides.get('aq_enable') for e in sweep.experiments)
 
 
 def _fake_run(d: Path, name: str, acc: float, **args):
@@ -80,19 +82,19 @@ def test_report_study_flag(tmp_path):
     finding = next(l for l in text.splitlines() if 'two-step W2A2 beats one-step W2A2' in l)
     assert '60.00 (25863) vs 58.50 (14510)' in finding and finding.rstrip(' |').endswith('| ✓          | +1.50')
     top = next(l for l in text.splitlines() if 'the float model is on top' in l)
-    assert top.rstrip(' |').endswith('✗') and '55.00 vs 60.00 (vit-2-4-32)' in top   # the float run is below the quantized ones
+    # the float run is below the quantized ones
+    assert top.rstrip(' |').endswith('✗') and '55.00 vs 60.00 (vit-2-4-32)' in top
     code, csv = _report(str(tmp_path), '--study', '--format', 'csv')
     assert code == 0 and csv.splitlines()[0].endswith('Study row,Study accuracy,Δ vs study')
 
 
-def test_training_with_every_study_semantic(tmp_path):
+def test_training_with_every_study_semantic(tmp_path, tiny_config):
     "One tiny run through `train` with the three study-compatible choices on: they reach the model and the loss."
     from qvit_nb.train import train
-    m = train(output=str(tmp_path), experiment='study', dataset='digits', model='vit_2_4_32', epochs=1, warmup_epochs=0,
-              cooldown_epochs=0, batch_size=32, max_images=64, aa=None, mixup=0.0, cutmix=0.0, reprob=0.0, workers=0,
-              amp=False, device='cpu', act_layer='relu', aq_enable=True, aq_bitw=2, aq_learnable_bias=True,
-              aq_learnable_bias_per_channel=True, aq_relu_unsigned='study', use_kd=True, teacher='vit_2_4_32',
-              kd_type='all', kd_target='study', study_row='46457')
+    m = train(output=str(tmp_path), experiment='study', **{**tiny_config, 'mean': None, 'std': None}, device='cpu',
+              act_layer='relu', aq_enable=True, aq_bitw=2, aq_learnable_bias=True, aq_learnable_bias_per_channel=True,
+              aq_relu_unsigned='study', use_kd=True, teacher='vit_2_4_32', kd_type='all', kd_target='study',
+              study_row='46457')
     assert m['status'] == 'finished'
     import torch
     sd = torch.load(tmp_path / 'study' / 'last.pth.tar', map_location='cpu', weights_only=False)['state_dict']

@@ -158,7 +158,7 @@ def check_state_dict(model: nn.Module, sd: dict, what: str = 'model', source: st
     raise CheckpointError('\n'.join(lines))
 
 # %% ../nbs/02b_checkpoints.ipynb #b1c55d1d
-def check_resume(cfg: 'TrainConfig'):
+def check_resume(cfg):
     "The checkpoint or run directory `resume` names exists (checked before the run directory is resolved)."
     resume, out = cfg.resume, Path(cfg.output or 'runs')
     if resume and resume != 'last' and not Path(resume).is_file() and not previous_checkpoint(resume).is_file():

@@ -78,8 +78,9 @@ def _holds_run(run_dir: Path) -> bool:
     return (run_dir / 'last.pth.tar').exists() or _status(run_dir) in ('running', 'finished')
 
 # %% ../nbs/02a_runfiles.ipynb #dc078d99
-def resolve_run_dir(cfg: 'TrainConfig', create: bool = True) -> tuple[Path, Optional[Path]]:
-    "`(run_dir, checkpoint to resume or None)` for `cfg`; checks the output is writable and nothing gets overwritten."
+def resolve_run_dir(cfg, create: bool = True) -> tuple[Path, Optional[Path]]:
+    """`(run_dir, checkpoint to resume or None)` for `cfg` (a TrainConfig); checks the output is writable and
+    nothing gets overwritten."""
     out = Path(cfg.output or 'runs')
     if cfg.resume and cfg.resume != 'last':
         ckpt = Path(cfg.resume)

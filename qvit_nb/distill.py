@@ -50,7 +50,8 @@ def load_teacher(name: str, checkpoint: Union[str, Path, dict, None] = None, qua
     model = timm.create_model(check_model_name(name, what='teacher model'), num_classes=num_classes, **model_kwargs)
     if quantized is not None: quantize_model(model, **_quant_args(quantized))
     if checkpoint is not None:
-        sd = strip_wrapper_prefixes(checkpoint) if isinstance(checkpoint, dict) else load_checkpoint(checkpoint, state_dict=True, training=False)
+        sd = (strip_wrapper_prefixes(checkpoint) if isinstance(checkpoint, dict)
+              else load_checkpoint(checkpoint, state_dict=True, training=False))
         what = f"teacher {name!r} (num_classes={num_classes}, {'quantized' if quantized is not None else 'float'})"
         source = source or ('checkpoint' if isinstance(checkpoint, dict) else f"checkpoint {str(checkpoint)!r}")
         check_state_dict(model, sd, what, source)

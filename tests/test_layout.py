@@ -114,19 +114,30 @@ def test_nearly_every_export_cell_is_followed_by_an_example_or_test():
 
 # --- lines of the package ---------------------------------------------------------------------------------------------
 
-MAX_LINE = 120   # characters; also ruff's E501 in `make test`
+MAX_LINE = 120   # characters
+# nbdev writes each module's `__all__` wrapped at 120 characters *after* its 10-character `__all__ = ` prefix (a width
+# fixed in nbdev.maker), so that one generated line may reach 130: ruff's E501 allows 130, this check 120 elsewhere.
+_NBDEV_ALL = '__all__ = ['
 
 
 def _wide_lines(limit: int = MAX_LINE) -> list:
-    "(module, line number, length) of every line of the generated package longer than `limit` (not nbdev's _modidx.py)."
+    """(module, line number, length) of every line of the generated package longer than `limit` (not nbdev's
+    _modidx.py, nor the first line of the `__all__` nbdev writes)."""
     return [(py.name, i, len(line)) for py in sorted((ROOT / 'qvit_nb').glob('*.py')) if py.name != '_modidx.py'
-            for i, line in enumerate(py.read_text().splitlines(), 1) if len(line) > limit]
+            for i, line in enumerate(py.read_text().splitlines(), 1) if _is_wide(line, limit)]
+
+
+def _is_wide(line: str, limit: int = MAX_LINE) -> bool:
+    "Longer than `limit`, or for nbdev's `__all__` line, longer than `limit` plus its prefix `__all__ = `."
+    return len(line) > limit + (len(_NBDEV_ALL) - 1 if line.startswith(_NBDEV_ALL) else 0)
 
 
 def test_wide_lines_are_found():
     longest = max(n for py in (ROOT / 'qvit_nb').glob('*.py') if py.name != '_modidx.py'
                   for n in map(len, py.read_text().splitlines()))
     assert _wide_lines(longest - 1) and not _wide_lines(longest)
+    assert _is_wide('x' * 121) and not _is_wide('x' * 120)
+    assert not _is_wide(_NBDEV_ALL + 'x' * 119) and _is_wide(_NBDEV_ALL + 'x' * 120)    # 130 allowed, 131 not
 
 
 def test_no_wide_lines_in_the_package():

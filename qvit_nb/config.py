@@ -588,11 +588,13 @@ def _read_yaml(path: Path, chain=()) -> dict:
     except ValueError as e: raise ValueError(f"{e} (in {path})") from None
     return merged
 
-def load_config(path=None, overrides: Optional[dict] = None) -> TrainConfig:
-    "Defaults, then the YAML at `path` (with its `base:` chain), then `overrides`; validated."
-    d = _read_yaml(path) if path else {}
-    d.update(canonical_keys(overrides or {}))
-    return TrainConfig.from_dict(d)
+def load_config(path=None, overrides: Optional[dict] = None, epochs_total: bool = False) -> TrainConfig:
+    """Defaults, then the YAML at `path` (with its `base:` chain), then `overrides`; validated. With `epochs_total`
+    (the command line's rule) an `epochs` in `overrides` is the whole run: the cooldown timm adds after it is 0
+    unless `overrides` or the YAML set `cooldown_epochs`."""
+    d, over = (_read_yaml(path) if path else {}), canonical_keys(overrides or {})
+    if epochs_total and 'epochs' in over and 'cooldown_epochs' not in {**d, **over}: over['cooldown_epochs'] = 0
+    return TrainConfig.from_dict({**d, **over})
 
 def save_config(cfg: TrainConfig, path) -> Path:
     "Write every key of `cfg` as flat YAML (plain types), loadable with `load_config`; atomically (`atomic_write`)."
@@ -716,10 +718,11 @@ def build_parser(prog: str = 'qvit train') -> argparse.ArgumentParser:
     return p
 
 def parse_train_args(argv=None) -> TrainConfig:
-    "Parse `qvit train` arguments (without 'qvit train') into a validated `TrainConfig`; errors exit with code 2."
+    """Parse `qvit train` arguments (without 'qvit train') into a validated `TrainConfig`; errors exit with code 2.
+    `--epochs N` trains N epochs in all unless a cooldown is asked for (`load_config`'s `epochs_total`)."""
     p = build_parser()
     ns = vars(p.parse_args(argv))
     path, data = ns.pop('config', None), ns.pop('data', None)
     if data is not None: ns['data_dir'] = data
-    try: return load_config(path, ns)
+    try: return load_config(path, ns, epochs_total=True)
     except (ValueError, FileNotFoundError) as e: p.error(str(e))

@@ -261,7 +261,7 @@ def _log(self: TrainingRun, line: str, echo: bool = True):
 def plan(self: TrainingRun) -> str:
     "What the schedule will do: epochs (the cooldown timm adds), warmup, steps per epoch and batch size."
     cfg, cool = self.cfg, self.num_epochs - self.cfg.epochs
-    return (f"plan: {self.num_epochs} epochs" + (f" ({cfg.epochs} + {cool} cooldown)" if cool else '') +
+    return (f"plan: {self.num_epochs} epochs" + (f" ({cfg.epochs} + {cool} cooldown_epochs)" if cool else '') +
             f", warmup {cfg.warmup_epochs} epochs, {len(self.train_loader)} steps/epoch of {cfg.batch_size}" +
             (f", compiled ({self.compile_why})" if self.compiled else ''))
 

@@ -68,7 +68,7 @@ def test_without_a_terminal_progress_is_one_line_per_log_interval(tmp_path, tiny
                         '--experiment', 'p'], capture_output=True, text=True, env=ENV, timeout=1800)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     lines = r.stdout.splitlines()
-    assert 'plan: 2 epochs (1 + 1 cooldown), warmup 1 epochs, 2 steps/epoch of 32' in lines, lines
+    assert 'plan: 2 epochs (1 + 1 cooldown_epochs), warmup 1 epochs, 2 steps/epoch of 32' in lines, lines
     warning = 'warning: warmup_epochs 1 >= epochs 1: the learning rate never reaches lr'
     assert any(l.startswith(warning) for l in lines), lines
     steps = [l for l in lines if ' step ' in l]

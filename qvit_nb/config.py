@@ -13,16 +13,16 @@ __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'EVAL_METRICS', 'GR
 import argparse, functools, hashlib, json, math, re, sys
 from dataclasses import dataclass, field, fields, asdict, MISSING
 from pathlib import Path
-from typing import Any, Optional, Union, get_type_hints, get_origin, get_args
+from typing import TYPE_CHECKING, Any, Optional, Union, get_type_hints, get_origin, get_args
 
 import yaml
 from fastcore.basics import patch
 
 from .core import did_you_mean, unknown_choice_error
-from .quant import QUANTIZERS, QConfig
-from .qmodules import parse_qmodule
-from .data import dataset_name, dataset_stats
 from .runfiles import atomic_write
+# The quantizers, modules and datasets are imported where a config is validated or hashed, not here: they bring torch,
+# timm and torchvision (seconds), and `qvit train -h` builds its help from the fields alone.
+if TYPE_CHECKING: from qvit_nb.quant import QConfig
 
 # %% ../nbs/05_config.ipynb #bc69cc5b
 WQ_BITS = (1, 2, 4, 8)  # weight bit widths the quantizers implement
@@ -399,9 +399,10 @@ def _check_field(cfg, f):
             raise ValueError(f"config key '{k}' must be finite, got {x}")
 
 # %% ../nbs/05_config.ipynb #1dd6480d
-def _side_qconfig(cfg, side: str) -> QConfig:
+def _side_qconfig(cfg, side: str) -> 'QConfig':
     """One side's `QConfig` ('wq': weights, signed; 'aq': activations, signedness left to the module); errors name the
     keys."""
+    from qvit_nb.quant import QUANTIZERS, QConfig
     mode, bits, asym, pos, neg = (getattr(cfg, f'{side}_{k}') for k in ('mode', 'bitw', 'asym', 'pos', 'neg'))
     if mode == 'identity':       # one spelling for "this side is not quantized": the *_enable key
         raise ValueError(f"config key '{side}_mode': 'identity' (no quantizer) is what {side}_enable: false says; set "
@@ -452,6 +453,7 @@ def _check_run_and_data(cfg):
                          f"grow with its square), got {cfg.img_size}")
     if not _DEVICE_RE.match(cfg.device):
         raise ValueError(f"invalid device {cfg.device!r} (valid: auto, cpu, cuda, cuda:N, mps)")
+    from qvit_nb.data import dataset_name
     try: dataset_name(cfg.dataset)
     except ValueError as e: raise ValueError(f"config key 'dataset': {e}") from None
     for k in ('mean', 'std'):
@@ -477,6 +479,7 @@ def _check_recipe(cfg):
 # %% ../nbs/05_config.ipynb #f48d9da6
 def _check_quantization(cfg):
     "Both sides' `QConfig`s build, every `qmodules` entry parses, and `attn_q` has activation quantization to use."
+    from qvit_nb.qmodules import parse_qmodule
     cfg._qconfigs                      # builds the engine's QConfigs: their own checks (modes, level sets) run now
     if not cfg.qmodules:
         raise ValueError("config key 'qmodules' is empty; use e.g. ['linear'] (or turn wq_enable/aq_enable off)")
@@ -611,6 +614,7 @@ def config_hash(cfg: TrainConfig, n: int = 10) -> str:
     d = {old_name.get(k, k): v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
     # other data, other result (absent: the digits' hashes stay)
     if cfg.data_dir: d['data_dir'] = str(Path(cfg.data_dir).expanduser().resolve())
+    from qvit_nb.data import dataset_stats
     d['mean'], d['std'] = map(list, dataset_stats(cfg.dataset, cfg.mean, cfg.std))   # unset: the dataset's values
     if d['compile'] is None: d['compile'] = False   # auto hashes as false, the default before auto: hashes stay
     return hashlib.sha256(json.dumps(d, sort_keys=True, separators=(',', ':')).encode()).hexdigest()[:n]

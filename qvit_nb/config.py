@@ -5,9 +5,10 @@ validation with suggestions, and the `qvit train` command line generated from th
 
 # %% auto #0
 __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'EVAL_METRICS', 'GROUPS', 'FIELDS', 'FIELD_TYPES', 'RENAMED_KEYS',
-           'MAX_IMG_SIZE', 'LOADER_KEYS', 'MIXUP_KEYS', 'YAML_MAX_BYTES', 'YAML_MAX_NODES', 'HASH_EXCLUDED',
-           'STUDY_ALIASES', 'TrainConfig', 'canonical_keys', 'check_key', 'check_run_name', 'validate_config',
-           'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser', 'parse_train_args']
+           'OTHER_TOOLS_KEYS', 'MAX_IMG_SIZE', 'LOADER_KEYS', 'MIXUP_KEYS', 'YAML_MAX_BYTES', 'YAML_MAX_NODES',
+           'HASH_EXCLUDED', 'STUDY_ALIASES', 'TrainConfig', 'canonical_keys', 'check_key', 'check_run_name',
+           'validate_config', 'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser',
+           'parse_train_args']
 
 # %% ../nbs/05_config.ipynb #397713fc
 import argparse, functools, hashlib, json, math, re, sys
@@ -289,12 +290,33 @@ def canonical_keys(d: dict) -> dict:
                              f"values; keep {new!r}")
     return {RENAMED_KEYS.get(k, k): v for k, v in d.items()}
 
+# %% ../nbs/05_config.ipynb #de4a0460
+OTHER_TOOLS_KEYS = {  # our key -> what other training tools call it
+    'lr': ('learning_rate', 'lr_rate', 'base_lr'), 'epochs': ('num_epochs', 'max_epochs', 'n_epochs', 'num_train_epochs'),
+    'batch_size': ('train_batch_size', 'per_device_train_batch_size', 'batch', 'bs'),
+    'workers': ('num_workers', 'dataloader_num_workers'), 'output': ('output_dir', 'out_dir', 'save_dir', 'log_dir'),
+    'data_dir': ('data_path', 'data_root', 'dataset_dir', 'root'), 'img_size': ('image_size', 'input_size', 'resolution'),
+    'opt': ('optimizer', 'optim'), 'sched': ('scheduler', 'lr_scheduler', 'lr_scheduler_type'),
+    'smoothing': ('label_smoothing', 'label_smoothing_factor'), 'warmup_epochs': ('warmup', 'num_warmup_epochs'),
+    'clip_grad': ('max_grad_norm', 'gradient_clip_val', 'clip_grad_norm'), 'amp': ('fp16', 'mixed_precision', 'precision'),
+    'model': ('model_name', 'arch', 'architecture'), 'resume': ('resume_from_checkpoint', 'ckpt_path'),
+    'drop': ('drop_rate', 'dropout'), 'drop_path': ('drop_path_rate', 'stochastic_depth'),
+    'mixup': ('mixup_alpha',), 'cutmix': ('cutmix_alpha',), 'aa': ('auto_augment', 'autoaugment', 'rand_augment'),
+    'experiment': ('experiment_name', 'run_name'), 'teacher': ('teacher_model',), 'kd_alpha': ('distillation_alpha',),
+    'kd_temperature': ('temperature', 'distillation_tau', 'distillation_temperature')}
+_OURS = {other: ours for ours, others in OTHER_TOOLS_KEYS.items() for other in others}
+
 def check_key(key: str) -> str:
     """The `TrainConfig` field `key` names (itself, or the new name of a renamed key), else a ValueError with the
-    closest key."""
+    closest key, our name for another tool's key, or where the keys are listed."""
     key = RENAMED_KEYS.get(key, key)
     if key in FIELDS: return key
-    raise unknown_choice_error('config key', key, FIELDS, cutoff=0.5, match=str(key).replace('-', '_'))
+    spelled = str(key).replace('-', '_')
+    if spelled.lower() in _OURS:
+        ours = _OURS[spelled.lower()]
+        raise ValueError(f"unknown config key {key!r}; other tools' name for {ours!r}: use {ours!r}")
+    raise unknown_choice_error('config key', key, FIELDS, cutoff=0.5, match=spelled,
+                               valid="`qvit train -h` lists every key; `config_keys()` in Python")
 
 # %% ../nbs/05_config.ipynb #a4446210
 _TRUE, _FALSE = ('true', 'yes', 'y', 'on', '1'), ('false', 'no', 'n', 'off', '0')

@@ -292,13 +292,16 @@ def canonical_keys(d: dict) -> dict:
 
 # %% ../nbs/05_config.ipynb #de4a0460
 OTHER_TOOLS_KEYS = {  # our key -> what other training tools call it
-    'lr': ('learning_rate', 'lr_rate', 'base_lr'), 'epochs': ('num_epochs', 'max_epochs', 'n_epochs', 'num_train_epochs'),
+    'lr': ('learning_rate', 'lr_rate', 'base_lr'),
+    'epochs': ('num_epochs', 'max_epochs', 'n_epochs', 'num_train_epochs'),
     'batch_size': ('train_batch_size', 'per_device_train_batch_size', 'batch', 'bs'),
     'workers': ('num_workers', 'dataloader_num_workers'), 'output': ('output_dir', 'out_dir', 'save_dir', 'log_dir'),
-    'data_dir': ('data_path', 'data_root', 'dataset_dir', 'root'), 'img_size': ('image_size', 'input_size', 'resolution'),
+    'data_dir': ('data_path', 'data_root', 'dataset_dir', 'root'),
+    'img_size': ('image_size', 'input_size', 'resolution'),
     'opt': ('optimizer', 'optim'), 'sched': ('scheduler', 'lr_scheduler', 'lr_scheduler_type'),
     'smoothing': ('label_smoothing', 'label_smoothing_factor'), 'warmup_epochs': ('warmup', 'num_warmup_epochs'),
-    'clip_grad': ('max_grad_norm', 'gradient_clip_val', 'clip_grad_norm'), 'amp': ('fp16', 'mixed_precision', 'precision'),
+    'clip_grad': ('max_grad_norm', 'gradient_clip_val', 'clip_grad_norm'),
+    'amp': ('fp16', 'mixed_precision', 'precision'),
     'model': ('model_name', 'arch', 'architecture'), 'resume': ('resume_from_checkpoint', 'ckpt_path'),
     'drop': ('drop_rate', 'dropout'), 'drop_path': ('drop_path_rate', 'stochastic_depth'),
     'mixup': ('mixup_alpha',), 'cutmix': ('cutmix_alpha',), 'aa': ('auto_augment', 'autoaugment', 'rand_augment'),

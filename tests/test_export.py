@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from qvit_nb.train import train
-from qvit_nb.export import export_run, load_run_model, onnx_parity, model_storage
-from qvit_nb.dashboard import run_eval_data
+from qvit_nb.export import export_run, onnx_parity, model_storage
+from qvit_nb.rundata import load_run_model, run_eval_data
 
 TINY = dict(dataset='digits', model='vit_2_4_32', epochs=3, batch_size=64, aa=None, mixup=0., cutmix=0., reprob=0.,
             workers=0, amp=False, warmup_epochs=0, cooldown_epochs=0, lr=2e-3)

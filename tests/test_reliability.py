@@ -225,7 +225,7 @@ def test_sigterm_or_sigint_records_interrupted_keeps_a_checkpoint_and_says_one_l
 
 
 def test_a_running_run_whose_process_is_gone_is_reported_stale(tmp_path):
-    from qvit_nb.runs import load_runs
+    from qvit_nb.results import load_runs
     p = qvit_train(tmp_path, 'killed', epochs=30, max_images=64)
     for line in p.stdout:
         if line.startswith('epoch 1/') and '| train loss' in line: break
@@ -406,7 +406,7 @@ def test_a_teacher_with_nan_weights_is_refused_naming_the_checkpoint(tmp_path, c
 # --- the sweep registry records every experiment; the hash covers the data ------------------------------------------------
 
 def test_the_registry_records_skipped_and_twin_experiments_and_the_data_folder_is_hashed(tmp_path):
-    from qvit_nb.runs import run_sweep
+    from qvit_nb.sweeps import run_sweep
     (tmp_path / 'sweep.yml').write_text(yaml.safe_dump({'name': 'reg', 'experiments': [
         {'name': 'a', 'overrides': {**TINY, 'epochs': 1, 'max_images': 64}},
         {'name': 'twin', 'overrides': {**TINY, 'epochs': 1, 'max_images': 64}}]}))
@@ -525,7 +525,7 @@ def test_ctrl_c_to_a_sweep_says_one_line_records_interrupted_and_a_rerun_resumes
 def test_a_sweep_rerun_resumes_a_stale_run_from_its_checkpoint_and_starts_a_failed_one_anew(tmp_path, capsys):
     from dataclasses import replace
     from qvit_nb.config import save_config
-    from qvit_nb.runs import load_sweep, run_sweep, sweep_plan
+    from qvit_nb.sweeps import load_sweep, run_sweep, sweep_plan
     _sweep(tmp_path, 'rs', [{'name': 'killed', 'overrides': {**TINY, 'epochs': 8, 'max_images': 64}},
                                   {'name': 'broke', 'overrides': {**TINY, 'epochs': 1, 'max_images': 64, 'seed': 3}}])
     sweep, sweep_dir = load_sweep(tmp_path / 'sweep.yml'), (tmp_path / 'runs' / 'rs').resolve()
@@ -568,7 +568,7 @@ def test_a_sweep_rerun_resumes_a_stale_run_from_its_checkpoint_and_starts_a_fail
 
 def test_execute_experiment_keeps_interrupted_and_leaves_a_refused_resume_as_it_was(tmp_path, monkeypatch):
     import papermill
-    from qvit_nb.runs import execute_experiment
+    from qvit_nb.sweeps import execute_experiment
     run_dir = tmp_path / 'r'
     stopped = {'status': 'interrupted', 'error': 'run r interrupted by SIGTERM after 1 of 3 epochs; resume with: ...', 'pid': 1}
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from qvit_nb.train import train
-from qvit_nb.export import export_run, load_run_model, onnx_parity
-from qvit_nb.dashboard import run_eval_data
+from qvit_nb.export import export_run, onnx_parity
+from qvit_nb.rundata import load_run_model, run_eval_data
 
 RUNS = {'W2A2 linear+attn': dict(wq_enable=True, wq_bitw=2, aq_enable=True, aq_bitw=2, attn_q=True),
         'W2 per-channel': dict(wq_enable=True, wq_bitw=2, wq_per_channel=True)}

@@ -6,9 +6,9 @@ reference for the quantized linears, and what the model weighs at its bit widths
 
 # %% ../nbs/10_export.ipynb #d8fd825b
 from __future__ import annotations
-import contextlib, copy, math, os, secrets, warnings
+import contextlib, copy, os, secrets, warnings
 from pathlib import Path
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -17,11 +17,11 @@ from torch import nn
 
 from .quant import LSQQuantizer
 from .qmodules import QuantLinear, QuantConv2d, model_storage
+from .rundata import load_run_model
 
 # %% auto #0
 __all__ = ['OPSET', 'FLOAT_TOL', 'MIN_MATCHED', 'quantize_dequantize', 'dequantize', 'ExportQuantizer', 'ExportLinear',
-           'ExportConv2d', 'export_model', 'to_onnx', 'ort_session', 'onnx_parity', 'integer_linear', 'load_run_model',
-           'export_run']
+           'ExportConv2d', 'export_model', 'to_onnx', 'ort_session', 'onnx_parity', 'integer_linear', 'export_run']
 
 # %% ../nbs/10_export.ipynb #841d0eb4
 OPSET = 18      # QuantizeLinear/DequantizeLinear with per-axis scales (13+), Clip on int8 (12+); ONNX Runtime runs 18
@@ -51,7 +51,8 @@ def _onnx_translations() -> dict:
     import onnx
     from onnxscript import opset18 as op
     def int8(v: int): return op.Cast(op.Constant(value_int=v), to=onnx.TensorProto.INT8)
-    def zeros(scale): return op.Cast(op.Mul(scale, op.Constant(value_float=0.0)), to=onnx.TensorProto.INT8)  # int8 zero points shaped like the scale
+    def zeros(scale):                                      # int8 zero points shaped like the scale
+        return op.Cast(op.Mul(scale, op.Constant(value_float=0.0)), to=onnx.TensorProto.INT8)
     def qdq(x, scale, lo: int, hi: int, axis: int):
         q = op.Clip(op.QuantizeLinear(x, scale, zeros(scale), axis=axis), int8(lo), int8(hi))
         return op.DequantizeLinear(q, scale, zeros(scale), axis=axis)
@@ -63,7 +64,8 @@ class ExportQuantizer(nn.Module):
     "A trained `LSQQuantizer` frozen for export: its learnable bias (if any), then its levels at its learned step."
     def __init__(self, q: LSQQuantizer, axis: int = -1):
         super().__init__()
-        if not q.initialized: raise ValueError("cannot export a quantizer whose step was never initialised (the model has seen no data)")
+        if not q.initialized:
+            raise ValueError("cannot export a quantizer whose step was never initialised (the model has seen no data)")
         if q.levels.binary: raise ValueError("cannot export binary (1-bit) activations: ONNX's int8 levels need a zero")
         self.register_buffer('step', q.effective_step().detach().float().clone())
         self.register_buffer('bias', None if q.bias is None else q.bias.detach().float().clone())
@@ -78,17 +80,19 @@ class ExportQuantizer(nn.Module):
 def _frozen_input(q: nn.Module, axis: int) -> nn.Module:
     if isinstance(q, nn.Identity): return nn.Identity()
     if isinstance(q, LSQQuantizer): return ExportQuantizer(q, axis)
-    raise ValueError(f"cannot export a {type(q).__name__} quantizer: export supports LSQ and identity (float) quantizers")
+    raise ValueError(f"cannot export a {type(q).__name__} quantizer: export supports LSQ and identity (float) "
+                     "quantizers")
 
 # %% ../nbs/10_export.ipynb #c5420884
 class _ExportLayer(nn.Module):
-    "A QAT layer's weight as int8 levels and step(s) (float if it was not quantized), its frozen input quantizer, its bias."
+    "A QAT layer's weight as int8 levels and step(s) (float if not quantized), its frozen input quantizer, its bias."
     def __init__(self, m: Union[QuantLinear, QuantConv2d], axis: int):
         super().__init__()
         self.aq = _frozen_input(m.aq, axis)
         self.register_buffer('bias', None if m.bias is None else m.bias.detach().float().clone())
         if isinstance(m.wq, nn.Identity):
-            self.register_buffer('weight', m.weight.detach().float().clone()); self.weight_levels = self.weight_step = None
+            self.register_buffer('weight', m.weight.detach().float().clone())
+            self.weight_levels = self.weight_step = None
             return
         if not isinstance(m.wq, LSQQuantizer): _frozen_input(m.wq, 0)      # raises, naming the mode
         with torch.no_grad():
@@ -113,6 +117,7 @@ class ExportConv2d(_ExportLayer):
         self.conv = dict(stride=m.stride, padding=m.padding, dilation=m.dilation, groups=m.groups)
     def forward(self, x): return F.conv2d(self.aq(x), self.quant_weight(), self.bias, **self.conv)
 
+# %% ../nbs/10_export.ipynb #2d4d6d45
 def _set(model: nn.Module, name: str, new: nn.Module):
     parent, _, child = name.rpartition('.')
     setattr(model.get_submodule(parent) if parent else model, child, new)
@@ -145,9 +150,11 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: Union[str, Path], ops
     import onnx
     path = Path(path)
     if not path.parent.exists(): raise ValueError(f"cannot write {path}: folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK): raise ValueError(f"cannot write {path}: folder {path.parent} is not writable")
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"cannot write {path}: folder {path.parent} is not writable")
     if not (isinstance(example, torch.Tensor) and example.dim() == 4 and example.is_floating_point()):
-        raise ValueError(f"example must be a float NCHW batch, got {type(example).__name__} {tuple(getattr(example, 'shape', ()))}")
+        raise ValueError(f"example must be a float NCHW batch, got {type(example).__name__} "
+                         f"{tuple(getattr(example, 'shape', ()))}")
     twin, example = export_model(model).cpu(), example.detach().float().cpu()
     batch = torch.export.Dim('batch', min=1, max=1 << 16)
     with warnings.catch_warnings(), contextlib.redirect_stdout(open(os.devnull, 'w')):
@@ -163,21 +170,25 @@ def to_onnx(model: nn.Module, example: torch.Tensor, path: Union[str, Path], ops
     return path
 
 # %% ../nbs/10_export.ipynb #9d860fc0
-FLOAT_TOL = 1e-5        # an image's logits match when max |difference| <= FLOAT_TOL * max(1, max |logit|): float rounding
+FLOAT_TOL = 1e-5        # an image's logits match when max |difference| <= FLOAT_TOL * max(1, max |logit|)
 MIN_MATCHED = 0.99      # share of images whose logits must match; on the others a level flipped (see above)
 
 def ort_session(path: Union[str, Path], optimize: bool = True):
-    "An ONNX Runtime CPU session for an exported model: optimisations all on (or all off), `MatMulNBits` accumulating in float."
+    """An ONNX Runtime CPU session for an exported model: optimisations all on (or all off), `MatMulNBits` accumulating
+    in float."""
     import onnxruntime as ort
     so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.add_session_config_entry('session.qdq_matmulnbits_accuracy_level', '0')   # the default (4) int8-quantizes float activations
+    levels = ort.GraphOptimizationLevel
+    so.graph_optimization_level = levels.ORT_ENABLE_ALL if optimize else levels.ORT_DISABLE_ALL
+    so.add_session_config_entry('session.qdq_matmulnbits_accuracy_level', '0')   # the default (4) int8-quantizes inputs
     so.log_severity_level = 3
     return ort.InferenceSession(str(path), so, providers=['CPUExecutionProvider'])
 
+# %% ../nbs/10_export.ipynb #6c584cbc
 @torch.no_grad()
 def onnx_parity(model: nn.Module, path: Union[str, Path], data) -> 'pd.DataFrame':
-    "Logits, top-1 and predictions of ONNX model `path` (optimisations on / off) against `model` on `data` (batches or a loader)."
+    """Logits, top-1 and predictions of ONNX model `path` (optimisations on / off) against `model` on `data` (batches
+    or a loader)."""
     import pandas as pd
     model = model.eval()
     sessions = {'all': ort_session(path, True), 'none': ort_session(path, False)}
@@ -196,7 +207,9 @@ def onnx_parity(model: nn.Module, path: Union[str, Path], data) -> 'pd.DataFrame
         row = dict(optimizations=k, images=len(ref), max_logit_diff=float(diff.max()),
                    matched=float((diff <= FLOAT_TOL * np.maximum(np.abs(ref).max(1), 1)).mean()),
                    agreement=float((out.argmax(1) == ref.argmax(1)).mean()))
-        if y is not None: row.update(top1_torch=100 * float((ref.argmax(1) == y).mean()), top1_onnx=100 * float((out.argmax(1) == y).mean()))
+        if y is not None:
+            row.update(top1_torch=100 * float((ref.argmax(1) == y).mean()),
+                       top1_onnx=100 * float((out.argmax(1) == y).mean()))
         row['ok'] = row['matched'] >= MIN_MATCHED and row['agreement'] >= 0.999 and \
                     (y is None or abs(row['top1_onnx'] - row['top1_torch']) <= 0.1)
         rows.append(row)
@@ -210,19 +223,17 @@ def integer_linear(m: QuantLinear, x: torch.Tensor) -> torch.Tensor:
         raise ValueError("integer_linear needs quantized weights and a per-tensor quantized input")
     xin = x.detach().float() + (e.aq.bias if e.aq.bias is not None else 0)
     qx = torch.round(xin / e.aq.step).clamp_(e.aq.lo, e.aq.hi).to(torch.int8).numpy()
-    acc = np.matmul(qx.reshape(-1, qx.shape[-1]).astype(np.int32), e.weight_levels.numpy().astype(np.int32).T)   # exact int32 sums
+    acc = np.matmul(qx.reshape(-1, qx.shape[-1]).astype(np.int32),                  # exact int32 sums
+                    e.weight_levels.numpy().astype(np.int32).T)
     out = torch.from_numpy(acc).float() * (e.aq.step * e.weight_step)                 # one rescale per output
     if e.bias is not None: out = out + e.bias
     return out.view(*x.shape[:-1], -1)
 
 # %% ../nbs/10_export.ipynb #0d784944
-def load_run_model(run_dir: Union[str, Path], checkpoint: str = 'best') -> nn.Module:
-    "The trained model of run directory `run_dir` (best checkpoint, else last), in eval mode."
-    from qvit_nb.dashboard import load_run
-    return load_run(run_dir, checkpoint)[0]
-
-def export_run(run_dir: Union[str, Path], path: Union[str, Path, None] = None, checkpoint: str = 'best') -> tuple[Path, dict]:
-    "Export run `run_dir`'s trained model to `path` (default: `<run_dir>/model.onnx`); returns the path and `model_storage`."
+def export_run(run_dir: Union[str, Path], path: Union[str, Path, None] = None,
+               checkpoint: str = 'best') -> tuple[Path, dict]:
+    """Export run `run_dir`'s trained model to `path` (default: `<run_dir>/model.onnx`); returns the path and
+    `model_storage`."""
     run_dir = Path(run_dir)
     model = load_run_model(run_dir, checkpoint)
     size = getattr(model, 'img_size', 32)

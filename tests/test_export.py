@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from qvit_nb.train import train
-from qvit_nb.export import export_run, load_run_model, onnx_parity
-from qvit_nb.dashboard import run_eval_data
+from qvit_nb.export import export_run, onnx_parity
+from qvit_nb.rundata import load_run_model, run_eval_data
 
 # models that learned something, so that parity means something: the whole digits split, 3 epochs, the dataset's
 # normalisation

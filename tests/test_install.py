@@ -50,7 +50,7 @@ def test_qvit_sweep_works_from_a_non_editable_install(tmp_path, tiny_config):
     assert sorted(f.name for d in deps for f in d.glob('__editable__*')) == editable    # the project venv is untouched
 
     # The package, its template and the kernel papermill starts all come from the new venv.
-    r = _run([python, '-c', 'import qvit_nb, qvit_nb.runs as r; from jupyter_client import KernelManager as K; '
+    r = _run([python, '-c', 'import qvit_nb, qvit_nb.sweeps as r; from jupyter_client import KernelManager as K; '
               'print(qvit_nb.__file__, r.train_notebook(), K(kernel_name="python3").format_kernel_cmd()[0])'],
              work, env)
     assert r.returncode == 0, r.stderr[-2000:]

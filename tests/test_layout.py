@@ -31,7 +31,7 @@ def _package_imports(path: Path) -> set:
 
 def test_numbering_is_build_order():
     mods = _modules()
-    assert {'core', 'quant', 'train', 'config', 'runs'} <= set(mods), mods
+    assert {'core', 'quant', 'train', 'config', 'results', 'sweeps'} <= set(mods), mods
     upward = [(mods[m], mods[d]) for m in mods for d in _package_imports(ROOT / 'qvit_nb' / f'{m}.py')
               if d in mods and mods[d] >= mods[m]]
     assert not upward, f"notebooks importing a later (or the same) notebook: {upward}"

@@ -1,6 +1,6 @@
 """Every cheap notebook of nbs/ runs top to bottom as a user runs it: `jupyter nbconvert --to notebook --execute`
 semantics through nbclient, in nbs/ as working directory, *including* the cells nbdev-test skips (`#| eval: false`,
-such as 09_dashboard's demo, which finds `runs/demo` or trains a tiny stand-in). Only the last cell,
+such as 11_demo's dashboards, which find `runs/demo` or train a tiny stand-in). Only the last cell,
 `nbdev.nbdev_export()`, is left out: it would rewrite `qvit_nb/` from a test. The notebooks not listed here take
 minutes (training, compilation, sweeps, DDP); nbdev-test runs their tests."""
 import os, time

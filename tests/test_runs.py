@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from qvit_nb.config import TrainConfig
-from qvit_nb.runs import load_runs, render_report, report_config, run_sweep, train_notebook
+from qvit_nb.results import load_runs, render_report
+from qvit_nb.sweeps import report_config, run_sweep, train_notebook
 
 # these tests' runs: the tiny config without dropout, at lr 1e-3
 NO_DROPOUT = dict(drop_path=0.0, attn_drop=0.0, lr=1e-3)
@@ -26,14 +27,16 @@ def write_sweep(tiny_sweep):
     return lambda experiments, **sweep: tiny_sweep(experiments, base=NO_DROPOUT, **sweep)
 
 
-def test_template_takes_one_config_parameter(config):
-    "The report opens with one short parameter, the run's config as a dict; the template builds TrainConfig from it."
+def test_template_takes_the_config_and_the_thread_count(config):
+    """The report opens with two short parameters, the run's config as a dict (the template builds TrainConfig from it)
+    and its CPU thread count."""
     nb = nbformat.read(train_notebook(), as_version=4)
     params = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
     assert len(params) == 1 and len(params[0].source.splitlines()) <= 5
     ns = {}
     exec(params[0].source, ns)
-    assert sorted(k for k in ns if not k.startswith('__')) == ['config'] and ns['config'] == {}
+    assert sorted(k for k in ns if not k.startswith('__')) == ['config', 'threads'] and ns['config'] == {}
+    assert ns['threads'] is None                     # the run's CPU threads: a parameter, not an environment variable
     assert any('TrainConfig.from_dict(config)' in c.source for c in nb.cells if c.cell_type == 'code')
     # papermill gets only what differs from the defaults, and that rebuilds the full config
     cfg = TrainConfig.from_dict({**config, 'aq_enable': True, 'experiment': 'x'})
@@ -44,7 +47,7 @@ def test_template_takes_one_config_parameter(config):
 
 def test_the_template_imports_nothing_that_imports_runs(tmp_path):
     """`runs` executes the template, so the template's imports (read from its code cells) must not import
-    `qvit_nb.runs`: no hidden loop template -> dashboard -> runs -> template. Checked in a fresh interpreter."""
+    `qvit_nb.sweeps`: no hidden loop template -> dashboard -> sweeps -> template. Checked in a fresh interpreter."""
     nb = nbformat.read(train_notebook(), as_version=4)
     imports = [ast.unparse(n) for c in nb.cells if c.cell_type == 'code' for n in ast.walk(ast.parse(c.source))
                if isinstance(n, (ast.Import, ast.ImportFrom))]
@@ -53,7 +56,7 @@ def test_the_template_imports_nothing_that_imports_runs(tmp_path):
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     loaded = ast.literal_eval(r.stdout.strip().splitlines()[-1])
-    assert {'qvit_nb.dashboard', 'qvit_nb.train'} <= set(loaded) and 'qvit_nb.runs' not in loaded, loaded
+    assert {'qvit_nb.dashboard', 'qvit_nb.train'} <= set(loaded) and 'qvit_nb.sweeps' not in loaded, loaded
 
 
 def test_weight_only_run_report_finishes_and_keeps_its_figures(tmp_path, monkeypatch, config):
@@ -61,7 +64,7 @@ def test_weight_only_run_report_finishes_and_keeps_its_figures(tmp_path, monkeyp
     CPU-only warning, keeps its figure in plain nbconvert HTML (plotly.js inlined, nothing fetched), and a report
     cell that fails after training is kept as `report_error` without failing the run."""
     from nbconvert import HTMLExporter
-    import qvit_nb.runs as runs
+    import qvit_nb.sweeps as runs
     template = nbformat.read(train_notebook(), as_version=4)
     # where a CUDA toolkit but no GPU: the CPU-only line
     template.cells += [nbformat.v4.new_code_cell("import torch.utils.cpp_extension"),
@@ -147,7 +150,7 @@ def test_qvit_sweep_and_report_cli(tmp_path, write_sweep):
 def test_runs_and_dashboard_do_not_import_the_training_loop():
     """The registry and the dashboards read runs through `qvit_nb.checkpoints` and `qvit_nb.builders`, never
     `qvit_nb.train`."""
-    code = ("import sys, qvit_nb.runs, qvit_nb.dashboard; "
+    code = ("import sys, qvit_nb.results, qvit_nb.sweeps, qvit_nb.rundata, qvit_nb.dashboard; "
             "assert 'qvit_nb.train' not in sys.modules, sorted(m for m in sys.modules if m.startswith('qvit_nb'))")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -7,7 +7,8 @@ import yaml
 
 from qvit_nb.cli import main
 from qvit_nb.config import load_config
-from qvit_nb.runs import STUDY_FINDINGS, load_sweep, study_results
+from qvit_nb.results import STUDY_FINDINGS, study_results
+from qvit_nb.sweeps import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_SWEEPS = ('study_final.yml', 'multistep.yml')

@@ -84,7 +84,7 @@ def test_a_sweep_rerun_resumes_a_stale_run_from_its_checkpoint_and_starts_a_fail
                                                                                              tiny_sweep):
     from dataclasses import replace
     from qvit_nb.config import save_config
-    from qvit_nb.runs import load_sweep, run_sweep, sweep_plan
+    from qvit_nb.sweeps import load_sweep, run_sweep, sweep_plan
     tiny_sweep([{'name': 'killed', 'overrides': {'epochs': 8}}, {'name': 'broke', 'overrides': {'seed': 3}}], name='rs',
                inline=True)
     sweep, sweep_dir = load_sweep(tmp_path / 'sweep.yml'), (tmp_path / 'runs' / 'rs').resolve()

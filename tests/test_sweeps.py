@@ -25,7 +25,7 @@ def test_two_sweeps_on_one_runs_dir_never_run_an_experiment_twice(tmp_path, tiny
 
 
 def test_the_registry_records_skipped_and_twin_experiments_and_the_data_folder_is_hashed(tmp_path, tiny_sweep):
-    from qvit_nb.runs import run_sweep
+    from qvit_nb.sweeps import run_sweep
     tiny_sweep([{'name': 'a'}, {'name': 'twin'}], name='reg', inline=True)       # the same overrides: twins
     runs = tmp_path / 'runs'
     first = run_sweep(tmp_path / 'sweep.yml', output=runs, verbose=False)
@@ -66,7 +66,7 @@ def test_a_billion_laughs_or_broken_sweep_file_is_refused_in_one_line(tmp_path, 
 
 def test_execute_experiment_keeps_interrupted_and_leaves_a_refused_resume_as_it_was(tmp_path, monkeypatch):
     import papermill
-    from qvit_nb.runs import execute_experiment
+    from qvit_nb.sweeps import execute_experiment
     run_dir = tmp_path / 'r'
     stopped = {'status': 'interrupted', 'pid': 1,
                'error': 'run r interrupted by SIGTERM after 1 of 3 epochs; resume with: ...'}

@@ -7,7 +7,7 @@ validation with suggestions, and the `qvit train` command line generated from th
 __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'EVAL_METRICS', 'GROUPS', 'FIELDS', 'FIELD_TYPES', 'RENAMED_KEYS',
            'OTHER_TOOLS_KEYS', 'MAX_IMG_SIZE', 'LOADER_KEYS', 'MIXUP_KEYS', 'YAML_MAX_BYTES', 'YAML_MAX_NODES',
            'HASH_EXCLUDED', 'STUDY_ALIASES', 'TrainConfig', 'canonical_keys', 'check_key', 'check_run_name',
-           'validate_config', 'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser',
+           'validate_config', 'safe_yaml', 'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser',
            'parse_train_args']
 
 # %% ../nbs/05_config.ipynb #397713fc
@@ -581,7 +581,7 @@ def _expanded_nodes(node, seen=None, memo=None) -> int:
     seen.discard(id(node))
     return n
 
-def _safe_yaml(text: str, path, what: str = 'config file') -> object:
+def safe_yaml(text: str, path, what: str = 'config file') -> object:
     """`yaml.safe_load` of a config (or sweep) file, bounded in size and in what its aliases expand to; syntax errors
     name the line."""
     if len(text) > YAML_MAX_BYTES:
@@ -605,7 +605,7 @@ def _read_yaml(path: Path, chain=()) -> dict:
     if not path.is_file(): raise FileNotFoundError(f"config file {str(path)!r} not found")
     key = path.resolve()
     if key in chain: raise ValueError(f"config 'base' cycle: {' -> '.join(str(p) for p in (*chain, key))}")
-    data = _safe_yaml(path.read_text(), path) or {}
+    data = safe_yaml(path.read_text(), path) or {}
     if not isinstance(data, dict):
         raise ValueError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
     bases = data.pop('base', None) or []

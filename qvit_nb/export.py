@@ -8,12 +8,13 @@ reference for the quantized linears, and what the model weighs at its bit widths
 from __future__ import annotations
 import contextlib, copy, os, secrets, warnings
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+if TYPE_CHECKING: import pandas as pd    # onnx_parity's table; pandas is imported when it is called
 
 from .quant import LSQQuantizer
 from .qmodules import QuantLinear, QuantConv2d, model_storage

@@ -11,7 +11,7 @@ from typing import Optional, Union
 
 import pandas as pd
 
-from .config import canonical_keys, _safe_yaml
+from .config import canonical_keys, safe_yaml
 from .runfiles import read_json_object
 
 # %% auto #0
@@ -22,7 +22,7 @@ __all__ = ['STATUSES', 'STUDY_FINDINGS', 'read_run_args', 'run_status', 'network
 def read_run_args(run_dir: Path) -> dict:
     """A run's `args.yaml` as a dict, renamed keys under their new names (`{}` when missing or damaged; read with the
     config's size and alias bounds)."""
-    try: d = _safe_yaml((run_dir / 'args.yaml').read_text(), run_dir / 'args.yaml')
+    try: d = safe_yaml((run_dir / 'args.yaml').read_text(), run_dir / 'args.yaml')
     except (OSError, ValueError, RecursionError): return {}
     try: return canonical_keys(d) if isinstance(d, dict) else {}
     except (ValueError, AttributeError): return {}

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 # %% auto #0
-__all__ = ['TEMP_GLOB', 'PROGRESS_FILE', 'atomic_write', 'new_run_id', 'read_json_object', 'read_metrics', 'resolve_run_dir',
-           'lock_run_dir']
+__all__ = ['TEMP_GLOB', 'PROGRESS_FILE', 'atomic_write', 'new_run_id', 'read_json_object', 'read_metrics', 'holds_run',
+           'resolve_run_dir', 'lock_run_dir']
 
 # %% ../nbs/02a_runfiles.ipynb #63279377
 TEMP_GLOB = '.*.*.*.tmp'    # atomic_write's temp files, `.<name>.<pid>.<hex>.tmp`: what a kill -9 mid-write leaves
@@ -74,7 +74,7 @@ def _check_writable(d: Path):
         raise ValueError(f"output directory {d} has only {free / 2**20:.0f} MiB free; "
                          "a run needs room for its checkpoints")
 
-def _holds_run(run_dir: Path) -> bool:
+def holds_run(run_dir: Path) -> bool:
     return (run_dir / 'last.pth.tar').exists() or _status(run_dir) in ('running', 'finished')
 
 # %% ../nbs/02a_runfiles.ipynb #dc078d99
@@ -94,7 +94,7 @@ def resolve_run_dir(cfg, create: bool = True) -> tuple[Path, Optional[Path]]:
     if create: _check_writable(out)
     if cfg.experiment:
         run_dir = out / cfg.experiment
-        if _holds_run(run_dir):
+        if holds_run(run_dir):
             raise ValueError(f"run directory {run_dir} already holds a run; pass --resume to continue it, "
                              "or choose another --experiment")
         if create: run_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from .core import unknown_choice_error
-from .config import TrainConfig, load_config, config_hash, canonical_keys, check_key, check_run_name, _safe_yaml
+from .config import TrainConfig, load_config, config_hash, canonical_keys, check_key, check_run_name, safe_yaml
 from .runfiles import atomic_write, new_run_id, read_json_object, read_metrics, PROGRESS_FILE
 from .results import read_run_args, run_status
 
@@ -112,7 +112,7 @@ def load_sweep(path: Union[str, Path]) -> Sweep:
     "Read and check a sweep file (see above); the grid is expanded, experiments come in chain order."
     path = Path(path)
     if not path.is_file(): raise ValueError(f"sweep file {path} does not exist")
-    d = _safe_yaml(path.read_text(), path, 'sweep file') or {}     # bounded: a billion-laughs file is refused
+    d = safe_yaml(path.read_text(), path, 'sweep file') or {}     # bounded: a billion-laughs file is refused
     if not isinstance(d, dict): raise ValueError(f"sweep file {path} must be a mapping with an 'experiments' list")
     for k in d:
         if k not in _SWEEP_KEYS: raise unknown_choice_error('sweep key', k, _SWEEP_KEYS, where=str(path))

@@ -29,9 +29,9 @@ from .data import build_mixup, dataset_name, DATASETS
 from .loaders import build_loaders
 from .config import TrainConfig, EVAL_METRICS, canonical_keys, load_config, save_config, config_hash
 # the run's files (02a, 02b) and its objects (05a)
-from .runfiles import PROGRESS_FILE, atomic_write, lock_run_dir, new_run_id, resolve_run_dir, _holds_run
-from .checkpoints import (CheckpointError, check_resume, check_state_dict, load_checkpoint, previous_checkpoint,
-                                 resume_checkpoint, save_checkpoint, state_checksum, is_quantizer_key)
+from .runfiles import PROGRESS_FILE, atomic_write, lock_run_dir, resolve_run_dir, holds_run
+from .checkpoints import (check_resume, check_state_dict, load_checkpoint, resume_checkpoint, save_checkpoint,
+                                 is_quantizer_key)
 from .builders import build_criterion, build_model, build_teacher, check_model_name
 from .fastpaths import adopt_verdicts, verdicts
 from .quant import LSQQuantizer
@@ -235,7 +235,7 @@ class TrainingRun:
 
     def _claim(self, cfg):
         "Under the run directory's lock: it holds no other run (a new run), or a checkpoint that fits (a resume)."
-        if self.is_main and self.resume_from is None and cfg.experiment and _holds_run(self.run_dir):
+        if self.is_main and self.resume_from is None and cfg.experiment and holds_run(self.run_dir):
             raise ValueError(f"run directory {self.run_dir} already holds a run; pass --resume to continue it, or "
                              "choose another --experiment")
         # the checkpoint (or its whole last-prev) is loaded here: an unreadable one fails before anything is touched

@@ -133,9 +133,9 @@ def _is_wide(line: str, limit: int = MAX_LINE) -> bool:
 
 
 def test_wide_lines_are_found():
-    longest = max(n for py in (ROOT / 'qvit_nb').glob('*.py') if py.name != '_modidx.py'
-                  for n in map(len, py.read_text().splitlines()))
-    assert _wide_lines(longest - 1) and not _wide_lines(longest)
+    longest = max(len(line) for py in (ROOT / 'qvit_nb').glob('*.py') if py.name != '_modidx.py'
+                  for line in py.read_text().splitlines() if not line.startswith(_NBDEV_ALL))
+    assert _wide_lines(longest - 1) and not _wide_lines(max(longest, MAX_LINE))
     assert _is_wide('x' * 121) and not _is_wide('x' * 120)
     assert not _is_wide(_NBDEV_ALL + 'x' * 119) and _is_wide(_NBDEV_ALL + 'x' * 120)    # 130 allowed, 131 not
 

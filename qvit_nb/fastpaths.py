@@ -15,10 +15,10 @@ from .lsq import compiling, lsq_backward, lsq_forward, lsq_quantize, lsq_terms, 
 
 # %% auto #0
 __all__ = ['env_fast_path_settings', 'set_fast_paths', 'fast_paths', 'fast_path_settings', 'fast_path_measurements',
-           'Measurement', 'cpu_info', 'machine_fingerprint', 'verdicts', 'adopt_verdicts', 'fits_int8',
-           'FusedLSQFunction', 'quantize', 'int8_matmul_supported', 'int8_products_allowed', 'use_int8_matmul',
-           'Int8Levels', 'int8_levels', 'PackedInt8Weight', 'pack_int8_weight', 'int8_linear', 'int_mm_exact',
-           'int_mm_linear', 'use_int_mm', 'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'linear']
+           'Measurement', 'verdict_line', 'cpu_info', 'machine_fingerprint', 'verdicts', 'adopt_verdicts', 'fits_int8',
+           'quiet_expected_warnings', 'FusedLSQFunction', 'quantize', 'int8_matmul_supported', 'int8_products_allowed',
+           'use_int8_matmul', 'Int8Levels', 'int8_levels', 'PackedInt8Weight', 'pack_int8_weight', 'int8_linear',
+           'int_mm_exact', 'int_mm_linear', 'use_int_mm', 'LSQLinearFunction', 'lsq_linear', 'lsq_linear_op', 'linear']
 
 # %% ../nbs/00b_fastpaths.ipynb #ba4abf46
 _SETTINGS = {'0': False, 'off': False, 'false': False, 'auto': 'auto', '1': 'auto', 'on': 'auto', 'force': True}
@@ -112,17 +112,23 @@ def _race(fast, ref, reps: int = 5, budget_s: float = 1.0) -> tuple[float, float
         if time.perf_counter() > end: break
     return best[0], best[1]
 
-def _measured(key: tuple, measure: Callable[[], Measurement], what: str, ref: str,
-              level: int = logging.WARNING) -> bool:
-    """The verdict for `key`, measured on the first call in this process; a losing path is logged once per path,
-    at `level`."""
+def _ms(seconds: float) -> str: return f"{seconds * 1e3:.3f} ms" if seconds < 0.01 else f"{seconds * 1e3:.1f} ms"
+
+def verdict_line(m: Measurement, what: str, ref: str) -> str:
+    "One line on a losing fast path: where, what it measured against what it replaces, and what runs instead."
+    why = (f": {_ms(m.fast_s)} against {_ms(m.ref_s)} for {ref}, short of the 10% a fast path must gain"
+           if math.isfinite(m.fast_s) and math.isfinite(m.ref_s) else '')
+    return f"qvit-nb: {what} are off at {m.shape} on this machine{why}; using {ref}"
+
+def _measured(key: tuple, measure: Callable[[], Measurement], what: str, ref: str) -> bool:
+    """The verdict for `key`, measured on the first call in this process. A losing path is logged once per path at
+    INFO: it changes the speed only (`logging.getLogger('qvit_nb.fastpaths').setLevel('INFO')` shows it)."""
     m = _MEASURED.get(key)
     if m is None:
         m = _MEASURED[key] = measure()
         if not m.wins and what not in _LOGGED:
             _LOGGED.add(what)
-            _log.log(level, f"qvit-nb: {what} are off at {m.shape} on this machine (measured {m.fast_s * 1e3:.3g} ms "
-                         f"against {m.ref_s * 1e3:.3g} ms for {ref}); using {ref}")
+            _log.info(verdict_line(m, what, ref))
     return m.wins
 
 # %% ../nbs/00b_fastpaths.ipynb #ee3af615
@@ -177,11 +183,24 @@ def fits_int8(qn: int, qp: int) -> bool:
 def _bounds(qn: int, qp: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.tensor([-qn, qp], dtype=dtype, device=device)
 
+# %% ../nbs/00b_fastpaths.ipynb #f6e183e8
+class _ExpectedOnCPU(logging.Filter):
+    "Drops torch's 'No CUDA runtime is found' record (see `quiet_expected_warnings`)."
+    def filter(self, record) -> bool: return not record.getMessage().startswith('No CUDA runtime is found')
+
+def quiet_expected_warnings():
+    """Silence log lines a CPU-only run is expected to print: `torch.utils.cpp_extension` logs 'No CUDA runtime is
+    found' when it is imported (by torch.compile's C++ kernels) on a machine with a CUDA toolkit but no GPU."""
+    if torch.cuda.is_available(): return
+    log = logging.getLogger('torch.utils.cpp_extension')
+    if not any(isinstance(f, _ExpectedOnCPU) for f in log.filters): log.addFilter(_ExpectedOnCPU())
+
 # %% ../nbs/00b_fastpaths.ipynb #17d9f041
 _FUSED_FAILED: set = set()        # device types where compiling the kernels failed: eager ops there from then on
 
 def _vec_width() -> int:
     "Bits of the vector ISA inductor generates C++ for here (it follows `ATEN_CPU_CAPABILITY`); 0 where none."
+    quiet_expected_warnings()          # importing inductor imports torch.utils.cpp_extension
     try:
         from torch._inductor.cpu_vec_isa import pick_vec_isa
         return int(pick_vec_isa().bit_width())
@@ -194,7 +213,7 @@ def _compiled(fn):
     # The vector width is named explicitly because it then enters the on-disk cache key: torch 2.14's inductor
     # keyed its cached kernels without `ATEN_CPU_CAPABILITY`, and a process under `avx2` loaded the AVX-512
     # kernel built by an earlier one and returned garbage for half the elements (found by test_cpu_capability).
-    options = {'emulate_precision_casts': True, 'cpp.simdlen': _vec_width() or None}
+    options = {'emulate_precision_casts': True, 'cpp.simdlen': _vec_width() or None}    # (quiets cpp_extension)
     return torch.compile(fn, dynamic=True, options=options)
 
 def _run_fused(fn, *args):
@@ -410,7 +429,7 @@ def _fold_fused(x: torch.Tensor, qn: int, qp: int) -> bool:
     if fast['fused'] is True: return True
     key = ('fused fold', *_size_class(x.numel()))
     return _measured(key, lambda: _measure_fold(x.detach().reshape(-1, x.shape[-1]), qn, qp),
-                     'fused folded-linear kernels', 'the ATen ops', logging.INFO)   # same bits either way: speed only
+                     'fused folded-linear kernels', 'the ATen ops')   # same bits either way: speed only
 
 def _measure_fold(x, qn, qp) -> Measurement:
     with torch.no_grad():

@@ -33,14 +33,13 @@ from .runfiles import PROGRESS_FILE, atomic_write, lock_run_dir, resolve_run_dir
 from .checkpoints import (check_resume, check_state_dict, load_checkpoint, resume_checkpoint, save_checkpoint,
                                  is_quantizer_key)
 from .builders import build_criterion, build_model, build_teacher, check_model_name
-from .fastpaths import adopt_verdicts, verdicts
+from .fastpaths import adopt_verdicts, quiet_expected_warnings, verdicts
 from .quant import LSQQuantizer
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'RESUME_CHANGEABLE', 'seed_epoch', 'resolve_device', 'dist_env',
-           'quiet_expected_warnings', 'gpu_fast_paths', 'compile_works', 'compile_choice', 'rank_epochs',
-           'keep_best_checkpoints', 'TrainingDiverged', 'RunInterrupted', 'check_inputs', 'resume_config',
-           'TrainingRun', 'train']
+__all__ = ['SUMMARY_COLUMNS', 'TIMING_COLUMNS', 'RESUME_CHANGEABLE', 'seed_epoch', 'resolve_device', 'dist_env', 'gpu_fast_paths',
+           'compile_works', 'compile_choice', 'rank_epochs', 'keep_best_checkpoints', 'TrainingDiverged',
+           'RunInterrupted', 'check_inputs', 'resume_config', 'TrainingRun', 'train']
 
 # %% ../nbs/06_train.ipynb #c8ef0241
 def seed_epoch(seed: int, epoch: int, rank: int = 0):
@@ -60,20 +59,6 @@ def dist_env() -> tuple[int, int, int]:
     "`(rank, world_size, local_rank)` from torchrun's environment (`(0, 1, 0)` for a plain process)."
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
 
-# %% ../nbs/06_train.ipynb #8e0b4539
-import logging
-
-class _ExpectedOnCPU(logging.Filter):
-    "Drops torch's 'No CUDA runtime is found' record (see `quiet_expected_warnings`)."
-    def filter(self, record) -> bool: return not record.getMessage().startswith('No CUDA runtime is found')
-
-def quiet_expected_warnings():
-    """Silence log lines a CPU-only run is expected to print: `torch.utils.cpp_extension` logs 'No CUDA runtime is
-    found' when it is imported (by torch.compile's C++ kernels) on a machine with a CUDA toolkit but no GPU."""
-    if torch.cuda.is_available(): return
-    log = logging.getLogger('torch.utils.cpp_extension')
-    if not any(isinstance(f, _ExpectedOnCPU) for f in log.filters): log.addFilter(_ExpectedOnCPU())
-
 # %% ../nbs/06_train.ipynb #594cc5fd
 _FUSED_OPTS = ('adam', 'adamw', 'sgd', 'momentum')
 
@@ -90,6 +75,7 @@ _COMPILE_CHECKED = {}     # device type -> None (works) or why not: one check pe
 def compile_works(device) -> Optional[str]:
     "None when `torch.compile` builds and runs a one-line function on `device`; else why not, in one line."
     dev = torch.device(device)
+    quiet_expected_warnings()                      # compiling imports torch.utils.cpp_extension
     if dev.type not in _COMPILE_CHECKED:
         try:
             y = torch.compile(lambda t: t * 2 + 1, fullgraph=True)(torch.arange(4., device=dev)).cpu()

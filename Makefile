@@ -31,6 +31,6 @@ sync-check: setup
 	@$(BIN)/python tools/sync_check.py
 
 test: sync-check
-	$(BIN)/ruff check qvit_nb tests benchmarks    # unused imports, undefined names, redefinitions, lines over 120
-	$(BIN)/nbdev-test --n-workers 2
+	$(BIN)/ruff check qvit_nb tests benchmarks tools    # unused imports, undefined names, redefinitions, lines over 120
+	$(BIN)/python tools/nbtest.py --n-workers 2    # nbdev-test, and a notebook whose cells write to stderr fails
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile    # two workers on the two cores, one test file each (pytest-xdist)

@@ -5,7 +5,7 @@ runs: plain figure functions, a thin ipywidgets + plotly layer on top, and stand
 
 # %% ../nbs/09_dashboard.ipynb #140dbd0f
 from __future__ import annotations
-import html, json, math
+import html, json, math, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -30,11 +30,11 @@ from .results import load_runs, results_table, study_table
 from .rundata import is_run_dir, load_run, read_summary, run_eval_data    # runs are read, never trained, here
 
 # %% auto #0
-__all__ = ['TRACES', 'activation_layers', 'LayerActivations', 'collect_activations', 'check_layer', 'activation_histogram',
-           'activation_figure', 'activation_table', 'activation_snapshot', 'run_label', 'accuracy_curves',
-           'value_range', 'accuracy_bars', 'study_bars', 'html_page', 'layer_select_html', 'ReportRenderer',
-           'use_report_renderer', 'RunReport', 'run_report', 'ActivationDashboard', 'activation_dashboard',
-           'AccuracyDashboard', 'accuracy_dashboard']
+__all__ = ['TRACES', 'TABLE_STYLE', 'activation_layers', 'LayerActivations', 'collect_activations', 'check_layer',
+           'activation_histogram', 'activation_figure', 'activation_table', 'activation_snapshot', 'run_label',
+           'legend_label', 'accuracy_curves', 'value_range', 'accuracy_bars', 'study_bars', 'html_page',
+           'layer_select_html', 'ReportRenderer', 'use_report_renderer', 'RunReport', 'run_report',
+           'ActivationDashboard', 'activation_dashboard', 'AccuracyDashboard', 'accuracy_dashboard']
 
 # %% ../nbs/09_dashboard.ipynb #47d87b70
 def activation_layers(model: nn.Module) -> dict[str, LSQQuantizer]:
@@ -234,8 +234,14 @@ def activation_snapshot(model: nn.Module, x, max_layers: int = 4, bins: int = 50
 
 # %% ../nbs/09_dashboard.ipynb #d7a9b56d
 def run_label(row) -> str:
-    "How a run is named in legends: `run_id | network | tricks`."
+    "How a run is named where there is room (the run picker, hover texts): `run_id | network | tricks`."
     return f"{row['run_id']} | {row['network']} | {row['tricks']}"
+
+_RUN_ID_TIME = re.compile(r'^\d{8}-\d{6}-[0-9a-f]{4}-')
+
+def legend_label(row) -> str:
+    "How a run is named in a legend: its run id without the time and hex that `new_run_id` puts first, and its network."
+    return f"{_RUN_ID_TIME.sub('', str(row['run_id']))} | {row['network']}"
 
 def _runs_frame(run_dirs) -> pd.DataFrame:
     "`load_runs` rows for a runs directory, a list of run directories, or a `load_runs` frame."
@@ -258,12 +264,12 @@ def accuracy_curves(run_dirs, metric: str = 'top1') -> go.Figure:
             omitted += 1
             why = s.attrs['damaged']
             fig.add_trace(go.Scatter(x=[], y=[], mode='lines+markers', meta=row.output_dir, hovertext=why,
-                                     name=f"{run_label(row)} (no curve: damaged summary.csv)"))
+                                     name=f"{legend_label(row)} (no curve: damaged summary.csv)"))
             continue
         if metric not in s.columns and len(s):
             raise ValueError(f"unknown metric {metric!r}; valid: {', '.join(s.columns)}")
         fig.add_trace(go.Scatter(x=(s.epoch + 1).tolist(), y=s[metric].tolist() if len(s) else [], mode='lines+markers',
-                                 name=run_label(row), meta=row.output_dir))
+                                 name=legend_label(row), hovertext=run_label(row), meta=row.output_dir))
     epochs = max([len(t.x) for t in fig.data] or [1])
     note = f" ({omitted} run(s) without a curve: damaged summary.csv)" if omitted else ''
     fig.update_layout(title=f"{metric} per epoch" + note, xaxis_title='epoch', yaxis_title=f"{metric} (%)", height=420,
@@ -272,22 +278,31 @@ def accuracy_curves(run_dirs, metric: str = 'top1') -> go.Figure:
     return fig
 
 # %% ../nbs/09_dashboard.ipynb #43422740
-def value_range(values, margin: float = 0.25, min_margin: float = 0.5) -> Optional[list]:
-    """A y range around `values` (NaN/None ignored) that starts near the smallest, so close accuracies look different;
-    None if empty."""
+def value_range(values, below: float = 5., step: float = 10.) -> Optional[list]:
+    """A y range for bars of `values` (NaN/None ignored): from a round number (a multiple of `step`) at least `below`
+    under the smallest, so close accuracies are told apart without a 1-point gap looking like a 3-fold one, to a
+    little over the largest (room for the printed values); None if empty."""
     v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
     if not v: return None
     lo, hi = min(v), max(v)
-    pad = max(margin * (hi - lo), min_margin)
-    return [max(0., lo - pad), hi + pad]
+    start = max(0., step * math.floor((lo - below) / step))
+    return [start, hi + 0.08 * max(hi - start, 1.)]
+
+def _no_nan(values) -> list:
+    "Missing values as None, which plotly draws as gaps and a widget can send (NaN is not JSON)."
+    return [None if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values]
+
+def _printed(values) -> list: return ['' if v is None else f"{v:.2f}" for v in _no_nan(values)]
 
 def accuracy_bars(run_dirs) -> go.Figure:
     "Best and final top-1 of each run, side by side."
     df = _runs_frame(run_dirs)
     # the run id (unique, short) under each pair of bars; the legend's full label (network, tricks) on hover
-    ids, labels = df.run_id.astype(str).tolist(), [run_label(r) for _, r in df.iterrows()]
-    fig = go.Figure([go.Bar(x=ids, y=df.best_top1.tolist(), name='best top-1', hovertext=labels),
-                     go.Bar(x=ids, y=df.final_top1.tolist(), name='final top-1', hovertext=labels)])
+    ids = [_RUN_ID_TIME.sub('', str(r)) for r in df.run_id]          # short names, unless two runs share one
+    ids, labels = (ids if len(set(ids)) == len(ids) else df.run_id.astype(str).tolist()), df.apply(run_label, axis=1)
+    fig = go.Figure([go.Bar(x=ids, y=_no_nan(df[c].tolist()), name=name, hovertext=list(labels), text=_printed(df[c].tolist()),
+                            textposition='outside', cliponaxis=False)
+                     for c, name in (('best_top1', 'best top-1'), ('final_top1', 'final top-1'))])
     fig.update_layout(barmode='group', title='final and best top-1', yaxis_title='top-1 (%)', height=380,
                       margin=dict(t=60, l=60, r=20, b=40),
                       yaxis_range=value_range(df.best_top1.tolist() + df.final_top1.tolist()))
@@ -301,7 +316,7 @@ def study_bars(run_dirs) -> go.Figure:
     t = t[t['Study row'] != '']
     acc = next(c for c in t.columns if c.startswith('Accuracy'))
     labels = [f"{r['Run ID']} | study {r['Study row']}" for _, r in t.iterrows()]
-    num = lambda s: pd.to_numeric(s, errors='coerce').tolist()
+    num = lambda s: _no_nan(pd.to_numeric(s, errors='coerce').tolist())
     fig = go.Figure([go.Bar(x=labels, y=num(t[acc]), name='ours: best top-1'),
                      go.Bar(x=labels, y=num(t['Study accuracy']), name='study (310 epochs)')])
     fig.update_layout(barmode='group', title="our runs next to the study's rows", yaxis_title='top-1 (%)', height=380,
@@ -309,6 +324,10 @@ def study_bars(run_dirs) -> go.Figure:
     return fig
 
 # %% ../nbs/09_dashboard.ipynb #1b05ab91
+TABLE_STYLE = ("<style>table.qvit-table{border-collapse:collapse;font-size:0.85em}"   # names whole, numbers right
+               " .qvit-table td,.qvit-table th{padding:0.2em 0.6em;border-bottom:1px solid #ddd;white-space:nowrap}"
+               " .qvit-table td{text-align:right} .qvit-table th{text-align:left}</style>")
+
 def html_page(title: str, parts: Sequence[Union[go.Figure, pd.DataFrame, str]]) -> str:
     "A self-contained HTML page of `parts`: figures (plotly.js inlined once), tables, and raw HTML strings."
     out, js = [], True
@@ -321,11 +340,9 @@ def html_page(title: str, parts: Sequence[Union[go.Figure, pd.DataFrame, str]]) 
         elif isinstance(p, pd.DataFrame):
             out.append(p.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes='qvit-table'))
         else: out.append(str(p))
-    style = ("body{font-family:sans-serif;margin:1.5em} select{font-size:1em;margin:0.3em}"
-             " table.qvit-table{border-collapse:collapse;font-size:0.85em}"
-             " .qvit-table td,.qvit-table th{padding:0.2em 0.6em;border-bottom:1px solid #ddd;text-align:right}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>" + '\n'.join(out) + "</body></html>")
+    style = "<style>body{font-family:sans-serif;margin:1.5em} select{font-size:1em;margin:0.3em}</style>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>{style}"
+            f"{TABLE_STYLE}</head><body><h1>{html.escape(title)}</h1>" + '\n'.join(out) + "</body></html>")
 
 def layer_select_html(fig: go.Figure, div_id: str) -> str:
     "A `<select>` of the layers of an `activation_figure` (shown in div `div_id`) that switches them by `Plotly.update`"
@@ -641,7 +658,8 @@ def _draw(self: AccuracyDashboard):
     sel = self.selected()
     _replace_traces(self.curves, accuracy_curves(sel, self.metric))
     _replace_traces(self.bars, accuracy_bars(sel))
-    self.table.value = results_table(sel).to_html(index=False, border=0) if len(sel) else '<i>no run selected</i>'
+    self.table.value = (TABLE_STYLE + results_table(sel).to_html(index=False, border=0, classes='qvit-table')
+                        if len(sel) else '<i>no run selected</i>')
 
 # %% ../nbs/09_dashboard.ipynb #d1f7f09a
 @patch

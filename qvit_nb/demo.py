@@ -5,15 +5,15 @@ once. The one module besides `train` that trains."""
 
 # %% ../nbs/11_demo.ipynb #0c9c835a
 from __future__ import annotations
-import contextlib, importlib, io, shutil, tempfile
+import contextlib, importlib, io, os, shutil, tempfile
 from pathlib import Path
-from typing import Union
+from typing import Optional, Sequence, Union
 
 from .train import train
 from .results import load_runs
 
 # %% auto #0
-__all__ = ['demo_runs']
+__all__ = ['demo_runs', 'app_runs']
 
 # %% ../nbs/11_demo.ipynb #9e909334
 def _train_tiny_demo(out: Path):
@@ -36,3 +36,16 @@ def demo_runs(repo: Union[str, Path, None] = None, fallback: Union[str, Path, No
         shutil.rmtree(out, ignore_errors=True)
         _train_tiny_demo(out)
     return out
+
+# %% ../nbs/11_demo.ipynb #62d1870e
+def app_runs(value: Optional[str] = None, bases: Optional[Sequence] = None) -> Path:
+    """The folder of runs an app shows: `value` (the app's `QVIT_RUNS`), else `demo_runs()`. A relative `value` is
+    looked up under each of `bases` (default: `$PWD`, the working directory, its parent) in turn."""
+    if not value: return demo_runs()
+    path = Path(value).expanduser()
+    if bases is None: bases = [b for b in (os.environ.get('PWD'), Path.cwd(), Path.cwd().parent) if b]
+    tried = [path] if path.is_absolute() else [Path(b) / path for b in bases]
+    found = next((p for p in tried if p.is_dir()), None)
+    if found is None:
+        raise FileNotFoundError(f"QVIT_RUNS={value!r}: no such folder (looked for {', '.join(map(str, tried))})")
+    return found.resolve()

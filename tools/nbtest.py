@@ -31,7 +31,11 @@ def test_nb_without_stderr(fn, **kwargs):
 
 
 if __name__ == '__main__':
-    nbt.test_nb = test_nb_without_stderr
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import nbtest     # the workers unpickle the test function by module name: `nbtest`, not `__main__`
+    nbt.test_nb = nbtest.test_nb_without_stderr
+    test_nb_without_stderr = nbtest.test_nb_without_stderr
     args = sys.argv[1:]
     workers = ['--n-workers', args.pop(args.index('--n-workers') + 1)] if '--n-workers' in args else []
     if '--n-workers' in args: args.remove('--n-workers')

@@ -300,8 +300,8 @@ def accuracy_bars(run_dirs) -> go.Figure:
     # the run id (unique, short) under each pair of bars; the legend's full label (network, tricks) on hover
     ids = [_RUN_ID_TIME.sub('', str(r)) for r in df.run_id]          # short names, unless two runs share one
     ids, labels = (ids if len(set(ids)) == len(ids) else df.run_id.astype(str).tolist()), df.apply(run_label, axis=1)
-    fig = go.Figure([go.Bar(x=ids, y=_no_nan(df[c].tolist()), name=name, hovertext=list(labels), text=_printed(df[c].tolist()),
-                            textposition='outside', cliponaxis=False)
+    fig = go.Figure([go.Bar(x=ids, y=_no_nan(df[c].tolist()), name=name, hovertext=list(labels),
+                            text=_printed(df[c].tolist()), textposition='outside', cliponaxis=False)
                      for c, name in (('best_top1', 'best top-1'), ('final_top1', 'final top-1'))])
     fig.update_layout(barmode='group', title='final and best top-1', yaxis_title='top-1 (%)', height=380,
                       margin=dict(t=60, l=60, r=20, b=40),

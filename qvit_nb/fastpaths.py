@@ -112,14 +112,6 @@ def _race(fast, ref, reps: int = 5, budget_s: float = 1.0) -> tuple[float, float
         if time.perf_counter() > end: break
     return best[0], best[1]
 
-def _ms(seconds: float) -> str: return f"{seconds * 1e3:.3f} ms" if seconds < 0.01 else f"{seconds * 1e3:.1f} ms"
-
-def verdict_line(m: Measurement, what: str, ref: str) -> str:
-    "One line on a losing fast path: where, what it measured against what it replaces, and what runs instead."
-    why = (f": {_ms(m.fast_s)} against {_ms(m.ref_s)} for {ref}, short of the 10% a fast path must gain"
-           if math.isfinite(m.fast_s) and math.isfinite(m.ref_s) else '')
-    return f"qvit-nb: {what} are off at {m.shape} on this machine{why}; using {ref}"
-
 def _measured(key: tuple, measure: Callable[[], Measurement], what: str, ref: str) -> bool:
     """The verdict for `key`, measured on the first call in this process. A losing path is logged once per path at
     INFO: it changes the speed only (`logging.getLogger('qvit_nb.fastpaths').setLevel('INFO')` shows it)."""
@@ -130,6 +122,15 @@ def _measured(key: tuple, measure: Callable[[], Measurement], what: str, ref: st
             _LOGGED.add(what)
             _log.info(verdict_line(m, what, ref))
     return m.wins
+
+# %% ../nbs/00b_fastpaths.ipynb #d9d2a24e
+def _ms(seconds: float) -> str: return f"{seconds * 1e3:.3f} ms" if seconds < 0.01 else f"{seconds * 1e3:.1f} ms"
+
+def verdict_line(m: Measurement, what: str, ref: str) -> str:
+    "One line on a losing fast path: where, what it measured against what it replaces, and what runs instead."
+    why = (f": {_ms(m.fast_s)} against {_ms(m.ref_s)} for {ref}, short of the 10% a fast path must gain"
+           if math.isfinite(m.fast_s) and math.isfinite(m.ref_s) else '')
+    return f"qvit-nb: {what} are off at {m.shape} on this machine{why}; using {ref}"
 
 # %% ../nbs/00b_fastpaths.ipynb #ee3af615
 @functools.cache

@@ -101,6 +101,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'qvit_nb.config.parse_train_args': ('config.html#parse_train_args', 'qvit_nb/config.py'),
                                 'qvit_nb.config.safe_yaml': ('config.html#safe_yaml', 'qvit_nb/config.py'),
                                 'qvit_nb.config.save_config': ('config.html#save_config', 'qvit_nb/config.py'),
+                                'qvit_nb.config.tiny_config': ('config.html#tiny_config', 'qvit_nb/config.py'),
                                 'qvit_nb.config.validate_config': ('config.html#validate_config', 'qvit_nb/config.py')},
             'qvit_nb.core': { 'qvit_nb.core._names': ('core.html#_names', 'qvit_nb/core.py'),
                               'qvit_nb.core.closest': ('core.html#closest', 'qvit_nb/core.py'),

@@ -7,8 +7,8 @@ validation with suggestions, and the `qvit train` command line generated from th
 __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'EVAL_METRICS', 'GROUPS', 'FIELDS', 'FIELD_TYPES', 'RENAMED_KEYS',
            'OTHER_TOOLS_KEYS', 'MAX_IMG_SIZE', 'LOADER_KEYS', 'MIXUP_KEYS', 'YAML_MAX_BYTES', 'YAML_MAX_NODES',
            'HASH_EXCLUDED', 'STUDY_ALIASES', 'TrainConfig', 'canonical_keys', 'check_key', 'check_run_name',
-           'validate_config', 'safe_yaml', 'load_config', 'save_config', 'config_hash', 'config_keys', 'build_parser',
-           'parse_train_args']
+           'validate_config', 'safe_yaml', 'load_config', 'save_config', 'tiny_config', 'config_hash', 'config_keys',
+           'build_parser', 'parse_train_args']
 
 # %% ../nbs/05_config.ipynb #397713fc
 import argparse, functools, hashlib, json, math, re, sys
@@ -629,6 +629,12 @@ def save_config(cfg: TrainConfig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None))
+
+# %% ../nbs/05_config.ipynb #57d05285
+def tiny_config(**overrides) -> dict:
+    "The tiny config's keys (`vit_2_4_32`, 1 epoch, 64 digits in batches of 32, no extras), `overrides` on top."
+    return {**dict(dataset='digits', model='vit_2_4_32', epochs=1, batch_size=32, max_images=64, aa=None, mixup=0.,
+                   cutmix=0., reprob=0., workers=0, amp=False, warmup_epochs=0, cooldown_epochs=0), **overrides}
 
 # %% ../nbs/05_config.ipynb #9cb131c0
 HASH_EXCLUDED = tuple(f.name for f in fields(TrainConfig) if not f.metadata['hashed'])

@@ -9,6 +9,7 @@ import contextlib, importlib, io, os, shutil, tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from .config import tiny_config
 from .train import train
 from .results import load_runs
 
@@ -17,8 +18,7 @@ __all__ = ['demo_runs', 'app_runs']
 
 # %% ../nbs/11_demo.ipynb #9e909334
 def _train_tiny_demo(out: Path):
-    common = dict(output=str(out), dataset='digits', model='vit_2_4_32', epochs=2, batch_size=32, max_images=128,
-                  aa=None, mixup=0., cutmix=0., reprob=0., workers=0, amp=False, warmup_epochs=0, cooldown_epochs=0)
+    common = tiny_config(output=str(out), epochs=2, max_images=128)
     with contextlib.redirect_stdout(io.StringIO()):
         train(experiment='teacher', tricks='baseline', **common)
         train(experiment='student', tricks='act 2b', aq_enable=True, aq_bitw=2, aq_asym=True, **common)

@@ -13,12 +13,11 @@ from flags import ENV, cli_flags
 
 @pytest.fixture(scope='session')
 def tiny_config():
-    """The tiny training config, read-only: `train(**tiny_config)`, `cli_flags(tiny_config)`, `{**tiny_config, ...}`.
-    One epoch of the 2-layer ViT-Lite on 64 images of the built-in digits (2 steps of 32): no auto-augment, mixup,
-    cutmix or erasing, no worker processes, no AMP, a fixed normalisation. Seconds on one CPU core."""
-    return MappingProxyType(dict(
-        dataset='digits', model='vit_2_4_32', epochs=1, batch_size=32, max_images=64, aa=None, mixup=0.0, cutmix=0.0,
-        reprob=0.0, workers=0, amp=False, warmup_epochs=0, cooldown_epochs=0, mean=[0.5] * 3, std=[0.5] * 3))
+    """The package's tiny config (`qvit_nb.config.tiny_config`: one epoch of the 2-layer ViT-Lite on 64 digits, no
+    extras) with a fixed normalisation, read-only: `train(**tiny_config)`, `cli_flags(tiny_config)`,
+    `{**tiny_config, ...}`. Seconds on one CPU core."""
+    from qvit_nb.config import tiny_config as config
+    return MappingProxyType(config(mean=[0.5] * 3, std=[0.5] * 3))
 
 
 @pytest.fixture(scope='session')

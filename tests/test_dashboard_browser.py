@@ -34,7 +34,7 @@ def quantized_run(tmp_path_factory, tiny_config):
     from qvit_nb.train import train
     out = tmp_path_factory.mktemp('runs')
     with contextlib.redirect_stdout(io.StringIO()):
-        train(output=str(out), experiment='tiny', **{**tiny_config, 'mean': None, 'std': None}, epochs=2,
+        train(**{**tiny_config, 'mean': None, 'std': None, 'epochs': 2}, output=str(out), experiment='tiny',
               aq_enable=True, aq_bitw=2, wq_enable=True, wq_bitw=2, attn_q=True, tricks='tiny 2b')
     return out / 'tiny'
 
@@ -63,7 +63,7 @@ def mixed_runs(quantized_run, tmp_path_factory, tiny_config):
     out = tmp_path_factory.mktemp('mixed')
     shutil.copytree(quantized_run, out / 'tiny')
     with contextlib.redirect_stdout(io.StringIO()):
-        train(output=str(out), experiment='afloat', **{**tiny_config, 'mean': None, 'std': None}, max_images=32,
+        train(**{**tiny_config, 'mean': None, 'std': None, 'max_images': 32}, output=str(out), experiment='afloat',
               tricks='float')
     return out
 
@@ -235,14 +235,14 @@ def test_jupyterlab_runs_and_saves_a_notebook_and_the_gate_stays_green(browser, 
     checkout (its git history included), so the real notebooks are never written."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     import nbformat
-    name = '04a_data.ipynb'               # a few seconds of compute
+    name = '00a_lsq.ipynb'                # a few seconds of compute, and outputs to show
     repo = tmp_path / 'checkout'
     shutil.copytree(REPO, repo, ignore=shutil.ignore_patterns('.venv', 'runs', '__pycache__', '.ipynb_checkpoints'))
     with jupyterlab(repo / 'nbs', tmp_path) as url:
         page = browser.new_page()
         try:
             page.goto(f"{url}lab/tree/{name}", wait_until='domcontentloaded', timeout=90_000)
-            n_code = sum(c.cell_type == 'code' for c in nbformat.read(repo / 'nbs' / name, as_version=4).cells)
+            n_code = sum(c.cell_type == 'code' for c in nbformat.read(str(repo / 'nbs' / name), as_version=4).cells)
             cells = "document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell')"
             page.wait_for_function(f"() => {cells}.length === {n_code}", timeout=60_000)   # every cell (windowing off)
             try:
@@ -269,11 +269,11 @@ def test_jupyterlab_runs_and_saves_a_notebook_and_the_gate_stays_green(browser, 
             page.locator('.jp-NotebookPanel .jp-Cell').first.click()
             page.keyboard.press('Control+s')                               # save, as a user does
             deadline = time.monotonic() + 60
-            while not any(c.get('execution_count') for c in nbformat.read(repo / 'nbs' / name, as_version=4).cells):
+            while not any(c.get('execution_count') for c in nbformat.read(str(repo / 'nbs' / name), as_version=4).cells):
                 assert time.monotonic() < deadline, f"the notebook was not saved\n{_lab_state(page, tmp_path)}"
                 time.sleep(0.5)
         finally: page.close()
-    saved = nbformat.read(repo / 'nbs' / name, as_version=4)
+    saved = nbformat.read(str(repo / 'nbs' / name), as_version=4)
     assert any(c.get('outputs') for c in saved.cells)                     # saved with its outputs
     r = subprocess.run([sys.executable, 'tools/sync_check.py'], cwd=repo, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -93,3 +93,19 @@ def test_compiled_student_gives_the_embedding_stream_of_one_pass():
     assert len(c_stream) == len(stream) == 2 + 2
     torch.testing.assert_close(c_out, out)
     for a, b in zip(c_stream, stream): torch.testing.assert_close(a, b)
+
+
+@pytest.mark.slow
+def test_a_compiled_run_on_the_cpu_records_its_compile(tmp_path, tiny_config):
+    """A real `torch.compile` of a 2-bit-activation run on the CPU (06_train shows the same lines with a stand-in, as
+    compiling takes 10-30 s): the plan says it, the first step's time is printed and recorded in metrics.json."""
+    import contextlib, io, re
+    from qvit_nb.train import train
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        m = train(**{**tiny_config, 'log_interval': 1}, output=str(tmp_path), experiment='compiled', compile=True,
+                  aq_enable=True, aq_bitw=2)
+    lines = out.getvalue().splitlines()
+    assert lines[1].endswith(', compiled (compile true)') and lines[2].startswith('torch.compile: compiling'), lines
+    took = float(re.fullmatch(r'torch.compile: the first step took (\d+\.\d) s \(compiling\)', lines[3]).group(1))
+    assert (m['status'], m['compiled'], round(m['compile_seconds'], 1)) == ('finished', True, took), m

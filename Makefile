@@ -31,6 +31,9 @@ sync-check: setup
 	@$(BIN)/python tools/sync_check.py
 
 test: sync-check
-	$(BIN)/ruff check qvit_nb tests benchmarks tools    # unused imports, undefined names, redefinitions, lines over 120
+	$(BIN)/ruff check tests benchmarks tools    # unused imports, undefined names, redefinitions, lines over 120
+	# the package the same, but nbdev wraps each `__all__` at 120 after its 10-character prefix (fixed in nbdev): E501
+	# allows it 130 there, and tests/test_layout.py holds every other line of the package to 120
+	$(BIN)/ruff check qvit_nb --config 'lint.pycodestyle.max-line-length = 130'
 	$(BIN)/python tools/nbtest.py --n-workers 2    # nbdev-test, and a notebook whose cells write to stderr fails
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile    # two workers on the two cores, one test file each (pytest-xdist)

@@ -15,8 +15,9 @@ Before the runs the script checks the quantizer's numerics on the device (forwar
 `clamp(round(x/s))*s`, step and input gradients against the autograd reference), then the fused kernels and the
 compiled-graph form (`lsq_composed` under `torch.compile`) against the eager function, float32 and bf16, and prints
 the results. The checks are `qvit_nb.lsq`'s (`lsq_grads`, `relative_error`, `step_sum_error`), the ones its notebook
-holds the CPU paths to. `--unfused-row` adds an eager W2A2 run with the fused quantizer kernels off (`fast_paths(fused=False)`),
-side by side (they are CPU-only since this comparison on an H200: there they made the eager epoch slower).
+holds the CPU paths to. `--unfused-row` adds an eager W2A2 run with the fused quantizer kernels off
+(`fast_paths(fused=False)`), side by side (they are CPU-only since this comparison on an H200: there they made the
+eager epoch slower).
 """
 import argparse, json, statistics, sys, tempfile, time
 from pathlib import Path

@@ -269,12 +269,12 @@ def test_jupyterlab_runs_and_saves_a_notebook_and_the_gate_stays_green(browser, 
             page.locator('.jp-NotebookPanel .jp-Cell').first.click()
             page.keyboard.press('Control+s')                               # save, as a user does
             deadline = time.monotonic() + 60
-            while not any(c.get('execution_count') for c in nbformat.read(str(repo / 'nbs' / name), as_version=4).cells):
+            saved = lambda: nbformat.read(str(repo / 'nbs' / name), as_version=4)
+            while not any(c.get('execution_count') for c in saved().cells):
                 assert time.monotonic() < deadline, f"the notebook was not saved\n{_lab_state(page, tmp_path)}"
                 time.sleep(0.5)
         finally: page.close()
-    saved = nbformat.read(str(repo / 'nbs' / name), as_version=4)
-    assert any(c.get('outputs') for c in saved.cells)                     # saved with its outputs
+    assert any(c.get('outputs') for c in saved().cells)                     # saved with its outputs
     r = subprocess.run([sys.executable, 'tools/sync_check.py'], cwd=repo, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
 

@@ -48,7 +48,8 @@ def main() -> int:
     _nbdev('nbdev-clean')
     bad = unclean_committed()
     if bad:
-        print(f"committed notebooks not stored clean: {', '.join(bad)}. Fix: `{_shown('nbdev-clean')}`, then commit them")
+        print(f"committed notebooks not stored clean: {', '.join(bad)}. "
+              f"Fix: `{_shown('nbdev-clean')}`, then commit them")
         return 1
     before = _package_state()
     _nbdev('nbdev-export')

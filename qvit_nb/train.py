@@ -27,7 +27,8 @@ from .qmodules import activation_quantizers, model_storage
 from .distill import forward_with_embeddings
 from .data import build_mixup, dataset_name, DATASETS
 from .loaders import build_loaders
-from .config import TrainConfig, EVAL_METRICS, canonical_keys, load_config, save_config, config_hash
+from .config import (TrainConfig, EVAL_METRICS, HASH_EXCLUDED, canonical_keys, load_config, save_config,
+                            config_hash)
 # the run's files (02a, 02b) and its objects (05a)
 from .runfiles import PROGRESS_FILE, atomic_write, lock_run_dir, resolve_run_dir, holds_run
 from .checkpoints import (check_resume, check_state_dict, load_checkpoint, resume_checkpoint, save_checkpoint,
@@ -158,7 +159,6 @@ RESUME_CHANGEABLE = ('lr', 'epochs')    # applied on resume, the schedule rebuil
 def resume_config(cfg: TrainConfig, ckpt: dict, path='checkpoint') -> tuple[TrainConfig, list]:
     """`(config, changes)` for resuming from `ckpt`: its own config, the free keys of `cfg`, and `lr`/`epochs` changes;
     else ValueError naming the key."""
-    from qvit_nb.config import HASH_EXCLUDED
     if not isinstance(ckpt.get('args'), dict): return cfg, []     # a foreign checkpoint: nothing to compare with
     saved = TrainConfig.from_dict(ckpt.get('args') or {})
     default, free = TrainConfig(), set(HASH_EXCLUDED) | {'device', 'compile', 'data_dir'}   # data may move

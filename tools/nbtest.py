@@ -3,7 +3,7 @@
 A warning, a log line or anything else on stderr shows as a pink box in Jupyter; the tutorials must show none that
 the reader did not cause. This runs nbdev's own test runner (same cells, flags and workers as `nbdev-test`) and keeps
 each notebook's outputs in memory (nbdev's `save`, without writing the file), then lists every stderr output.
-Usage: python tools/nbtest.py [NOTEBOOK ...] [--n-workers N]"""
+Usage: python tools/nbtest.py [NOTEBOOK_OR_FOLDER] [--n-workers N] (nbdev-test's arguments)"""
 import sys
 import nbdev.test as nbt
 
@@ -35,11 +35,4 @@ if __name__ == '__main__':
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import nbtest     # the workers unpickle the test function by module name: `nbtest`, not `__main__`
     nbt.test_nb = nbtest.test_nb_without_stderr
-    test_nb_without_stderr = nbtest.test_nb_without_stderr
-    args = sys.argv[1:]
-    workers = ['--n-workers', args.pop(args.index('--n-workers') + 1)] if '--n-workers' in args else []
-    if '--n-workers' in args: args.remove('--n-workers')
-    if not args: sys.argv = [sys.argv[0], *workers]; nbt.nbdev_test()
-    else:
-        failed = [a for a in args if not test_nb_without_stderr(a)[0]]
-        print("Success." if not failed else f"failed: {', '.join(failed)}"); sys.exit(1 if failed else 0)
+    nbt.nbdev_test()  # nbdev-test's own arguments: a notebook or folder, --n-workers, --flags, ...

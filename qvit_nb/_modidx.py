@@ -619,6 +619,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'qvit_nb.runfiles': { 'qvit_nb.runfiles._check_writable': ('runfiles.html#_check_writable', 'qvit_nb/runfiles.py'),
                                   'qvit_nb.runfiles._status': ('runfiles.html#_status', 'qvit_nb/runfiles.py'),
                                   'qvit_nb.runfiles.atomic_write': ('runfiles.html#atomic_write', 'qvit_nb/runfiles.py'),
+                                  'qvit_nb.runfiles.check_output_file': ('runfiles.html#check_output_file', 'qvit_nb/runfiles.py'),
                                   'qvit_nb.runfiles.holds_run': ('runfiles.html#holds_run', 'qvit_nb/runfiles.py'),
                                   'qvit_nb.runfiles.lock_run_dir': ('runfiles.html#lock_run_dir', 'qvit_nb/runfiles.py'),
                                   'qvit_nb.runfiles.new_run_id': ('runfiles.html#new_run_id', 'qvit_nb/runfiles.py'),

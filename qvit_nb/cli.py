@@ -11,6 +11,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 from . import __version__     # no torch, timm or pandas here: `qvit --help` answers at once
 from .core import unknown_choice_error
+from .runfiles import atomic_write, check_output_file     # the standard library only
 
 # %% auto #0
 __all__ = ['COMMANDS', 'CLIError', 'parse_set', 'cmd_train', 'cmd_report', 'cmd_sweep', 'cmd_demo', 'cmd_dashboard', 'cmd_export',
@@ -67,7 +68,7 @@ def cmd_report(argv: Sequence[str]) -> int:
     if not Path(a.runs_dir).is_dir(): raise CLIError(f"runs directory {a.runs_dir} does not exist")
     from qvit_nb.results import render_report, render_study_report
     text = (render_study_report if a.study else render_report)(a.runs_dir, a.format)
-    if a.out: Path(a.out).write_text(text); print(f"wrote {a.out}")
+    if a.out: atomic_write(a.out, text); print(f"wrote {a.out}")
     else: print(text)
     return 0
 
@@ -138,6 +139,7 @@ def cmd_export(argv: Sequence[str]) -> int:
     a = _export_parser().parse_args(argv)
     if not Path(a.run_dir).is_dir(): raise CLIError(f"run directory {a.run_dir} does not exist")
     from qvit_nb.export import export_run, OPSET
+    if a.output: check_output_file(a.output)       # before the model is loaded
     path, size = export_run(a.run_dir, a.output, a.checkpoint)
     print(f"wrote {path} (ONNX opset {OPSET}); model storage {size['bytes'] / 1e3:,.1f} KB at its bit widths, "
           f"{size['float32_bytes'] / 1e3:,.1f} KB in float32 ({size['ratio']:.1f}x smaller)")

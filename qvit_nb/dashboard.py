@@ -27,6 +27,7 @@ from .quant import LSQQuantizer
 from .qmodules import QuantConv2d, activation_quantizers, quant_summary
 from .config import TrainConfig
 from .results import load_runs, results_table, study_table
+from .runfiles import atomic_write
 from .rundata import is_run_dir, load_run, read_summary, run_eval_data    # runs are read, never trained, here
 
 # %% auto #0
@@ -357,8 +358,9 @@ def layer_select_html(fig: go.Figure, div_id: str) -> str:
             f" {{'title.text': meta.titles[i], 'xaxis.range': meta.ranges[i]}}); }});</script>")
 
 def _write(path, text) -> Path:
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True); path.write_text(text, encoding='utf-8')
-    return path
+    "`text` to `path` (UTF-8) with `atomic_write`: a new or regular file only, its folder made if needed."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, text.encode('utf-8'))
 
 # %% ../nbs/09_dashboard.ipynb #643017bb
 class ReportRenderer(PlotlyRenderer):

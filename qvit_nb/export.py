@@ -6,7 +6,7 @@ reference for the quantized linears, and what the model weighs at its bit widths
 
 # %% ../nbs/10_export.ipynb #d8fd825b
 from __future__ import annotations
-import contextlib, copy, os, secrets, warnings
+import contextlib, copy, os, warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -18,6 +18,7 @@ if TYPE_CHECKING: import pandas as pd    # onnx_parity's table; pandas is import
 
 from .quant import LSQQuantizer
 from .qmodules import QuantLinear, QuantConv2d, model_storage
+from .runfiles import atomic_write
 from .rundata import load_run_model
 
 # %% auto #0
@@ -138,13 +139,9 @@ def export_model(model: nn.Module) -> nn.Module:
 
 # %% ../nbs/10_export.ipynb #c0b464e5
 def _atomic_save(proto, path: Path):
-    import onnx
+    "The serialized model (what `onnx.save` writes) to `path` with `atomic_write`: a new or regular file only."
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
-    try:
-        onnx.save(proto, str(tmp)); os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError): tmp.unlink()
+    atomic_write(path, proto.SerializeToString())
 
 def to_onnx(model: nn.Module, example: torch.Tensor, path: Union[str, Path], opset: int = OPSET) -> Path:
     "Write trained `model` (float or quantized) as ONNX to `path`; `example` is a normalised NCHW float batch."

@@ -5,21 +5,37 @@ JSON files a run leaves."""
 
 # %% ../nbs/02a_runfiles.ipynb #5b3a4c5e
 from __future__ import annotations
-import contextlib, json, os, secrets, shutil
+import contextlib, json, os, secrets, shutil, stat
 from datetime import datetime
 from pathlib import Path
 from typing import Optional, Union
 
 # %% auto #0
-__all__ = ['TEMP_GLOB', 'PROGRESS_FILE', 'atomic_write', 'new_run_id', 'read_json_object', 'read_metrics', 'holds_run',
-           'resolve_run_dir', 'lock_run_dir']
+__all__ = ['TEMP_GLOB', 'PROGRESS_FILE', 'check_output_file', 'atomic_write', 'new_run_id', 'read_json_object', 'read_metrics',
+           'holds_run', 'resolve_run_dir', 'lock_run_dir']
+
+# %% ../nbs/02a_runfiles.ipynb #e5e45fc4
+_NODE_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'),
+               (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+
+def check_output_file(path: Union[str, Path]) -> Path:
+    """`path` as a place to write a file: nothing there yet, or a regular file (which a write replaces); any other node
+    (followed through links) is refused with a ValueError."""
+    path = Path(path)
+    try: mode = os.stat(path).st_mode
+    except FileNotFoundError: return path
+    kind = next((k for is_kind, k in _NODE_KINDS if is_kind(mode)), 'not a regular file')
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path} is {kind}, not a regular file: refusing to write over it (give a file's path)")
+    return path
 
 # %% ../nbs/02a_runfiles.ipynb #63279377
 TEMP_GLOB = '.*.*.*.tmp'    # atomic_write's temp files, `.<name>.<pid>.<hex>.tmp`: what a kill -9 mid-write leaves
 
 def atomic_write(path: Union[str, Path], data: Union[bytes, str]) -> Path:
-    "Write `data` to `path` atomically (temp file in the same directory, fsync, rename)."
-    path = Path(path)
+    """Write `data` to `path` atomically (temp file in the same directory, fsync, rename); `path` must be new or a
+    regular file (`check_output_file`)."""
+    path = check_output_file(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
     try:
         with open(tmp, 'wb') as f:

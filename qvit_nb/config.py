@@ -6,9 +6,9 @@ validation with suggestions, and the `qvit train` command line generated from th
 # %% auto #0
 __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'EVAL_METRICS', 'GROUPS', 'FIELDS', 'FIELD_TYPES', 'RENAMED_KEYS',
            'OTHER_TOOLS_KEYS', 'MAX_IMG_SIZE', 'LOADER_KEYS', 'MIXUP_KEYS', 'YAML_MAX_BYTES', 'YAML_MAX_NODES',
-           'HASH_EXCLUDED', 'STUDY_ALIASES', 'TrainConfig', 'canonical_keys', 'check_key', 'check_run_name',
-           'validate_config', 'safe_yaml', 'load_config', 'save_config', 'tiny_config', 'config_hash', 'config_keys',
-           'build_parser', 'parse_train_args']
+           'HASH_EXCLUDED', 'HASHED_WHEN_SET', 'STUDY_ALIASES', 'TrainConfig', 'canonical_keys', 'check_key',
+           'check_run_name', 'validate_config', 'safe_yaml', 'load_config', 'save_config', 'tiny_config', 'config_hash',
+           'config_keys', 'build_parser', 'parse_train_args']
 
 # %% ../nbs/05_config.ipynb #397713fc
 import argparse, functools, hashlib, json, math, re, sys
@@ -34,7 +34,7 @@ SCHEDULERS = ('cosine', 'step', 'multistep', 'plateau', 'poly', 'tanh')
 # summary column of each metric, and whether higher or lower is better
 EVAL_METRICS = {'top1': ('top1', 'max'), 'top5': ('top5', 'max'), 'loss': ('eval_loss', 'min')}
 GROUPS = ('experiment', 'data', 'augmentation', 'model', 'optimizer', 'schedule', 'runtime',
-          'weight quantization', 'activation quantization', 'distillation')
+          'weight quantization', 'activation quantization', 'distillation', 'oscillation')
 
 # %% ../nbs/05_config.ipynb #2318f4e3
 def _key(default, help, group, *, choices=None, lo=None, hi=None, short=None, hashed=True):
@@ -182,7 +182,8 @@ class _RuntimeKeys:
 class _WeightQuantKeys:
     "Weight quantization: the level set of the weights of the quantized modules."
     wq_enable: bool = _key(False, 'quantize weights', 'weight quantization')
-    wq_mode: str = _key('lsq', 'weight quantizer (lsq); float weights: wq_enable false', 'weight quantization')
+    wq_mode: str = _key('lsq', "weight quantizer: lsq (learned step) or statsq (OFQ's step from the weights' mean "
+                        "magnitude, levels without zero); float weights: wq_enable false", 'weight quantization')
     wq_bitw: int = _key(2, 'weight bit width (1: binary, 2: ternary when symmetric)', 'weight quantization',
                         choices=WQ_BITS)
     wq_per_channel: bool = _key(False, 'one step per output channel', 'weight quantization')
@@ -253,10 +254,37 @@ class _DistillationKeys:
         'with distill_head: weight w of the distillation head, loss = (1 - w) * class head + w * distillation head '
         '(study: 0.5, 0.8, 1.0; old name: distill_weight)', 'distillation', lo=0.0, hi=1.0)
 
+# %% ../nbs/05_config.ipynb #a5b7b659
+@dataclass
+class _OscillationKeys:
+    "Weight oscillation: tracking, Nagel et al.'s freezing and dampening, OFQ's confidence-guided annealing."
+    track_oscillation: bool = _key(False, 'record per layer and epoch how often quantized weights flip between levels '
+                                   '(oscillation.csv); every remedy below turns it on', 'oscillation')
+    osc_momentum: float = _key(0.01, 'momentum of the oscillation frequency EMA (Nagel: 0.01 class, 0.001 CLI)',
+                               'oscillation', lo=1e-6, hi=1.0)
+    osc_max_bits: int = _key(4, 'track weight quantizers of at most this many bits', 'oscillation', lo=1, hi=8)
+    freeze_threshold: float = _key(0.0, "Nagel's iterative freezing: freeze weights whose oscillation frequency "
+                                   'exceeds this (0: off)', 'oscillation', lo=0.0, hi=1.0)
+    freeze_threshold_final: Optional[float] = _key(
+        None, 'anneal the freezing threshold to this by a cosine from osc_anneal_start (None: constant)',
+        'oscillation', lo=0.0, hi=1.0)
+    dampen_weight: float = _key(0.0, "weight of Nagel's oscillation dampening loss (0 with no final: off)",
+                                'oscillation', lo=0.0)
+    dampen_weight_final: Optional[float] = _key(None, 'anneal the dampening weight to this (None: constant)',
+                                                'oscillation', lo=0.0)
+    dampen_agg: str = _key('kernel_mean', 'dampening loss over a weight: kernel_mean (Nagel), sum or mean',
+                           'oscillation', choices=('kernel_mean', 'sum', 'mean'))
+    osc_anneal_start: float = _key(0.25, 'share of training after which freezing and dampening are annealed',
+                                   'oscillation', lo=0.0, hi=1.0)
+    cga_epochs: int = _key(0, "OFQ's confidence-guided annealing in the last N epochs: only weights within "
+                           'cga_boundary steps of a rounding threshold train (0: off)', 'oscillation', lo=0)
+    cga_boundary: float = _key(0.005, 'CGA: distance to a threshold, in quantization steps, below which a weight '
+                               'keeps training', 'oscillation', lo=0.0)
+
 # %% ../nbs/05_config.ipynb #dd12f23f
 @dataclass      # the groups, last first: the fields come in GROUPS order
-class TrainConfig(_DistillationKeys, _ActivationQuantKeys, _WeightQuantKeys, _RuntimeKeys, _ScheduleKeys,
-                  _OptimizerKeys, _ModelKeys, _AugmentationKeys, _DataKeys, _ExperimentKeys):
+class TrainConfig(_OscillationKeys, _DistillationKeys, _ActivationQuantKeys, _WeightQuantKeys, _RuntimeKeys,
+                  _ScheduleKeys, _OptimizerKeys, _ModelKeys, _AugmentationKeys, _DataKeys, _ExperimentKeys):
     "Every key of one training run, with the study's defaults (CCT's `cct_7-3x1_cifar10_300epochs.yml`)."
     def __post_init__(self):
         for f in fields(self): setattr(self, f.name, _coerce(f.name, getattr(self, f.name)))
@@ -270,6 +298,12 @@ class TrainConfig(_DistillationKeys, _ActivationQuantKeys, _WeightQuantKeys, _Ru
     def to_dict(self) -> dict:
         "Plain-typed dict (str/int/float/bool/None/list) in field order."
         return asdict(self)
+
+    @property
+    def oscillation(self) -> bool:
+        "Whether the weights' oscillation is tracked: asked for, or a remedy is on."
+        return bool(self.track_oscillation or self.freeze_threshold or self.dampen_weight or self.dampen_weight_final
+                    or self.cga_epochs)
 
     @functools.cached_property
     def _qconfigs(self) -> dict:
@@ -428,6 +462,7 @@ def _side_qconfig(cfg, side: str) -> 'QConfig':
     """One side's `QConfig` ('wq': weights, signed; 'aq': activations, signedness left to the module); errors name the
     keys."""
     from qvit_nb.quant import QUANTIZERS, QConfig
+    import qvit_nb.statsq  # noqa: F401  (registers the weight quantizer mode statsq)
     mode, bits, asym, pos, neg = (getattr(cfg, f'{side}_{k}') for k in ('mode', 'bitw', 'asym', 'pos', 'neg'))
     if mode == 'identity':       # one spelling for "this side is not quantized": the *_enable key
         raise ValueError(f"config key '{side}_mode': 'identity' (no quantizer) is what {side}_enable: false says; set "
@@ -528,6 +563,23 @@ def _check_distillation(cfg):
         if getattr(cfg, k) is not None and not cfg.quant_teacher:
             raise ValueError(f"'{k}' is set but quant_teacher is off; set quant_teacher: true")
 
+# %% ../nbs/05_config.ipynb #f60d53c5
+def _check_oscillation(cfg: 'TrainConfig'):
+    "Oscillation tracking needs quantized weights and eager mode; CGA fits in the run."
+    if not cfg.oscillation: return
+    if not cfg.wq_enable:
+        raise ValueError("oscillation tracking and its remedies (track_oscillation, freeze_threshold, dampen_weight, "
+                         "cga_epochs) watch quantized weights: set wq_enable")
+    if cfg.compile:
+        raise ValueError("oscillation tracking updates its state in the weight quantizers' forward hooks, which "
+                         "torch.compile does not keep: set compile: false (--no-compile)")
+    if cfg.wq_bitw > cfg.osc_max_bits:
+        raise ValueError(f"wq_bitw {cfg.wq_bitw} is above osc_max_bits {cfg.osc_max_bits}: no weight would be tracked; "
+                         "raise osc_max_bits")
+    if cfg.cga_epochs > cfg.epochs + cfg.cooldown_epochs:
+        raise ValueError(f"cga_epochs {cfg.cga_epochs} is more than the run's {cfg.epochs + cfg.cooldown_epochs} "
+                         "epochs (epochs + cooldown_epochs)")
+
 # %% ../nbs/05_config.ipynb #e79b43cb
 def validate_config(cfg: 'TrainConfig') -> 'TrainConfig':
     "Check choices, bounds and cross-key consistency; raise ValueError naming the key. Returns `cfg`."
@@ -535,6 +587,7 @@ def validate_config(cfg: 'TrainConfig') -> 'TrainConfig':
     _check_run_and_data(cfg)
     _check_recipe(cfg)
     _check_quantization(cfg)
+    _check_oscillation(cfg)
     _check_distillation(cfg)
     return cfg
 
@@ -638,11 +691,15 @@ def tiny_config(**overrides) -> dict:
 
 # %% ../nbs/05_config.ipynb #9cb131c0
 HASH_EXCLUDED = tuple(f.name for f in fields(TrainConfig) if not f.metadata['hashed'])
+# keys newer than the runs already made: hashed only when set, so a config without them keeps its hash
+HASHED_WHEN_SET = tuple(f.name for f in fields(_OscillationKeys))
 
 def config_hash(cfg: TrainConfig, n: int = 10) -> str:
     "Short stable hex hash over the keys that affect the result (all but `HASH_EXCLUDED`)."
     old_name = {new: old for old, new in RENAMED_KEYS.items()}     # a renamed key hashes as before: runs stay found
     d = {old_name.get(k, k): v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
+    for k in HASHED_WHEN_SET:
+        if d[k] == FIELDS[k].default: del d[k]
     # other data, other result (absent: the digits' hashes stay)
     if cfg.data_dir: d['data_dir'] = str(Path(cfg.data_dir).expanduser().resolve())
     from qvit_nb.data import dataset_stats

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import math
 from dataclasses import dataclass, asdict, replace
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,8 @@ from .fastpaths import fits_int8
 from .lsq import levels_with_overrides
 
 # %% auto #0
-__all__ = ['LEARNABLE_BIAS', 'QUANTIZERS', 'learnable_bias_kind', 'LSQQuantizer', 'register_quantizer', 'QConfig',
-           'make_quantizer']
+__all__ = ['LEARNABLE_BIAS', 'QUANTIZERS', 'learnable_bias_kind', 'LSQQuantizer', 'WeightGrid', 'scaled_step',
+           'register_quantizer', 'QConfig', 'make_quantizer']
 
 # %% ../nbs/00c_quant.ipynb #4ffe272a
 LEARNABLE_BIAS = ('none', 'tensor', 'channel')
@@ -171,6 +171,50 @@ def linear(self: LSQQuantizer, x: torch.Tensor, weight: torch.Tensor, bias: Opti
         return F.linear(self(x), weight, bias)
     x, step, grad_scale = self.prepare(x)
     return fastpaths.linear(x, step, weight, bias, self.qn, self.qp, grad_scale, self.levels.binary, layer)
+
+# %% ../nbs/00c_quant.ipynb #e02f1efa
+class WeightGrid(NamedTuple):
+    "A weight quantizer's levels: level `k` of `lo..hi` is the value `(k + offset) * step`."
+    step: torch.Tensor      # broadcastable to the weight; carries the quantizer's step gradient
+    offset: float
+    lo: int
+    hi: int
+
+    def value(self, k: torch.Tensor) -> torch.Tensor: return (k + self.offset) * self.step
+
+def scaled_step(step: torch.Tensor, grad_scale: float) -> torch.Tensor:
+    "`step` itself (bit for bit), with its gradient multiplied by `grad_scale`."
+    return step.detach() + (step - step.detach()) * grad_scale
+
+# %% ../nbs/00c_quant.ipynb #2461bd8c
+def _refuse_shift(q: LSQQuantizer):
+    if q.bias is not None:
+        raise ValueError("oscillation tracking needs a weight quantizer without learnable_bias: a shifted grid moves "
+                         "the thresholds every step")
+
+@patch
+def grid(self: LSQQuantizer, w: torch.Tensor) -> WeightGrid:
+    "The levels applied to the weight `w` (initialising the step from it first, as `forward` would)."
+    _refuse_shift(self)
+    w, step, grad_scale = self.prepare(w)
+    step = scaled_step(step, grad_scale)
+    return WeightGrid(2 * step, 0.5, -1, 0) if self.levels.binary else WeightGrid(step, 0.0, -self.qn, self.qp)
+
+@patch
+@torch.no_grad()
+def position(self: LSQQuantizer, w: torch.Tensor) -> torch.Tensor:
+    "`w` in steps from level 0 of `grid(w)`: level `k` at `k`, rounding thresholds at `k + 1/2`."
+    g = self.grid(w)
+    return w / g.step - g.offset
+
+@patch
+@torch.no_grad()
+def int_levels(self: LSQQuantizer, w: torch.Tensor) -> torch.Tensor:
+    "The integer level of each weight of `w`, exactly as `forward` rounds it (`lo..hi` of `grid(w)`)."
+    _refuse_shift(self)
+    step = self.step_for(self.prepare(w)[0])
+    if self.levels.binary: return torch.where(w >= 0, 0., -1.).to(w.dtype)
+    return (w / step).clamp(-self.qn, self.qp).round()
 
 # %% ../nbs/00c_quant.ipynb #6e03ac58
 QUANTIZERS: dict[str, Callable[..., nn.Module]] = {}

@@ -24,6 +24,8 @@ from tqdm.auto import tqdm
 
 import qvit_nb.models  # noqa: F401  (registers the compact transformers with timm)
 from .qmodules import activation_quantizers, model_storage
+from .oscillation import (CGA, OSC_COLUMNS, dampen_weight_at, freeze_threshold_at, oscillation_stats,
+                                 oscillation_summary, trackers)
 from .distill import forward_with_embeddings
 from .data import build_mixup, dataset_name, DATASETS
 from .loaders import build_loaders
@@ -288,6 +290,9 @@ def _build_model_and_loss(self: TrainingRun):
         if hasattr(q, 'numel_scale'): q.numel_scale = self.world
     self.teacher = build_teacher(cfg, self.num_classes)
     self.criterion = build_criterion(cfg, self.teacher, self.mixup is not None).to(self.device)
+    self.trackers, self.osc_rows = trackers(self.model), []      # oscillation (01a): the trackers build_model put on
+    self.cga = CGA(self.model, cfg.cga_boundary) if cfg.cga_epochs else None
+    self.dampening = bool(cfg.dampen_weight or cfg.dampen_weight_final)
 
 # %% ../nbs/06_train.ipynb #00f513a6
 @patch
@@ -357,6 +362,7 @@ def _restore(self: TrainingRun, ckpt):
     self.best = ckpt.get('best')
     self.skipped = ckpt.get('skipped_steps', 0)
     self.run_id = ckpt.get('run_id', self.run_dir.name)
+    self.osc_rows = list(ckpt.get('oscillation', []))
     if ckpt.get('fast_paths', {}).get('verdicts') and not adopt_verdicts(ckpt['fast_paths']):   # the same kernels
         self._say("resume on another machine or torch build: the fast paths are measured afresh, so the run's low bits "
                   "may differ from an uninterrupted one")
@@ -425,6 +431,26 @@ def _bad(self: TrainingRun, epoch, step, what) -> bool:
     raise TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {why}{what} "
                            f"(nan_policy={cfg.nan_policy}); the last good checkpoint is kept in {self.run_dir}")
 
+# %% ../nbs/06_train.ipynb #a406da66
+@patch
+def _osc_step(self: TrainingRun, epoch: int, step: int):
+    "This step's freezing threshold on every tracker: Nagel's schedule over the run's steps."
+    cfg, steps = self.cfg, len(self.train_loader)
+    threshold = freeze_threshold_at(epoch * steps + step, self.num_epochs * steps, cfg.freeze_threshold,
+                                    cfg.freeze_threshold_final, cfg.osc_anneal_start)
+    for t in self.trackers.values(): t.freeze_threshold = threshold
+
+@patch
+def _dampen(self: TrainingRun, loss: torch.Tensor, parts: dict, epoch: int, step: int) -> tuple:
+    "`(loss, parts)` with Nagel's dampening term added (weighted by its schedule) when dampening is on."
+    if not self.dampening: return loss, parts
+    cfg, steps = self.cfg, len(self.train_loader)
+    weight = dampen_weight_at(epoch * steps + step, self.num_epochs * steps, cfg.dampen_weight,
+                              cfg.dampen_weight_final, cfg.osc_anneal_start)
+    damp = sum(t.damp_loss for t in self.trackers.values() if t.damp_loss is not None)
+    loss = loss + weight * damp
+    return loss, {**parts, 'dampening': damp.detach(), 'total': loss.detach()}
+
 # %% ../nbs/06_train.ipynb #03760d10
 @patch
 def _step(self: TrainingRun, x, y, epoch: int, step: int, params: list):
@@ -432,9 +458,10 @@ def _step(self: TrainingRun, x, y, epoch: int, step: int, params: list):
     cfg, model, crit = self.cfg, self.train_model, self.criterion
     x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
     if self.mixup is not None: x, y = self.mixup(x, y)
+    if self.trackers: self._osc_step(epoch, step)
     with self._autocast():
         out, emb = forward_with_embeddings(model, x, crit.needs_embeddings)
-        loss, parts = crit(x, out, y, emb)
+        loss, parts = self._dampen(*crit(x, out, y, emb), epoch, step)
     if not torch.isfinite(loss):
         bad = ', '.join(k for k, v in parts.items() if k != 'total' and not torch.isfinite(v)) or 'total'
         if self._bad(epoch, step, f"non-finite loss ({bad} = {loss.item()})"): return None
@@ -442,12 +469,15 @@ def _step(self: TrainingRun, x, y, epoch: int, step: int, params: list):
     if self.scaler is not None:
         self.scaler.scale(loss).backward(); self.scaler.unscale_(self.optimizer)
     else: loss.backward()
+    cga = self.cga is not None and epoch >= self.num_epochs - cfg.cga_epochs      # OFQ's CGA: the last cga_epochs
+    if cga: self.cga.before_step()
     gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     if not torch.isfinite(gnorm) and self.scaler is None:
         if self._bad(epoch, step, f"non-finite gradient norm ({gnorm.item()}) from loss {loss.item():.4g}"): return None
     if cfg.clip_grad is not None: dispatch_clip_grad(params, cfg.clip_grad, mode=cfg.clip_mode)
     if self.scaler is not None: self.scaler.step(self.optimizer); self.scaler.update()
     else: self.optimizer.step()
+    if cga: self.cga.after_step()
     if self.ema is not None: self.ema.update(self.model, step=epoch * len(self.train_loader) + step)
     return x.shape[0], loss, parts
 
@@ -534,23 +564,45 @@ def _state(self: TrainingRun, epoch):
               optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(), args=self.cfg.to_dict(),
               metric=metric,
               best=self.best, summary=self.summary, skipped_steps=self.skipped, run_id=self.run_id,
-              num_classes=self.num_classes, resume_changes=self.resume_changes, fast_paths=verdicts(), version=1)
+              num_classes=self.num_classes, resume_changes=self.resume_changes, fast_paths=verdicts(), version=1,
+              oscillation=self.osc_rows)
     if self.ema is not None: st['state_dict_ema'] = self.ema.module.state_dict()
     return st
 
-@patch
-def _write_summary(self: TrainingRun):
-    "`summary.csv`: one row per epoch, `SUMMARY_COLUMNS` first."
-    cols = list(dict.fromkeys(SUMMARY_COLUMNS + [k for r in self.summary for k in r]))
+def _write_csv(path: Path, rows: list, first: list):
+    "`rows` as a CSV file, the columns `first` first, then any others in the order they come."
+    cols = list(dict.fromkeys(first + [k for r in rows for k in r]))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator='\n'); w.writeheader()
-    for r in self.summary: w.writerow({k: _fmt(r.get(k, '')) for k in cols})
-    atomic_write(self.run_dir / 'summary.csv', buf.getvalue())
+    for r in rows: w.writerow({k: _fmt(r.get(k, '')) for k in cols})
+    atomic_write(path, buf.getvalue())
+
+@patch
+def _write_summary(self: TrainingRun):
+    "`summary.csv`: one row per epoch, `SUMMARY_COLUMNS` first; `oscillation.csv` beside it when tracking."
+    _write_csv(self.run_dir / 'summary.csv', self.summary, SUMMARY_COLUMNS)
+    if self.osc_rows: _write_csv(self.run_dir / 'oscillation.csv', self.osc_rows, ['epoch'] + OSC_COLUMNS)
 
 @patch
 def _save_args(self: TrainingRun):
     "`args.yaml`: the run's config."
     save_config(self.cfg, self.run_dir / 'args.yaml')
+
+# %% ../nbs/06_train.ipynb #369aa57f
+@patch
+def _osc_epoch(self: TrainingRun, epoch: int, row: dict):
+    "The epoch's oscillation: a row per tracked layer (`oscillation.csv`), the model's figures in its summary row."
+    rows = oscillation_stats(self.model)
+    self.osc_rows += [dict(epoch=epoch, **r) for r in rows]
+    s = oscillation_summary(rows)
+    row.update(oscillating=s['oscillating'], osc_rate=s['osc_rate'], osc_freq=s['freq_mean'], frozen=s['frozen'],
+               cga_frozen=s['cga_frozen'])
+
+@patch
+def _osc_final(self: TrainingRun) -> Optional[dict]:
+    "The last epoch's oscillation figures (`metrics.json`), or None without tracking."
+    if not self.osc_rows: return None
+    return oscillation_summary([r for r in self.osc_rows if r['epoch'] == self.osc_rows[-1]['epoch']])
 
 # %% ../nbs/06_train.ipynb #3227a4e5
 @patch
@@ -578,6 +630,7 @@ def write_metrics(self: TrainingRun, status: str, error: Optional[str] = None):
              storage_kib=round(stored['bytes'] / 1024, 1) if stored else None,
              float32_kib=round(stored['float32_bytes'] / 1024, 1) if stored else None,
              updated=datetime.now().isoformat(timespec='seconds'))
+    if getattr(self, 'osc_rows', None): m['oscillation'] = self._osc_final()      # tracking: the last epoch's figures
     if self.is_main: atomic_write(self.run_dir / 'metrics.json', json.dumps(m, indent=2))
     self.metrics = m
 
@@ -673,6 +726,7 @@ def _run_epoch(self: TrainingRun, epoch: int, t_start: float):
     ev = self.evaluate()
     self.scheduler.step(epoch + 1, ev[EVAL_METRICS[cfg.eval_metric][0]])
     row = self._epoch_row(epoch, tr, ev)
+    if self.trackers: self._osc_epoch(epoch, row)
     self.summary.append(row)
     self.images += tr['images']; self.train_time += tr['seconds']
     improved = rank_epochs(self.summary, cfg.eval_metric)[0]['epoch'] == epoch     # model_best: by eval_metric

@@ -7,15 +7,13 @@ evaluation data (`run_eval_data`) and its per-epoch summary (`read_summary`)."""
 from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import pandas as pd
-from torch import nn
 
 from .config import TrainConfig, load_config
-from .checkpoints import load_checkpoint, state_dict_of
-from .loaders import build_loaders
-from .builders import build_model     # not the training loop: reading a run never imports `train`
+
+if TYPE_CHECKING: from torch import nn    # the model's pieces are imported by the functions that build it
 
 # %% auto #0
 __all__ = ['SUMMARY_MAX_BYTES', 'is_run_dir', 'load_run', 'load_run_model', 'run_eval_data', 'read_summary']
@@ -29,6 +27,8 @@ def is_run_dir(path) -> bool:
 def load_run(run_dir: Union[str, Path], checkpoint: str = 'best') -> tuple[nn.Module, TrainConfig]:
     """`(model, config)` of a run directory: the model built from `args.yaml` with the `best` (or `last`) weights, in
     eval mode."""
+    from qvit_nb.checkpoints import load_checkpoint, state_dict_of
+    from qvit_nb.builders import build_model     # not the training loop: reading a run never imports `train`
     run_dir = Path(run_dir)
     if not is_run_dir(run_dir): raise ValueError(f"{run_dir} is not a run directory (no args.yaml)")
     if checkpoint not in ('best', 'last'): raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
@@ -48,6 +48,7 @@ def load_run_model(run_dir: Union[str, Path], checkpoint: str = 'best') -> nn.Mo
 # %% ../nbs/08_rundata.ipynb #4638b395
 def run_eval_data(cfg: Union[TrainConfig, str, Path], max_images: int = 256, batch_size: int = 64):
     "The evaluation loader of a run (its config or directory), on the CPU, at most `max_images` images."
+    from qvit_nb.loaders import build_loaders
     if not isinstance(cfg, TrainConfig): cfg = load_config(Path(cfg) / 'args.yaml')
     kw = {**cfg.loader_kwargs(), 'max_images': max_images, 'batch_size': batch_size,
           'eval_batch_size': batch_size, 'workers': 0, 'device': 'cpu', 'rank': 0, 'world_size': 1, 'pin_memory': False}

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence, Union
 from .core import unknown_choice_error
 from .config import TrainConfig, load_config, config_hash, canonical_keys, check_key, check_run_name, safe_yaml
 from .runfiles import atomic_write, new_run_id, read_json_object, read_metrics, PROGRESS_FILE
-from .results import read_run_args, run_status
+from .rundata import read_run_args, run_status
 
 # %% auto #0
 __all__ = ['EXECUTORS', 'KERNEL_LOG', 'Experiment', 'Sweep', 'load_sweep', 'train_notebook', 'report_config',

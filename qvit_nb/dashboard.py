@@ -26,9 +26,9 @@ from .lsq import Levels
 from .quant import LSQQuantizer
 from .qmodules import QuantConv2d, activation_quantizers, quant_summary
 from .config import TrainConfig
-from .results import load_runs, results_table, study_table
+from .results import results_table, study_table
 from .runfiles import atomic_write
-from .rundata import is_run_dir, load_run, read_summary, run_eval_data    # runs are read, never trained, here
+from .rundata import is_run_dir, load_run, load_runs, read_summary, run_eval_data  # runs are read, never trained, here
 
 # %% auto #0
 __all__ = ['TRACES', 'TABLE_STYLE', 'activation_layers', 'LayerActivations', 'collect_activations', 'check_layer',

@@ -11,7 +11,7 @@ from typing import Optional, Sequence, Union
 
 from .config import tiny_config
 from .train import train
-from .results import load_runs
+from .rundata import load_runs
 
 # %% auto #0
 __all__ = ['demo_runs', 'app_runs']

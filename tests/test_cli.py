@@ -99,7 +99,8 @@ def test_sweep_dry_run_shows_chains_and_configs_and_trains_nothing(tmp_path, cap
 
 
 def test_a_sweep_relays_its_experiments_progress_and_the_report_names_the_dataset(tmp_path, capsys, tiny_sweep):
-    from qvit_nb.results import load_runs, results_table
+    from qvit_nb.results import results_table
+    from qvit_nb.rundata import load_runs
     from qvit_nb.sweeps import run_sweep
     sweep = tiny_sweep(CHAIN, base={'log_interval': 1})
     res = run_sweep(sweep, output=tmp_path / 'runs', only=['fp'], progress_every=0.2)

@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from qvit_nb.config import TrainConfig
-from qvit_nb.results import load_runs, render_report
+from qvit_nb.results import render_report
+from qvit_nb.rundata import load_runs
 from qvit_nb.sweeps import report_config, run_sweep, train_notebook
 
 # these tests' runs: the tiny config without dropout, at lr 1e-3

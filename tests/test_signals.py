@@ -40,7 +40,7 @@ def test_sigterm_or_sigint_records_interrupted_keeps_a_checkpoint_and_says_one_l
 
 
 def test_a_running_run_whose_process_is_gone_is_reported_stale(tmp_path, qvit_train):
-    from qvit_nb.results import load_runs
+    from qvit_nb.rundata import load_runs
     p = qvit_train(tmp_path, 'killed', epochs=30, max_images=64)
     for line in p.stdout:
         if line.startswith('epoch 1/') and '| train loss' in line: break

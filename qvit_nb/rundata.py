@@ -122,10 +122,12 @@ def _run_row(mf: Path) -> dict:
                 run_id=m.get('run_id') or rd.name, output_dir=str(rd), status=run_status(m),
                 sweep=m.get('sweep') or (rd.parent.name if (rd.parent / 'sweep.json').exists() else ''),
                 name=m.get('name') or str(args.get('name', '')), error=m.get('error'), config_hash=m.get('config_hash'),
-                storage_kib=m.get('storage_kib'), float32_kib=m.get('float32_kib'))
+                storage_kib=m.get('storage_kib'), float32_kib=m.get('float32_kib'),
+                oscillating=_number(osc.get('oscillating') if isinstance(osc := m.get('oscillation'), dict) else None))
 
 _RUN_COLUMNS = ['network', 'tricks', 'dataset', 'best_top1', 'final_top1', 'epochs', 'planned_epochs', 'run_id',
-                'output_dir', 'status', 'sweep', 'name', 'error', 'config_hash', 'storage_kib', 'float32_kib']
+                'output_dir', 'status', 'sweep', 'name', 'error', 'config_hash', 'storage_kib', 'float32_kib',
+                'oscillating']     # the final share of oscillating weights, for tracked runs (06_train)
 
 def load_runs(runs_dir: Union[str, Path] = 'runs') -> pd.DataFrame:
     "One row per run directory under `runs_dir` (searched recursively): status, accuracies, labels, paths."

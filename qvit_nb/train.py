@@ -94,6 +94,7 @@ def compile_choice(setting: Optional[bool], device, model: nn.Module) -> tuple[b
     if setting is not None: return bool(setting), f"compile {str(bool(setting)).lower()}"
     if torch.device(device).type != 'cuda': return False, 'auto: eager off CUDA'
     if not any(isinstance(m, LSQQuantizer) for m in model.modules()): return False, 'auto: a float model stays eager'
+    if trackers(model): return False, 'auto: oscillation tracking runs eagerly (its forward hooks update state)'
     return True, 'auto: a quantized model on CUDA'
 
 # %% ../nbs/06_train.ipynb #777afc05

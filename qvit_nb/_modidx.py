@@ -303,6 +303,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'qvit_nb.export._onnx_translations': ('export.html#_onnx_translations', 'qvit_nb/export.py'),
                                 'qvit_nb.export._set': ('export.html#_set', 'qvit_nb/export.py'),
                                 'qvit_nb.export._step_view': ('export.html#_step_view', 'qvit_nb/export.py'),
+                                'qvit_nb.export._weight_levels': ('export.html#_weight_levels', 'qvit_nb/export.py'),
                                 'qvit_nb.export.dequantize': ('export.html#dequantize', 'qvit_nb/export.py'),
                                 'qvit_nb.export.export_model': ('export.html#export_model', 'qvit_nb/export.py'),
                                 'qvit_nb.export.export_run': ('export.html#export_run', 'qvit_nb/export.py'),

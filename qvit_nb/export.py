@@ -85,6 +85,18 @@ def _frozen_input(q: nn.Module, axis: int) -> nn.Module:
     raise ValueError(f"cannot export a {type(q).__name__} quantizer: export supports LSQ and identity (float) "
                      "quantizers")
 
+# %% ../nbs/10_export.ipynb #02b7545f
+def _weight_levels(wq: nn.Module, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "`(int8 levels, float32 step: one or one per output channel)` of the weight `w` quantized by `wq`."
+    g = wq.grid(w)
+    unit = (g.step / 2 if g.offset else g.step).detach().float()
+    unit = unit.reshape(-1) if unit.numel() > 1 else unit.reshape(())
+    levels = torch.round(wq(w).float() / _step_view(unit, w, 0))
+    if levels.abs().max() > 127:
+        raise ValueError(f"cannot export {type(wq).__name__} weights whose levels exceed int8 (at most 7 bits with "
+                         "levels without zero)")
+    return levels.to(torch.int8), unit.clone()
+
 # %% ../nbs/10_export.ipynb #c5420884
 class _ExportLayer(nn.Module):
     "A QAT layer's weight as int8 levels and step(s) (float if not quantized), its frozen input quantizer, its bias."
@@ -96,11 +108,9 @@ class _ExportLayer(nn.Module):
             self.register_buffer('weight', m.weight.detach().float().clone())
             self.weight_levels = self.weight_step = None
             return
-        if not isinstance(m.wq, LSQQuantizer): _frozen_input(m.wq, 0)      # raises, naming the mode
-        with torch.no_grad():
-            step = m.wq.effective_step().detach().float()
-            levels = torch.round(m.wq(m.weight.detach()).float() / _step_view(step, m.weight, 0))
-        self.register_buffer('weight_levels', levels.to(torch.int8)); self.register_buffer('weight_step', step.clone())
+        if not hasattr(m.wq, 'grid'): _frozen_input(m.wq, 0)      # raises, naming the mode
+        with torch.no_grad(): levels, step = _weight_levels(m.wq, m.weight.detach())
+        self.register_buffer('weight_levels', levels); self.register_buffer('weight_step', step)
         self.weight = None
 
     def quant_weight(self) -> torch.Tensor:

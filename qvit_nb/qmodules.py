@@ -378,15 +378,17 @@ def _describe(q: nn.Module) -> tuple:
     return bits, lv, step
 
 def _packed_bits(q: nn.Module) -> Optional[int]:
-    "Bits per packed weight of an LSQ weight quantizer (levels rounded up to a power-of-two count), None for float."
-    if not isinstance(q, LSQQuantizer): return None
-    return 1 if q.levels.binary else max(1, math.ceil(math.log2(q.levels.n_levels)))
+    """Bits per packed weight of a weight quantizer: LSQ's levels rounded up to a power-of-two count, another grid
+    quantizer's (StatsQ) `bits`; None for float."""
+    if isinstance(q, LSQQuantizer): return 1 if q.levels.binary else max(1, math.ceil(math.log2(q.levels.n_levels)))
+    return q.bits if hasattr(q, 'grid') and isinstance(getattr(q, 'bits', None), int) else None
 
 def _weight_bytes(m: nn.Module) -> int:
     "Bytes of a QAT layer's weight deployed: packed at its bit width plus its float32 step(s), or float32."
     bits = _packed_bits(m.wq)
     if bits is None: return 4 * m.weight.numel()
-    return math.ceil(m.weight.numel() * bits / 8) + 4 * max(m.wq.step.numel(), 1)
+    steps = m.wq.step.numel() if isinstance(m.wq, LSQQuantizer) else m.wq.grid(m.weight.detach()).step.numel()
+    return math.ceil(m.weight.numel() * bits / 8) + 4 * max(steps, 1)
 
 # %% ../nbs/01_qmodules.ipynb #4556f0ab
 def model_storage(model: nn.Module) -> dict:
@@ -399,9 +401,11 @@ def model_storage(model: nn.Module) -> dict:
             packed_weights[id(m.weight)] = _weight_bytes(m); weight_steps.add(id(m.wq.step))
     quantizer_state = {id(t) for m in model.modules() if isinstance(m, LSQQuantizer)
                        for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)]}
+    training_state = {id(t) for m in model.modules() if isinstance(m, (QuantLinear, QuantConv2d))
+                      for sub in m.wq.children() for t in sub.buffers()}     # e.g. oscillation trackers: not deployed
     packed = float32 = 0
     for t in [*model.parameters(), *model.buffers()]:
-        if not t.is_floating_point(): continue
+        if not t.is_floating_point() or id(t) in training_state: continue
         if id(t) in quantizer_state:
             if id(t) not in weight_steps: packed += 4 * t.numel()          # counted with their weight otherwise
             continue

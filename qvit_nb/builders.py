@@ -14,6 +14,7 @@ import timm
 from .models import check_model_name   # importing models registers the compact transformers with timm
 from .qmodules import quantize_model
 from .oscillation import track_oscillation
+from .qkr import reparametrize_qk
 from .checkpoints import load_checkpoint, state_dict_of
 from .distill import DistillLoss, ClassificationLoss, load_teacher
 from .config import TrainConfig
@@ -38,6 +39,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
     if wq is not None or aq is not None or cfg.attn_q:
         quantize_model(model, wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q, attn_signed=cfg.attn_q_signed,
                        relu_unsigned=cfg.aq_relu_unsigned)
+    if cfg.qk_reparam: reparametrize_qk(model, wq, aq if cfg.attn_q else None)      # before tracking: W_qk is tracked
     if cfg.oscillation:
         track_oscillation(model, cfg.osc_momentum, cfg.osc_max_bits, freeze=cfg.freeze_threshold > 0,
                           dampen=bool(cfg.dampen_weight or cfg.dampen_weight_final), dampen_agg=cfg.dampen_agg)

@@ -280,6 +280,9 @@ class _OscillationKeys:
                            'cga_boundary steps of a rounding threshold train (0: off)', 'oscillation', lo=0)
     cga_boundary: float = _key(0.005, 'CGA: distance to a threshold, in quantization steps, below which a weight '
                                'keeps training', 'oscillation', lo=0.0)
+    qk_reparam: bool = _key(False, "OFQ's query-key reparametrisation: attention logits from one weight per head, "
+                            'W_qk = W_q^T W_k, quantized like the other weights (z quantized with attn_q)',
+                            'oscillation')
 
 # %% ../nbs/05_config.ipynb #dd12f23f
 @dataclass      # the groups, last first: the fields come in GROUPS order
@@ -303,7 +306,7 @@ class TrainConfig(_OscillationKeys, _DistillationKeys, _ActivationQuantKeys, _We
     def oscillation(self) -> bool:
         "Whether the weights' oscillation is tracked: asked for, or a remedy is on."
         return bool(self.track_oscillation or self.freeze_threshold or self.dampen_weight or self.dampen_weight_final
-                    or self.cga_epochs)
+                    or self.cga_epochs or self.qk_reparam)
 
     @functools.cached_property
     def _qconfigs(self) -> dict:
@@ -569,7 +572,7 @@ def _check_oscillation(cfg: 'TrainConfig'):
     if not cfg.oscillation: return
     if not cfg.wq_enable:
         raise ValueError("oscillation tracking and its remedies (track_oscillation, freeze_threshold, dampen_weight, "
-                         "cga_epochs) watch quantized weights: set wq_enable")
+                         "cga_epochs, qk_reparam) watch quantized weights: set wq_enable")
     if cfg.compile:
         raise ValueError("oscillation tracking updates its state in the weight quantizers' forward hooks, which "
                          "torch.compile does not keep: set compile: false (--no-compile)")

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 import qvit_nb.models  # noqa: F401  (registers the compact transformers with timm)
 from .qmodules import activation_quantizers, model_storage
+from .qkr import qkr_state_dict
 from .oscillation import (CGA, OSC_COLUMNS, dampen_weight_at, freeze_threshold_at, oscillation_stats,
                                  oscillation_summary, trackers)
 from .distill import forward_with_embeddings
@@ -299,7 +300,7 @@ def _build_model_and_loss(self: TrainingRun):
 @patch
 def _load_initial(self: TrainingRun, path):
     "Start from another run's weights (step 2 of a two-step run): only newly quantized tensors may be missing."
-    sd = load_checkpoint(path, state_dict=True, training=False)
+    sd = qkr_state_dict(load_checkpoint(path, state_dict=True, training=False), self.model)    # into QKR: qkv rewritten
     check_state_dict(self.model, sd, f"model {self.cfg.model!r} ({self.num_classes} classes)",
                      f"initial checkpoint {path}", optional=is_quantizer_key)
     self.model.load_state_dict(sd, strict=False)

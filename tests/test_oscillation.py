@@ -67,3 +67,16 @@ def test_a_run_killed_during_cga_resumes_bit_exactly(tmp_path, tiny_config):
     pd.testing.assert_frame_equal(ca, cb)
     pd.testing.assert_frame_equal(xa, xb)
     assert (xb[xb.epoch >= 1].cga_frozen > 0).all() and (xb[xb.epoch == 0].cga_frozen == 0).all()
+
+
+def test_cga_and_qkr_run_as_a_chain_step_from_a_trained_run(tmp_path, tiny_config):
+    w2a2 = {**tiny_config, **W2, 'aq_enable': True, 'aq_bitw': 2, 'attn_q': True, 'output': str(tmp_path)}
+    quiet_train(**w2a2, experiment='trained')
+    m = quiet_train(**w2a2, experiment='cga', initial_checkpoint=str(tmp_path / 'trained' / 'model_best.pth.tar'),
+                    qk_reparam=True, cga_epochs=1, cga_boundary=0.1)
+    assert m['status'] == 'finished'
+    osc = pd.read_csv(tmp_path / 'cga' / 'oscillation.csv')
+    assert {'blocks.0.attn.qk', 'blocks.0.attn.v'} <= set(osc.layer)           # the query-key product is annealed too
+    assert (osc.cga_frozen > 0).all()
+    sd = load_checkpoint(tmp_path / 'cga' / 'last.pth.tar')['state_dict']
+    assert 'blocks.0.attn.qk.weight' in sd and not any('attn.qkv' in k for k in sd)

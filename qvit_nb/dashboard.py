@@ -408,7 +408,8 @@ def oscillation_curves(run_dir: Union[str, Path], metric: str = 'top1') -> go.Fi
     fig.add_trace(go.Scatter(x=[int(e) + 1 for e in osc.index], y=osc.tolist(), mode='lines+markers',
                              name='oscillating weights (%)', line=dict(color='#e45756', dash='dash')), secondary_y=True)
     fig.update_yaxes(title_text=f"{metric} (%)", secondary_y=False)
-    fig.update_yaxes(title_text='oscillating weights (%)', rangemode='tozero', showgrid=False, secondary_y=True)
+    fig.update_yaxes(title_text='oscillating weights (%)', range=[0, max(osc.max() * 1.12, 0.01)], tickmode='auto',
+                     showgrid=False, secondary_y=True)                  # its own ticks, not the left axis' grid
     fig.update_layout(title=f"{metric} and oscillating weights per epoch", xaxis_title='epoch', height=400,
                       legend=dict(orientation='h', y=-0.2), margin=dict(t=60, l=60, r=60, b=40))
     _whole_epochs(fig, len(osc))
@@ -444,8 +445,10 @@ def oscillation_bars(run_dirs) -> Optional[go.Figure]:
     fig = go.Figure(go.Bar(x=_bar_ids(df), y=values, name='oscillating', marker_color='#e45756',
                            hovertext=list(df.apply(run_label, axis=1)), text=[f"{v:.2f}" for v in values],
                            textposition='outside', cliponaxis=False))
+    pad = (max(len(values), 4) - len(values)) / 2                  # at least four bars' room: one run is no wall
     fig.update_layout(title='oscillating weights in the last epoch', yaxis_title='% of quantized weights', height=340,
-                      yaxis_range=[0, max(values) * 1.15 or 1], margin=dict(t=60, l=60, r=20, b=40))
+                      yaxis_range=[0, max(values) * 1.15 or 1], xaxis_range=[-0.5 - pad, len(values) - 0.5 + pad],
+                      margin=dict(t=60, l=60, r=20, b=40))
     return fig
 
 def accuracy_table(run_dirs) -> pd.DataFrame:
@@ -500,7 +503,7 @@ def _weight_traces(h: dict, visible: bool = True) -> list:
             go.Bar(x=h['oscillating']['x'], y=h['oscillating']['y'], width=h['oscillating']['width'],
                    name='oscillating weights', marker_color='#e45756', visible=visible),
             go.Scatter(x=h['thresholds']['x'], y=h['thresholds']['y'], mode='lines', name='rounding thresholds k + ½',
-                       line=dict(color='rgba(40,40,40,0.8)', width=1.5, dash='dot'), visible=visible)]
+                       line=dict(color='#222', width=2, dash='dash'), visible=visible)]
 
 def weight_figure(model: nn.Module, layer: Optional[str] = None, threshold: Optional[float] = None,
                   layers: Optional[Sequence[str]] = None) -> go.Figure:
@@ -512,7 +515,7 @@ def weight_figure(model: nn.Module, layer: Optional[str] = None, threshold: Opti
     fig = go.Figure([t for n in names for t in _weight_traces(hs[n], n == layer)])
     fig.update_layout(title=hs[layer]['title'], barmode='overlay', bargap=0, height=420,
                       xaxis=dict(title='latent weight / step (level k at k)', range=list(hs[layer]['range'])),
-                      yaxis=dict(title='weights', type='log'), legend=dict(orientation='h', y=-0.2),
+                      yaxis=dict(title='weights', type='log', dtick=1), legend=dict(orientation='h', y=-0.2),
                       margin=dict(t=60, l=60, r=20, b=50),
                       meta=dict(layers=names, titles=[hs[n]['title'] for n in names], traces=len(WEIGHT_TRACES),
                                 ranges=[list(hs[n]['range']) for n in names]))

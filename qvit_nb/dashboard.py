@@ -6,7 +6,7 @@ a thin ipywidgets + plotly layer on top, and standalone HTML export."""
 
 # %% ../nbs/09_dashboard.ipynb #140dbd0f
 from __future__ import annotations
-import html, json, math, re
+import copy, html, json, math, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -501,7 +501,8 @@ def _weight_traces(h: dict, visible: bool = True) -> list:
     return [go.Bar(x=h['all']['x'], y=h['all']['y'], width=h['all']['width'], name='all weights',
                    marker_color='#4c78a8', visible=visible),
             go.Bar(x=h['oscillating']['x'], y=h['oscillating']['y'], width=h['oscillating']['width'],
-                   name='oscillating weights', marker_color='#e45756', visible=visible),
+                   name='oscillating weights', marker_color='#e45756', visible=visible,
+                   showlegend=h['threshold'] is not None),                   # no entry where oscillation is not tracked
             go.Scatter(x=h['thresholds']['x'], y=h['thresholds']['y'], mode='lines', name='rounding thresholds k + ½',
                        line=dict(color='#222', width=2, dash='dash'), visible=visible)]
 
@@ -660,12 +661,16 @@ def _sources(run_or_model) -> dict:
     return {p.name: p for p in paths}
 
 def _replace_traces(fw: go.FigureWidget, fig: go.Figure):
-    "Swap `fw`'s traces for `fig`'s, and its layout except the (large, unchanged) template."
+    """Swap `fw`'s traces for `fig`'s, and its layout except the (large, unchanged) template. The widget's state is
+    set as well as the change sent: a view drawn later (Voila draws after the kernel has run) starts from the state,
+    and the change messages sent before it existed are lost."""
     layout = fig.layout.to_plotly_json(); layout.pop('template', None)
     with fw.batch_update():
         fw.data = ()
         if fig.data: fw.add_traces(list(fig.data))
         fw.layout.update(layout)
+    fw._widget_data, fw._widget_layout = copy.deepcopy(fw._data), copy.deepcopy(fw._layout_obj._props)   # as plotly's
+    # own `_repr_mimebundle_` does: a FigureWidget shown inside a box never has it called
 
 # %% ../nbs/09_dashboard.ipynb #5a26e285
 class ActivationDashboard:

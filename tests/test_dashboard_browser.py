@@ -172,6 +172,12 @@ def test_voila_activation_dashboard(mixed_runs, browser, tmp_path):
             assert after['y'] != before['y']                   # new histogram data reached the browser
             assert after['bars'] != before['bars'] and len(after['bars']) > 10   # and the drawn bars changed
             page.screenshot(path=str(tmp_path / 'voila-after.png'), full_page=True)
+            weights = page.locator('.js-plotly-plot').nth(1)          # the weight view, below the table
+            weights.scroll_into_view_if_needed()
+            assert _dropdown(page, 'weights').input_value() == LAYER0
+            assert weights.locator('.gtitle').text_content().startswith(f"{LAYER0}: 2-bit weights")
+            SCREENS.mkdir(parents=True, exist_ok=True)
+            weights.screenshot(path=str(SCREENS / 'voila-weights.png'))
             _dropdown(page, 'run').select_option('afloat')     # the float run: a sentence, never an error box
             page.get_by_text("it is a float model").wait_for(timeout=60_000)
             assert page.locator(STDERR).count() == 0

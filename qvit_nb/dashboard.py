@@ -478,7 +478,10 @@ def _oscillating(layer: nn.Module, threshold: Optional[float]) -> tuple:
 def weight_histogram(model: nn.Module, layer: str, threshold: Optional[float] = None, bins: int = 80) -> dict:
     "The arrays of one layer's weight figure: `all` and `oscillating` bars of weight/step, `thresholds` lines, `title`."
     m = weight_layers(model)[check_layer(layer, weight_layers(model))]
-    pos, g = m.wq.position(m.weight).double().flatten().cpu().numpy(), m.wq.grid(m.weight)
+    fresh = m.wq.snapshot() if hasattr(m.wq, 'snapshot') and not m.wq.initialized else None
+    try: pos, g = m.wq.position(m.weight).double().flatten().cpu().numpy(), m.wq.grid(m.weight)
+    finally:
+        if fresh is not None: m.wq.restore(fresh)            # a step never set stays unset (its first batch sets it)
     mask, threshold = _oscillating(m, threshold)
     lo, hi = np.quantile(pos, [0.001, 0.999])
     lo, hi = min(float(lo), g.lo - 0.5), max(float(hi), g.hi + 0.5)

@@ -33,7 +33,8 @@ def results_table(runs: Union[pd.DataFrame, str, Path] = 'runs') -> pd.DataFrame
                         'Last': df.final_top1.map(fmt), 'Run ID': df.run_id, 'Output Dir': df.output_dir,
                         'Status': df.status, 'Sweep': df.sweep,
                         'Size KiB (float32)': [_size(s, f) for s, f in zip(df.storage_kib, df.float32_kib)]})
-    if df.oscillating.notna().any(): out['Oscillating'] = df.oscillating.map(lambda v: '' if pd.isna(v) else f"{v:.2%}")
+    if df.oscillating.notna().any():       # tracked runs: the final share of oscillating weights, after the accuracies
+        out.insert(5, 'Oscillating', df.oscillating.map(lambda v: '' if pd.isna(v) else f"{v:.2%}"))
     return out.sort_values(['Sweep', 'Run ID'], kind='stable').reset_index(drop=True)
 
 # %% ../nbs/07a_results.ipynb #c9fab996

@@ -172,6 +172,12 @@ def test_voila_activation_dashboard(mixed_runs, browser, tmp_path):
             assert after['y'] != before['y']                   # new histogram data reached the browser
             assert after['bars'] != before['bars'] and len(after['bars']) > 10   # and the drawn bars changed
             page.screenshot(path=str(tmp_path / 'voila-after.png'), full_page=True)
+            weights = page.locator('.js-plotly-plot').nth(1)          # the weight view, below the table
+            weights.scroll_into_view_if_needed()
+            assert _dropdown(page, 'weights').input_value() == LAYER0
+            assert weights.locator('.gtitle').text_content().startswith(f"{LAYER0}: 2-bit weights")
+            SCREENS.mkdir(parents=True, exist_ok=True)
+            weights.screenshot(path=str(SCREENS / 'voila-weights.png'))
             _dropdown(page, 'run').select_option('afloat')     # the float run: a sentence, never an error box
             page.get_by_text("it is a float model").wait_for(timeout=60_000)
             assert page.locator(STDERR).count() == 0
@@ -304,4 +310,70 @@ def test_exported_html_renders_without_kernel(quantized_run, browser, tmp_path):
         page.wait_for_selector(BARS, timeout=30_000)
         assert page.locator('table tbody tr').count() == 1 and 'tiny' in page.locator('table').inner_text()
         page.screenshot(path=str(tmp_path / 'html-accuracy.png'), full_page=True)
+    finally: page.close()
+
+
+SCREENS = Path('/tmp/osc_screens')      # the oscillation views' screenshots, kept for a person to look at
+PLOTS = "() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => gd.data.map(t => [t.type, t.yaxis || 'y']))"
+
+
+@pytest.fixture(scope='module')
+def tracked_run(tmp_path_factory, tiny_config):
+    "Four epochs of 2-bit per-channel weights, oscillation tracked, at a learning rate where some weights oscillate."
+    import torch
+    torch.set_num_threads(1)
+    from qvit_nb.train import train
+    out = tmp_path_factory.mktemp('tracked')
+    with contextlib.redirect_stdout(io.StringIO()):
+        train(**{**tiny_config, 'mean': None, 'std': None, 'epochs': 4}, output=str(out), experiment='w2osc', lr=5e-3,
+              wq_enable=True, wq_bitw=2, wq_per_channel=True, osc_momentum=0.1, track_oscillation=True,
+              tricks='w2 tracked')
+    return out / 'w2osc'
+
+
+def test_oscillation_views_render_without_kernel(tracked_run, quantized_run, browser, tmp_path):
+    """The standalone pages with the oscillation views: the run report's heat map (layer x epoch) and its curves (top-1
+    and the oscillating share on a second y axis), the accuracy page's bars of the final share and its table column,
+    and the activation page's weight view (weights in steps, oscillating ones overlaid, thresholds), whose layer select
+    switches layers in the page. Screenshots in /tmp/osc_screens."""
+    from qvit_nb.dashboard import activation_dashboard, run_report
+    from qvit_nb.cli import main
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    report = run_report(tracked_run).to_html(tmp_path / 'report.html')
+    runs = tmp_path / 'runs'
+    shutil.copytree(tracked_run, runs / 'w2osc'); shutil.copytree(quantized_run, runs / 'tiny')
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(['dashboard', str(runs), '--html', str(tmp_path / 'acc.html')]) == 0
+    weights = activation_dashboard(tracked_run, checkpoint='last', weight_layer='blocks.0.attn.qkv').to_html(
+        tmp_path / 'weights.html')
+    page = browser.new_page()
+    try:
+        page.route('http*://**', lambda route: route.abort())   # nothing is fetched from the network
+        page.goto(report.as_uri(), timeout=30_000)
+        page.wait_for_selector('.js-plotly-plot .heatmaplayer image', timeout=30_000)     # the heat map is drawn
+        plots = page.evaluate(PLOTS)
+        assert [['heatmap', 'y']] in plots and [['scatter', 'y'], ['scatter', 'y2']] in plots, plots
+        assert page.locator('.js-plotly-plot .y2tick').count() > 0                       # the second axis is drawn
+        assert page.get_by_text('Weight oscillation').count() == 1
+        page.screenshot(path=str(SCREENS / 'report.png'), full_page=True)
+        for i, name in ((1, 'report-heatmap'), (2, 'report-curves')):
+            page.locator('.js-plotly-plot').nth(i).screenshot(path=str(SCREENS / f'{name}.png'))
+
+        page.goto((tmp_path / 'acc.html').as_uri(), timeout=30_000)
+        page.wait_for_selector(BARS, timeout=30_000)
+        assert page.evaluate(PLOTS)[2] == [['bar', 'y']]                                  # the oscillation bars
+        assert page.locator('.js-plotly-plot').nth(2).locator('.xtick text').all_text_contents() == ['w2osc']
+        assert 'Oscillating' in page.locator('table thead').inner_text()
+        page.screenshot(path=str(SCREENS / 'accuracy.png'), full_page=True)
+
+        page.goto(weights.as_uri(), timeout=30_000)
+        page.wait_for_selector(BARS, timeout=30_000)
+        title = "document.querySelector('#qvit-weights .gtitle').textContent"
+        assert page.evaluate(title).startswith('blocks.0.attn.qkv: 2-bit weights')
+        oscillating = "document.querySelectorAll('#qvit-weights .barlayer .trace.bars')[1].querySelectorAll('path')"
+        assert page.evaluate(oscillating + '.length') > 0                                 # the overlaid trace is drawn
+        page.screenshot(path=str(SCREENS / 'weights.png'), full_page=True)
+        page.select_option('#qvit-weights-layer', 'blocks.1.mlp.fc2')
+        page.wait_for_function(f"() => {title}.startsWith('blocks.1.mlp.fc2')", timeout=15_000)
+        page.screenshot(path=str(SCREENS / 'weights-fc2.png'), full_page=True)
     finally: page.close()

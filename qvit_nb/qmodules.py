@@ -398,7 +398,8 @@ def model_storage(model: nn.Module) -> dict:
     packed_weights, weight_steps = {}, set()
     for m in model.modules():
         if isinstance(m, (QuantLinear, QuantConv2d)) and _packed_bits(m.wq) is not None:
-            packed_weights[id(m.weight)] = _weight_bytes(m); weight_steps.add(id(m.wq.step))
+            packed_weights[id(m.weight)] = _weight_bytes(m)
+            if isinstance(m.wq, LSQQuantizer): weight_steps.add(id(m.wq.step))     # StatsQ's alpha is no tensor
     quantizer_state = {id(t) for m in model.modules() if isinstance(m, LSQQuantizer)
                        for t in [*m.parameters(recurse=False), *m.buffers(recurse=False)]}
     training_state = {id(t) for m in model.modules() if isinstance(m, (QuantLinear, QuantConv2d))

@@ -80,3 +80,11 @@ def test_cga_and_qkr_run_as_a_chain_step_from_a_trained_run(tmp_path, tiny_confi
     assert (osc.cga_frozen > 0).all()
     sd = load_checkpoint(tmp_path / 'cga' / 'last.pth.tar')['state_dict']
     assert 'blocks.0.attn.qk.weight' in sd and not any('attn.qkv' in k for k in sd)
+
+
+def test_a_statsq_run_trains_tracks_and_weighs_its_bits(tmp_path, tiny_config):
+    m = quiet_train(**tiny_config, **{**W2, 'wq_mode': 'statsq'}, track_oscillation=True, output=str(tmp_path),
+                    experiment='statsq')
+    assert m['status'] == 'finished' and m['oscillation']['weights'] > 0
+    lsq = quiet_train(**tiny_config, **W2, output=str(tmp_path), experiment='lsq')
+    assert m['storage_kib'] == lsq['storage_kib']       # 2-bit levels and one float32 step (alpha) per output channel

@@ -2,6 +2,7 @@
 
 d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_url': '', 'lib_path': 'qvit_nb'},
   'syms': { 'qvit_nb.builders': { 'qvit_nb.builders._model_kwargs': ('builders.html#_model_kwargs', 'qvit_nb/builders.py'),
+                                  'qvit_nb.builders._own_teacher': ('builders.html#_own_teacher', 'qvit_nb/builders.py'),
                                   'qvit_nb.builders.build_criterion': ('builders.html#build_criterion', 'qvit_nb/builders.py'),
                                   'qvit_nb.builders.build_model': ('builders.html#build_model', 'qvit_nb/builders.py'),
                                   'qvit_nb.builders.build_teacher': ('builders.html#build_teacher', 'qvit_nb/builders.py')},

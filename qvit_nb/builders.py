@@ -15,8 +15,8 @@ from .models import check_model_name   # importing models registers the compact 
 from .qmodules import quantize_model
 from .oscillation import track_oscillation
 from .qkr import reparametrize_qk
-from .checkpoints import load_checkpoint, state_dict_of
-from .distill import DistillLoss, ClassificationLoss, load_teacher
+from .checkpoints import check_state_dict, load_checkpoint, state_dict_of
+from .distill import DistillLoss, ClassificationLoss, freeze, load_teacher
 from .config import TrainConfig
 
 # %% auto #0
@@ -55,6 +55,14 @@ def build_criterion(cfg: TrainConfig, teacher: Optional[nn.Module], mixup_active
                        two_head_weight=cfg.two_head_weight)
 
 # %% ../nbs/05a_builders.ipynb #f1afb155
+def _own_teacher(t: TrainConfig, ckpt: dict, num_classes: int, path) -> nn.Module:
+    "A teacher trained with oscillation tracking or QKR: its run's model exactly (frozen levels, `W_qk`), frozen."
+    teacher, source = build_model(t, num_classes), f"checkpoint {str(path)!r}"
+    sd = state_dict_of(ckpt, source=source)
+    check_state_dict(teacher, sd, f"teacher {t.model!r} (num_classes={num_classes}, as its run built it)", source)
+    teacher.load_state_dict(sd)
+    return freeze(teacher)
+
 def build_teacher(cfg: TrainConfig, num_classes: int) -> Optional[nn.Module]:
     """The frozen teacher. A checkpoint of ours carries its run's config, so the teacher is rebuilt exactly as it was
     trained (activation, norm, two heads, quantizers: a 4-bit teacher for a 2-bit student needs no extra keys);
@@ -74,6 +82,7 @@ def build_teacher(cfg: TrainConfig, num_classes: int) -> Optional[nn.Module]:
         wq, aq = t.quant_configs()
         if wq is not None or aq is not None:
             quantized = dict(wq=wq, aq=aq, qmodules=t.qmodules, attn=t.attn_q, relu_unsigned=t.aq_relu_unsigned)
+        if t.oscillation and not cfg.quant_teacher: return _own_teacher(t, ckpt, num_classes, path)
     if cfg.quant_teacher:
         wq, aq = cfg.quant_configs(teacher=True)
         quantized = dict(wq=wq, aq=aq, qmodules=cfg.qmodules, attn=cfg.attn_q and aq is not None,

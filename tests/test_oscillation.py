@@ -88,3 +88,19 @@ def test_a_statsq_run_trains_tracks_and_weighs_its_bits(tmp_path, tiny_config):
     assert m['status'] == 'finished' and m['oscillation']['weights'] > 0
     lsq = quiet_train(**tiny_config, **W2, output=str(tmp_path), experiment='lsq')
     assert m['storage_kib'] == lsq['storage_kib']       # 2-bit levels and one float32 step (alpha) per output channel
+
+
+def test_a_tracked_and_frozen_run_teaches_as_it_was_trained(tmp_path, tiny_config):
+    teacher = {**tiny_config, **W2, 'freeze_threshold': 0.01, 'qk_reparam': True, 'output': str(tmp_path)}
+    quiet_train(**teacher, experiment='teacher')
+    ckpt = tmp_path / 'teacher' / 'model_best.pth.tar'
+    m = quiet_train(**tiny_config, **W2, cga_epochs=1, use_kd=True, teacher='vit_2_4_32', teacher_checkpoint=str(ckpt),
+                    output=str(tmp_path), experiment='student')
+    assert m['status'] == 'finished'
+    from qvit_nb.builders import build_teacher
+    from qvit_nb.config import TrainConfig
+    from qvit_nb.rundata import load_run_model
+    t = build_teacher(TrainConfig(**{**tiny_config, **W2, 'use_kd': True, 'teacher': 'vit_2_4_32',
+                                     'teacher_checkpoint': str(ckpt)}), 10)
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.equal(t(x), load_run_model(tmp_path / 'teacher').eval()(x))   # the run's own model, frozen levels too

@@ -299,6 +299,8 @@ def _expand(model: nn.Module, qmodules: Sequence[str]) -> tuple[list, bool]:
         if not matched and study_alias(pattern) != pattern:     # the study's names, e.g. classifier.blocks.*.linear1
             matched = [n for n in names if fnmatch.fnmatchcase(n, study_alias(pattern))]
         if pattern == 'attn': matched += [n for n in names if _is_attention(model.get_submodule(n))]
+        if pattern.rsplit('.', 1)[-1] == 'self_attn':     # the study's attention module: its linears and its slots
+            matched += [f"{n}.{c}" for n in matched if _is_attention(model.get_submodule(n)) for c in ('qkv', 'proj')]
         if not matched:
             what = pattern if pattern not in PRESETS else f"preset {pattern!r} ({', '.join(patterns)})"
             close = sorted(closest(pattern, names, n=3, cutoff=0.5), key=names.index)

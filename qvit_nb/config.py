@@ -347,6 +347,9 @@ _OURS = {other: ours for ours, others in OTHER_TOOLS_KEYS.items() for other in o
 def check_key(key: str) -> str:
     """The `TrainConfig` field `key` names (itself, or the new name of a renamed key), else a ValueError with the
     closest key, our name for another tool's key, or where the keys are listed."""
+    if not isinstance(key, str) or len(key) > 64:      # no key is this long: the message must not echo all of it
+        raise ValueError(f"unknown config key {str(key)[:40]!r}{'...' if len(str(key)) > 40 else ''} "
+                         "(valid: `qvit train -h` lists every key)")
     key = RENAMED_KEYS.get(key, key)
     if key in FIELDS: return key
     spelled = str(key).replace('-', '_')

@@ -166,6 +166,14 @@ def test_set_of_a_key_the_sweep_sets_per_experiment_is_refused_not_ignored(capsy
     assert "--set tricks: each experiment's tricks come from the sweep file" in one_line(capsys)
 
 
+def test_a_huge_unknown_key_is_refused_without_echoing_it(tmp_path, capsys, plain_sweep, tiny_config):
+    assert qvit(['sweep', plain_sweep, '--dry-run', '--set', 'k' * 100_000 + '=1']) == 2
+    err = one_line(capsys)
+    assert f"unknown config key {'k' * 40!r}..." in err and len(err) < 200, err[:300]
+    (tmp_path / 'c.yml').write_text('? ' + 'k' * 100_000 + '\n: 1\n')      # an explicit key: any length
+    assert qvit(tiny_train(tmp_path, tiny_config, '-c', str(tmp_path / 'c.yml'))) == 2
+    assert f"unknown config key {'k' * 40!r}..." in (line := last_line(capsys)) and len(line) < 300
+
 # --- sweep files -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('text, message', [

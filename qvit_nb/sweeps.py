@@ -454,11 +454,13 @@ def _wait_for_jobs(running: dict, local: bool, progress_every: float, run_dirs: 
             for line in _new_lines(run_dirs[name] / PROGRESS_FILE, offsets): say(f"[{name}] {line}")
         if finished: return finished
 
-def _job_record(job) -> dict:
-    "A finished job's record; a worker that died (killed, out of memory) makes a failed one."
+def _job_record(job, run_dir: Optional[Path] = None) -> dict:
+    """A finished job's record; a worker that died (killed, out of memory, a full disk) makes a failed one, which
+    names the run folder it was given (`run_dir`): no folder is left that the registry does not know."""
     try: return job.result()
-    except Exception as err:            # the worker itself died (killed, out of memory)
-        return dict(status='failed', run_dir=None, error=f"worker died: {type(err).__name__}: {err}", reused=False)
+    except Exception as err:            # the worker itself died
+        return dict(status='failed', run_dir=str(run_dir) if run_dir else None,
+                    error=f"worker died: {type(err).__name__}: {err}", reused=False)
 
 def _record_interrupted(sweep_dir: Path, records: dict, running: dict, run_dirs: dict, stop: BaseException):
     """Each experiment still running when the sweep is stopped is recorded `interrupted` (its kernel keeps its last
@@ -520,7 +522,7 @@ def _collect(st: _SweepState, local: bool, progress_every: float):
     "Wait for running jobs (relaying progress), then record each finished one."
     for job in _wait_for_jobs(st.running, local, progress_every, st.run_dirs, st.offsets, st.say):
         name = st.running.pop(job)
-        st.records[name] = rec = _job_record(job)
+        st.records[name] = rec = _job_record(job, st.run_dirs.get(name))
         _update_registry(st.sweep_dir, name, rec)
         outcome = f": {rec['error']}" if rec.get('error') else f", best top1 {rec.get('best_top1')}"
         st.say(f"[{name}] {rec['status']}" + outcome + (f" ({rec['run_dir']})" if rec.get('run_dir') else ''))

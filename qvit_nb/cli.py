@@ -30,15 +30,30 @@ def _repo_file(rel: str) -> Path:
 def _sub_parser(prog: str, description: str, usage: Optional[str] = None) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(prog=f"qvit {prog}", description=description, usage=usage, allow_abbrev=False)
 
+def _output_file(path: str, flag: str) -> Path:
+    """`path` as the file a command writes, checked before any work: new or a regular file (`check_output_file`), in
+    a folder that takes a new file; else a CLIError naming `flag`."""
+    import tempfile
+    p = check_output_file(path)
+    try: tempfile.TemporaryFile(dir=p.parent).close()
+    except OSError as e: raise CLIError(f"{flag} {path}: cannot write in {p.parent}: {e.strerror or e}") from None
+    return p
+
+def _write_output(path: str, flag: str, write: Callable[[], object]):
+    "Run `write()`, which writes `path`; an OSError there (a full disk, a folder made read-only) is a CLIError."
+    try: write()
+    except OSError as e: raise CLIError(f"{flag} {path}: cannot write it: {e.strerror or e}") from None
+
 # %% ../nbs/12_cli.ipynb #6fe76f0a
 def parse_set(items: Sequence[str]) -> dict:
-    "`['data_dir=/x', 'epochs=3']` -> `{'data_dir': '/x', 'epochs': 3}` (values read as YAML scalars)."
-    import yaml
+    """`['data_dir=/x', 'epochs=3']` -> `{'data_dir': '/x', 'epochs': 3}`: each value read by the config files' own
+    bounded YAML reader (`safe_yaml`), so what a file may not hold (alias bombs, tags, deep nesting) is refused here."""
+    from qvit_nb.config import safe_yaml
     out = {}
     for it in items:
         k, sep, v = it.partition('=')
-        if not sep or not k: raise CLIError(f"--set takes KEY=VALUE pairs, got {it!r}")
-        out[k.strip().replace('-', '_')] = yaml.safe_load(v) if v else ''
+        if not sep or not k: raise CLIError(f"--set takes KEY=VALUE pairs, got {it[:80]!r}")
+        out[k.strip().replace('-', '_')] = safe_yaml(v, k.strip(), '--set value of') if v else ''
     return out
 
 # %% ../nbs/12_cli.ipynb #f37951f1
@@ -66,9 +81,10 @@ def _report_parser() -> argparse.ArgumentParser:
 def cmd_report(argv: Sequence[str]) -> int:
     a = _report_parser().parse_args(argv)
     if not Path(a.runs_dir).is_dir(): raise CLIError(f"runs directory {a.runs_dir} does not exist")
+    if a.out: _output_file(a.out, '--out')                 # before the runs are read
     from qvit_nb.results import render_report, render_study_report
     text = (render_study_report if a.study else render_report)(a.runs_dir, a.format)
-    if a.out: atomic_write(a.out, text); print(f"wrote {a.out}")
+    if a.out: _write_output(a.out, '--out', lambda: atomic_write(a.out, text)); print(f"wrote {a.out}")
     else: print(text)
     return 0
 
@@ -120,8 +136,10 @@ def _dashboard_parser() -> argparse.ArgumentParser:
 def cmd_dashboard(argv: Sequence[str]) -> int:
     a = _dashboard_parser().parse_args(argv)
     if not Path(a.runs_dir).is_dir(): raise CLIError(f"runs directory {a.runs_dir} does not exist")
+    _output_file(a.html, '--html')                         # before the runs are read
     from qvit_nb.dashboard import accuracy_dashboard
-    accuracy_dashboard(a.runs_dir).to_html(a.html)
+    dash = accuracy_dashboard(a.runs_dir)
+    _write_output(a.html, '--html', lambda: dash.to_html(a.html))
     print(f"wrote {a.html}")
     return 0
 
@@ -139,7 +157,13 @@ def cmd_export(argv: Sequence[str]) -> int:
     a = _export_parser().parse_args(argv)
     if not Path(a.run_dir).is_dir(): raise CLIError(f"run directory {a.run_dir} does not exist")
     from qvit_nb.export import export_run, OPSET
-    if a.output: check_output_file(a.output)       # before the model is loaded
+    from qvit_nb.rundata import run_status
+    from qvit_nb.runfiles import read_metrics
+    out = a.output or str(Path(a.run_dir) / 'model.onnx')
+    _output_file(out, '--output')                          # before the model is loaded
+    if run_status(read_metrics(a.run_dir)) == 'running':
+        print(f"qvit export: note: run {a.run_dir} is still training: this exports its {a.checkpoint} checkpoint "
+              "so far; export again when it finishes", file=sys.stderr)
     path, size = export_run(a.run_dir, a.output, a.checkpoint)
     print(f"wrote {path} (ONNX opset {OPSET}); model storage {size['bytes'] / 1e3:,.1f} KB at its bit widths, "
           f"{size['float32_bytes'] / 1e3:,.1f} KB in float32 ({size['ratio']:.1f}x smaller)")

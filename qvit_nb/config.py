@@ -6,12 +6,13 @@ validation with suggestions, and the `qvit train` command line generated from th
 # %% auto #0
 __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'EVAL_METRICS', 'GROUPS', 'FIELDS', 'FIELD_TYPES', 'RENAMED_KEYS',
            'OTHER_TOOLS_KEYS', 'MAX_IMG_SIZE', 'LOADER_KEYS', 'MIXUP_KEYS', 'YAML_MAX_BYTES', 'YAML_MAX_NODES',
-           'HASH_EXCLUDED', 'HASHED_WHEN_SET', 'STUDY_ALIASES', 'TrainConfig', 'canonical_keys', 'check_key',
-           'check_run_name', 'validate_config', 'safe_yaml', 'load_config', 'save_config', 'tiny_config', 'config_hash',
-           'config_keys', 'build_parser', 'parse_train_args']
+           'YAML_MAX_DEPTH', 'YAML_MAX_FILES', 'HASH_EXCLUDED', 'HASHED_WHEN_SET', 'STUDY_ALIASES', 'TrainConfig',
+           'canonical_keys', 'check_key', 'check_run_name', 'validate_config', 'safe_yaml', 'read_yaml_file',
+           'load_config', 'save_config', 'tiny_config', 'config_hash', 'config_keys', 'build_parser',
+           'parse_train_args']
 
 # %% ../nbs/05_config.ipynb #397713fc
-import argparse, functools, hashlib, json, math, re, sys
+import argparse, functools, hashlib, json, math, re, stat, sys
 from dataclasses import dataclass, field, fields, asdict, MISSING
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union, get_type_hints, get_origin, get_args
@@ -71,7 +72,7 @@ class _DataKeys:
                         'dataset: torch/cifar10, torch/cifar100, digits (offline), an image folder or tar', 'data')
     data_dir: str = _key('', 'dataset root (the positional DATA argument)', 'data', hashed=False)
     download: bool = _key(False, 'download the dataset if it is missing', 'data', hashed=False)
-    num_classes: int = _key(10, 'number of classes', 'data', lo=1)
+    num_classes: int = _key(10, 'number of classes', 'data', lo=1, hi=100_000)   # ImageNet-21k has 21,843
     img_size: int = _key(32, 'input image size', 'data', lo=1)
     mean: Optional[list[float]] = _key(
         None, "normalisation mean per channel (none: the dataset's, from qvit_nb.data.DATASET_STATS)", 'data')
@@ -349,6 +350,9 @@ _OURS = {other: ours for ours, others in OTHER_TOOLS_KEYS.items() for other in o
 def check_key(key: str) -> str:
     """The `TrainConfig` field `key` names (itself, or the new name of a renamed key), else a ValueError with the
     closest key, our name for another tool's key, or where the keys are listed."""
+    if not isinstance(key, str) or len(key) > 64:      # no key is this long: the message must not echo all of it
+        raise ValueError(f"unknown config key {str(key)[:40]!r}{'...' if len(str(key)) > 40 else ''} "
+                         "(valid: `qvit train -h` lists every key)")
     key = RENAMED_KEYS.get(key, key)
     if key in FIELDS: return key
     spelled = str(key).replace('-', '_')
@@ -623,7 +627,7 @@ def mixup_kwargs(self: TrainConfig) -> dict:
     return {k: d[k] for k in MIXUP_KEYS}
 
 # %% ../nbs/05_config.ipynb #cb8c507f
-YAML_MAX_BYTES, YAML_MAX_NODES = 1 << 20, 100_000     # a config is a few hundred short keys
+YAML_MAX_BYTES, YAML_MAX_NODES, YAML_MAX_DEPTH = 1 << 20, 100_000, 100   # a config is a few hundred short keys
 
 def _expanded_nodes(node, seen=None, memo=None) -> int:
     "How many nodes `node` stands for once its aliases are expanded (a billion-laughs file is small, expanded huge)."
@@ -637,41 +641,98 @@ def _expanded_nodes(node, seen=None, memo=None) -> int:
     seen.discard(id(node))
     return n
 
+def _check_nesting(text: str):
+    """Refuse lists or mappings nested deeper than `YAML_MAX_DEPTH`, counted on the parser's events (a flat loop)
+    before PyYAML's composer, which recurses once per level, sees them."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > YAML_MAX_DEPTH: raise ValueError(f"it nests lists or mappings more than {YAML_MAX_DEPTH} deep")
+        elif isinstance(event, yaml.CollectionEndEvent): depth -= 1
+
+# %% ../nbs/05_config.ipynb #5533348e
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    "What the parser objects to and where (line, column): not the snippet of the file that PyYAML's message quotes."
+    if isinstance(e, yaml.reader.ReaderError): return f"{e.reason} (character #{e.position + 1})"
+    mark = getattr(e, 'problem_mark', None) or getattr(e, 'context_mark', None)
+    what = ' '.join(x for x in (getattr(e, 'context', None), getattr(e, 'problem', None)) if x) or type(e).__name__
+    return ' '.join(what.split())[:200] + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark else '')
+
 def safe_yaml(text: str, path, what: str = 'config file') -> object:
-    """`yaml.safe_load` of a config (or sweep) file, bounded in size and in what its aliases expand to; syntax errors
-    name the line."""
+    """`yaml.safe_load` of a config or sweep file (or a `--set` value), bounded in size, in nesting and in what its
+    aliases expand to; errors name `what` and `path`, the line and the bound, never the text itself."""
+    where = f"{what} {str(path)!r}"
     if len(text) > YAML_MAX_BYTES:
-        raise ValueError(f"{what} {str(path)!r} is {len(text)} bytes; a {what.split()[0]} is at most {YAML_MAX_BYTES}")
-    loader = yaml.SafeLoader(text)
+        raise ValueError(f"{where} is {len(text)} characters long (at most {YAML_MAX_BYTES})")
     try:
-        node = loader.get_single_node()
-        if node is None: return None
-        if (n := _expanded_nodes(node)) > YAML_MAX_NODES:
-            raise ValueError(f"its aliases expand to {n} nodes (at most {YAML_MAX_NODES})")
-        return loader.construct_document(node)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{what} {str(path)!r} is not valid YAML: {' '.join(str(e).split())[:300]}") from None
-    except ValueError as e: raise ValueError(f"{what} {str(path)!r} refused: {e}") from None
-    finally: loader.dispose()
+        _check_nesting(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None: return None
+            if (n := _expanded_nodes(node)) > YAML_MAX_NODES:
+                raise ValueError(f"its aliases expand to {n} nodes (at most {YAML_MAX_NODES})")
+            return loader.construct_document(node)
+        finally: loader.dispose()
+    except yaml.YAMLError as e: raise ValueError(f"{where} is not valid YAML: {_yaml_problem(e)}") from None
+    except ValueError as e: raise ValueError(f"{where} refused: {e}") from None
+
+# %% ../nbs/05_config.ipynb #331acc86
+def read_yaml_file(path, what: str = 'config file') -> object:
+    """`safe_yaml` of the file at `path`: a regular file (not a directory, FIFO or device) of at most `YAML_MAX_BYTES`,
+    UTF-8 text without NUL bytes; a refusal names the file and why (FileNotFoundError when there is none)."""
+    path, where = Path(path), f"{what} {str(path)!r}"
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            kind = 'a directory' if stat.S_ISDIR(mode) else 'a FIFO, socket or device'
+            raise ValueError(f"{where} is {kind}, not a regular file")
+        with open(path, 'rb') as f: raw = f.read(YAML_MAX_BYTES + 1)
+    except FileNotFoundError: raise FileNotFoundError(f"{where} not found") from None
+    except OSError as e: raise ValueError(f"{where} cannot be read: {e.strerror or type(e).__name__}") from None
+    if len(raw) > YAML_MAX_BYTES: raise ValueError(f"{where} is more than {YAML_MAX_BYTES} bytes long")
+    if b'\0' in raw: raise ValueError(f"{where} is binary (it holds NUL bytes at byte {raw.index(0)}), not YAML text")
+    try: text = raw.decode('utf-8')
+    except UnicodeDecodeError as e: raise ValueError(f"{where} is not UTF-8 text (byte {e.start})") from None
+    return safe_yaml(text, path, what)
 
 # %% ../nbs/05_config.ipynb #55328c05
-def _read_yaml(path: Path, chain=()) -> dict:
-    "The merged keys of the YAML at `path`: its `base:` chain first (paths relative to the file), then its own keys."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"config file {str(path)!r} not found")
-    key = path.resolve()
+YAML_MAX_FILES = 32     # files one config reads through its `base:` chain (the study's name one or two)
+
+def _base_names(bases, path: Path) -> list:
+    "The entries of the `base:` of the file at `path`: one file name or a list of them."
+    names = [bases] if isinstance(bases, str) else bases if isinstance(bases, list) else None
+    if names is None or not all(isinstance(b, str) and b for b in names):
+        raise ValueError(f"config key 'base' in {str(path)!r} must be a file name or a list of file names, "
+                         f"got {_short(bases)}")
+    return names
+
+def _read_yaml(path: Path, chain=(), read=None) -> dict:
+    """The merged keys of the YAML at `path`: its `base:` chain first (paths relative to the file), then its own keys.
+    Each file is read once per load (`read`: resolved path -> its keys), at most `YAML_MAX_FILES` of them."""
+    path, read = Path(path), {} if read is None else read
+    try: key = path.resolve()
+    except (OSError, RuntimeError) as e:                 # a symlink loop
+        raise ValueError(f"config file {str(path)!r} cannot be resolved: {e}") from None
     if key in chain: raise ValueError(f"config 'base' cycle: {' -> '.join(str(p) for p in (*chain, key))}")
-    data = safe_yaml(path.read_text(), path) or {}
+    if key in read: return read[key]                  # a file named twice in the chain (a diamond) is read once
+    if len(read) >= YAML_MAX_FILES:
+        raise ValueError(f"config file {str(chain[0])!r} reads more than {YAML_MAX_FILES} files through its base: "
+                         f"chain (at most {YAML_MAX_FILES})")
+    read[key] = {}
+    data = read_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise ValueError(f"config file {str(path)!r} must hold a mapping of keys, got {type(data).__name__}")
-    bases = data.pop('base', None) or []
     merged = {}
-    for b in ([bases] if isinstance(bases, str) else bases):
-        merged.update(_read_yaml(path.parent / b, (*chain, key)))
+    for b in _base_names(data.pop('base', None) or [], path):
+        merged.update(_read_yaml(path.parent / b, (*chain, key), read))
     try: merged.update({check_key(k): v for k, v in canonical_keys(data).items()})   # old key names: under the new ones
     except ValueError as e: raise ValueError(f"{e} (in {path})") from None
+    read[key] = merged
     return merged
 
+# %% ../nbs/05_config.ipynb #ae9a8312
 def load_config(path=None, overrides: Optional[dict] = None, epochs_total: bool = False) -> TrainConfig:
     """Defaults, then the YAML at `path` (with its `base:` chain), then `overrides`; validated. With `epochs_total`
     (the command line's rule) an `epochs` in `overrides` is the whole run: the cooldown timm adds after it is 0

@@ -5,20 +5,23 @@ Slurm executors."""
 
 # %% ../nbs/07b_sweeps.ipynb #cbda0e3c
 from __future__ import annotations
-import contextlib, fcntl, importlib.resources, itertools, json, multiprocessing, os, re, signal, sys, threading, time
+import contextlib, fcntl, importlib.resources, itertools, json, math, multiprocessing, os, re, reprlib, signal, sys
+import tempfile, threading, time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from .core import unknown_choice_error
-from .config import TrainConfig, load_config, config_hash, canonical_keys, check_key, check_run_name, safe_yaml
+from .config import (TrainConfig, load_config, config_hash, canonical_keys, check_key, check_run_name,
+                            read_yaml_file)
 from .runfiles import atomic_write, new_run_id, read_json_object, read_metrics, PROGRESS_FILE
 from .rundata import read_run_args, run_status
 
 # %% auto #0
-__all__ = ['EXECUTORS', 'KERNEL_LOG', 'Experiment', 'Sweep', 'load_sweep', 'train_notebook', 'report_config',
-           'execute_experiment', 'SweepResult', 'SweepInterrupted', 'run_sweep', 'sweep_plan']
+__all__ = ['EXECUTORS', 'SWEEP_MAX_EXPERIMENTS', 'KERNEL_LOG', 'Experiment', 'Sweep', 'load_sweep', 'train_notebook',
+           'report_config', 'execute_experiment', 'SweepResult', 'RegistryError', 'SweepInterrupted', 'run_sweep',
+           'sweep_plan']
 
 # %% ../nbs/07b_sweeps.ipynb #0ff02f8b
 _SWEEP_KEYS = ('name', 'base', 'workers', 'executor', 'slurm', 'experiments', 'grid', 'threads')
@@ -81,10 +84,16 @@ def _order(exps: list) -> list:
     return out
 
 # %% ../nbs/07b_sweeps.ipynb #8473f8fc
+SWEEP_MAX_EXPERIMENTS = 1000   # after the grid; the study's largest sweep has 27, and each costs a training run
+
 def _expand_grid(exps: list, grid: dict) -> list:
     """Every experiment at every point of `grid` (its cross product), named `name[key=value,...]`; a link to another
-    experiment of the file follows it to the same point."""
+    experiment of the file follows it to the same point. More than `SWEEP_MAX_EXPERIMENTS` is refused before any is
+    made."""
     axes = [v if isinstance(v, list) else [v] for v in grid.values()]
+    if (n := len(exps) * math.prod(map(len, axes))) > SWEEP_MAX_EXPERIMENTS:
+        raise ValueError(f"the grid makes {n} experiments ({len(exps)} x {' x '.join(str(len(a)) for a in axes)} "
+                         f"points; at most {SWEEP_MAX_EXPERIMENTS})")
     points = [dict(zip(grid, vals)) for vals in itertools.product(*axes)]
     tag = lambda p: ','.join(f"{k}={v}" for k, v in p.items())
     names = {e.name for e in exps}
@@ -94,41 +103,73 @@ def _expand_grid(exps: list, grid: dict) -> list:
             for p in points for e in exps]
 
 # %% ../nbs/07b_sweeps.ipynb #565e91b2
-def _read_experiments(raw: list, path: Path) -> list:
-    "The `experiments` list of sweep file `path`, each entry's keys and overrides checked."
-    if not raw: raise ValueError(f"sweep file {path} has no experiments")
-    exps = []
-    for i, e in enumerate(raw):
-        if not isinstance(e, dict) or 'name' not in e: raise ValueError(f"experiment #{i + 1} in {path} needs a 'name'")
-        for k in e:
-            if k not in _EXP_KEYS:
-                raise unknown_choice_error('experiment key', k, _EXP_KEYS, where=f"experiment {e['name']!r}")
-        ov = dict(e.get('overrides') or {})
-        for k in ov: check_key(k)
-        exps.append(Experiment(str(e['name']), str(e.get('tricks', '')), ov, e.get('teacher_from'), e.get('init_from')))
-    return exps
+def _experiment(e, i: int, path: Path) -> Experiment:
+    "Entry #i of the `experiments` list of sweep file `path`: its keys, the config keys it sets, its links' types."
+    if not isinstance(e, dict) or 'name' not in e: raise ValueError(f"experiment #{i + 1} in {path} needs a 'name'")
+    name, where = str(e['name']), f"experiment {reprlib.repr(e['name'])} in {path}"
+    for k in e:
+        if k not in _EXP_KEYS: raise unknown_choice_error('experiment key', k, _EXP_KEYS, where=f"experiment {name!r}")
+    ov = e.get('overrides') or {}
+    if not isinstance(ov, dict):
+        raise ValueError(f"{where}: 'overrides' must be a mapping of config keys, got {reprlib.repr(ov)}")
+    for k in ov: check_key(k)
+    for k in ('teacher_from', 'init_from'):
+        if e.get(k) is not None and not isinstance(e[k], str):
+            raise ValueError(f"{where}: '{k}' names one experiment of the file, got {reprlib.repr(e[k])}")
+    return Experiment(name, str(e.get('tricks', '')), dict(ov), e.get('teacher_from'), e.get('init_from'))
 
-def load_sweep(path: Union[str, Path]) -> Sweep:
-    "Read and check a sweep file (see above); the grid is expanded, experiments come in chain order."
-    path = Path(path)
-    if not path.is_file(): raise ValueError(f"sweep file {path} does not exist")
-    d = safe_yaml(path.read_text(), path, 'sweep file') or {}     # bounded: a billion-laughs file is refused
-    if not isinstance(d, dict): raise ValueError(f"sweep file {path} must be a mapping with an 'experiments' list")
-    for k in d:
-        if k not in _SWEEP_KEYS: raise unknown_choice_error('sweep key', k, _SWEEP_KEYS, where=str(path))
-    base = (path.parent / d['base']).resolve() if d.get('base') else None
-    if base is not None and not base.is_file(): raise ValueError(f"base config {base} (from {path}) does not exist")
-    exps = _read_experiments(d.get('experiments') or [], path)
+def _read_experiments(raw: list, path: Path) -> list:
+    "The `experiments` list of sweep file `path`, each entry checked (`_experiment`), names unique."
+    if not raw: raise ValueError(f"sweep file {path} has no experiments")
+    if not isinstance(raw, list): raise ValueError(f"sweep key 'experiments' in {path} must be a list of experiments")
+    if len(raw) > SWEEP_MAX_EXPERIMENTS:
+        raise ValueError(f"sweep file {path} lists {len(raw)} experiments (at most {SWEEP_MAX_EXPERIMENTS})")
+    exps = [_experiment(e, i, path) for i, e in enumerate(raw)]
     names = [e.name for e in exps]
     if len(set(names)) != len(names):
         raise ValueError(f"experiment names repeat in {path}: {sorted({n for n in names if names.count(n) > 1})}")
-    grid = d.get('grid') or {}
+    return exps
+
+# %% ../nbs/07b_sweeps.ipynb #206e5a02
+def _count(d: dict, key: str, path: Path, default):
+    "Sweep key `key` (`workers`, `threads`): a positive int, or `default` when unset."
+    v = d.get(key)
+    if v is None: return default
+    if isinstance(v, int) and not isinstance(v, bool) and v > 0: return v
+    if isinstance(v, str) and v.strip().isdigit() and int(v) > 0: return int(v)
+    raise ValueError(f"sweep key '{key}' in {path} must be a positive int, got {reprlib.repr(v)}")
+
+def _settings(d: dict, path: Path) -> dict:
+    "The sweep file's `base`, `workers`, `threads`, `executor` and `slurm`, each checked."
+    for k in d:
+        if k not in _SWEEP_KEYS: raise unknown_choice_error('sweep key', k, _SWEEP_KEYS, where=str(path))
+    if d.get('base') is not None and not isinstance(d['base'], str):
+        raise ValueError(f"sweep key 'base' in {path} must be a config file's path, got {reprlib.repr(d['base'])}")
+    base = (path.parent / d['base']).resolve() if d.get('base') else None
+    if base is not None and not base.is_file(): raise ValueError(f"base config {base} (from {path}) does not exist")
+    executor, slurm = d.get('executor', 'local'), d.get('slurm') or {}
+    if not isinstance(executor, str) or executor not in EXECUTORS:
+        raise unknown_choice_error('executor', str(executor), EXECUTORS, where=str(path))
+    if not isinstance(slurm, dict) or not all(isinstance(k, str) for k in slurm):
+        raise ValueError(f"sweep key 'slurm' in {path} must be a mapping of submitit parameters, got "
+                         f"{reprlib.repr(slurm)}")
+    return dict(base=base, workers=_count(d, 'workers', path, 1), threads=_count(d, 'threads', path, None),
+                executor=executor, slurm=dict(slurm))
+
+# %% ../nbs/07b_sweeps.ipynb #dab41794
+def load_sweep(path: Union[str, Path]) -> Sweep:
+    "Read and check a sweep file (see above); the grid is expanded, experiments come in chain order."
+    path = Path(path)
+    try: d = read_yaml_file(path, 'sweep file') or {}       # bounded: a billion-laughs file is refused
+    except FileNotFoundError: raise ValueError(f"sweep file {path} does not exist") from None
+    if not isinstance(d, dict): raise ValueError(f"sweep file {path} must be a mapping with an 'experiments' list")
+    settings = _settings(d, path)
+    exps, grid = _read_experiments(d.get('experiments') or [], path), d.get('grid') or {}
+    if not isinstance(grid, dict): raise ValueError(f"sweep key 'grid' in {path} must map config keys to values")
     for k in grid: check_key(k)
     if grid: exps = _expand_grid(exps, grid)
-    executor = d.get('executor', 'local')
-    if executor not in EXECUTORS: raise unknown_choice_error('executor', executor, EXECUTORS, where=str(path))
-    sweep = Sweep(check_run_name(str(d.get('name') or path.stem), 'sweep name'), path, base, _order(exps),
-                  int(d.get('workers', 1)), executor, dict(d.get('slurm') or {}), d.get('threads'))
+    sweep = Sweep(check_run_name(str(d.get('name') or path.stem), 'sweep name'), path, experiments=_order(exps),
+                  **settings)
     sweep.check(f"in {path}")
     return sweep
 
@@ -181,7 +222,8 @@ def _outcome(spec: dict, run_dir: Path, before: dict, error: Optional[str]) -> d
         m = {**m, 'status': 'failed', 'error': m.get('error') or f"{error} (kernel log: {run_dir / KERNEL_LOG})",
              'run_id': run_dir.name, 'run_dir': str(run_dir), 'name': spec['name'],
              'config_hash': spec.get('config_hash')}
-        atomic_write(run_dir / 'metrics.json', json.dumps(m, indent=2))
+        try: atomic_write(run_dir / 'metrics.json', json.dumps(m, indent=2))
+        except OSError as e: m['error'] += f" (not recorded in its metrics.json: {e.strerror or e})"   # a full disk
     return dict(out, status='failed', error=m.get('error'), report_error=None)
 
 # %% ../nbs/07b_sweeps.ipynb #6e6cddc5
@@ -226,11 +268,20 @@ def _flock(path: Path, blocking: bool = True):
         try: yield True
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+class RegistryError(ValueError):
+    "The sweep's `sweep.json` could not be written (a full disk): the sweep stops, naming the outcome not recorded."
+
 def _update_registry(sweep_dir: Path, name: str, record: dict):
-    with _flock(sweep_dir / '.registry.lock'):
-        reg = read_json_object(sweep_dir / 'sweep.json') or {}
-        reg[name] = {**record, 'updated': time.strftime('%Y-%m-%dT%H:%M:%S')}
-        atomic_write(sweep_dir / 'sweep.json', json.dumps(reg, indent=2))
+    try:
+        with _flock(sweep_dir / '.registry.lock'):
+            reg = read_json_object(sweep_dir / 'sweep.json') or {}
+            reg[name] = {**record, 'updated': time.strftime('%Y-%m-%dT%H:%M:%S')}
+            atomic_write(sweep_dir / 'sweep.json', json.dumps(reg, indent=2))
+    except OSError as e:
+        where = f", run folder {record['run_dir']}" if record.get('run_dir') else ''
+        raise RegistryError(f"sweep registry {sweep_dir / 'sweep.json'} cannot be written ({e.strerror or e}): "
+                            f"experiment {name!r} ({record.get('status')}{where}) is not recorded there; the sweep "
+                            "stopped: make room and run it again (finished runs are reused)") from None
 
 # %% ../nbs/07b_sweeps.ipynb #870a2574
 def _finished_run(sweep_dir: Path, h: str) -> Optional[Path]:
@@ -274,21 +325,30 @@ class _Slurm:
     def __init__(self, folder: Path, params: dict):
         import submitit
         params = dict(params)
-        self.ex = submitit.AutoExecutor(folder=str(folder), cluster=params.pop('cluster', None))
-        if params: self.ex.update_parameters(**params)
+        try:
+            self.ex = submitit.AutoExecutor(folder=str(folder), cluster=params.pop('cluster', None))
+            if params: self.ex.update_parameters(**params)
+        except (AssertionError, NameError, TypeError, ValueError) as e:      # submitit's refusals of a parameter
+            raise ValueError(f"sweep key 'slurm': {str(e).strip().splitlines()[0][:300]}") from None
     def submit(self, fn, spec): return self.ex.submit(fn, spec)
     def shutdown(self): pass
 
 def _done(job) -> bool: return job.done()
 
 # %% ../nbs/07b_sweeps.ipynb #2b06b641
+# keys the sweep sets for each experiment, which a --set would not change
+_SWEEP_SETS = {'name': "each experiment's name comes from the sweep file", 'tricks': "each experiment's tricks come "
+               "from the sweep file (its 'tricks' key)", 'output': "the sweep's runs go under qvit sweep --output",
+               'experiment': "the sweep names each run's folder", 'resume': "the sweep resumes stopped runs itself"}
+
 def _prepare(path, only: Optional[Sequence[str]], overrides: Optional[dict]) -> tuple:
     """`(sweep, overrides, experiments)`: the sweep file and the `--set` keys checked, `only` (plus what it chains from)
     selected."""
     sweep = load_sweep(path)
     overrides = dict(overrides or {})
-    for k in overrides: check_key(k)
-    if overrides: sweep.check(f"with {overrides}", overrides)
+    for k in overrides:
+        if (key := check_key(k)) in _SWEEP_SETS: raise ValueError(f"--set {key}: {_SWEEP_SETS[key]}")
+    if overrides: sweep.check(f"with --set {', '.join(overrides)}", overrides)
     exps = sweep.experiments
     if only:
         by = {e.name: e for e in exps}
@@ -394,11 +454,13 @@ def _wait_for_jobs(running: dict, local: bool, progress_every: float, run_dirs: 
             for line in _new_lines(run_dirs[name] / PROGRESS_FILE, offsets): say(f"[{name}] {line}")
         if finished: return finished
 
-def _job_record(job) -> dict:
-    "A finished job's record; a worker that died (killed, out of memory) makes a failed one."
+def _job_record(job, run_dir: Optional[Path] = None) -> dict:
+    """A finished job's record; a worker that died (killed, out of memory, a full disk) makes a failed one, which
+    names the run folder it was given (`run_dir`): no folder is left that the registry does not know."""
     try: return job.result()
-    except Exception as err:            # the worker itself died (killed, out of memory)
-        return dict(status='failed', run_dir=None, error=f"worker died: {type(err).__name__}: {err}", reused=False)
+    except Exception as err:            # the worker itself died
+        return dict(status='failed', run_dir=str(run_dir) if run_dir else None,
+                    error=f"worker died: {type(err).__name__}: {err}", reused=False)
 
 def _record_interrupted(sweep_dir: Path, records: dict, running: dict, run_dirs: dict, stop: BaseException):
     """Each experiment still running when the sweep is stopped is recorded `interrupted` (its kernel keeps its last
@@ -460,7 +522,7 @@ def _collect(st: _SweepState, local: bool, progress_every: float):
     "Wait for running jobs (relaying progress), then record each finished one."
     for job in _wait_for_jobs(st.running, local, progress_every, st.run_dirs, st.offsets, st.say):
         name = st.running.pop(job)
-        st.records[name] = rec = _job_record(job)
+        st.records[name] = rec = _job_record(job, st.run_dirs.get(name))
         _update_registry(st.sweep_dir, name, rec)
         outcome = f": {rec['error']}" if rec.get('error') else f", best top1 {rec.get('best_top1')}"
         st.say(f"[{name}] {rec['status']}" + outcome + (f" ({rec['run_dir']})" if rec.get('run_dir') else ''))
@@ -472,6 +534,16 @@ def _stop(pool, executor: str, st: _SweepState, stop: BaseException):
     _record_interrupted(st.sweep_dir, st.records, st.running, st.run_dirs, stop)
     if executor == 'local': pool.shutdown(wait=False, cancel_futures=True); return None
     return pool
+
+def _sweep_folder(sweep_dir: Path) -> Path:
+    "`sweep_dir` created (with `--output`) and shown to take a file, before any experiment starts; else a ValueError."
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=sweep_dir).close()
+    except OSError as e:
+        raise ValueError(f"--output {sweep_dir.parent}: cannot make or write the sweep folder {sweep_dir}: "
+                         f"{e.strerror or e}") from None
+    return sweep_dir
 
 def _summary(sweep: Sweep, records: dict, seconds: float) -> str:
     "The sweep's last line: finished, failed (and resumed) experiments, and its time."
@@ -490,8 +562,7 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
     workers = max(1, workers or sweep.workers)
     executor = executor or sweep.executor
     if executor not in EXECUTORS: raise unknown_choice_error('executor', executor, EXECUTORS, where='the command line')
-    sweep_dir = Path(output or 'runs') / sweep.name
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    sweep_dir = _sweep_folder(Path(output or 'runs') / sweep.name)
     threads = sweep.threads or max(1, (os.cpu_count() or 1) // workers)
     pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'), initializer=_ignore_sigint)
             if executor == 'local' else _Slurm(sweep_dir / '.submitit', sweep.slurm))
@@ -511,6 +582,9 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
         raise SweepInterrupted(f"sweep {sweep.name} {str(stop) or 'interrupted by SIGINT'}: stopped {len(st.running)} "
                                f"running experiment(s), registry in {sweep_dir / 'sweep.json'}; run the sweep again to "
                                "resume them", getattr(stop, 'exit_code', 130) - 128) from None
+    except RegistryError:                   # a full disk: stop the workers (their runs record `interrupted`), one line
+        if executor == 'local': _stop_workers(pool); pool.shutdown(wait=False, cancel_futures=True); pool = None
+        raise
     finally:
         if main_thread: signal.signal(signal.SIGTERM, old_term); signal.signal(signal.SIGINT, old_int)
         if pool is not None: pool.shutdown()

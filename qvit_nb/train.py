@@ -430,8 +430,11 @@ def _bad(self: TrainingRun, epoch, step, what) -> bool:
         self.optimizer.zero_grad(set_to_none=True)
         return True
     why = f"more than {cfg.max_skipped_steps} skipped steps; last: " if cfg.nan_policy == 'skip' else ''
+    last = self.run_dir / 'last.pth.tar'       # a divergence in the first epoch comes before any checkpoint
+    kept = (f"the last good checkpoint is kept in {last}" if last.is_file() else
+            f"it diverged before its first checkpoint: {self.run_dir} holds none")
     raise TrainingDiverged(f"training diverged at epoch {epoch}, step {step}: {why}{what} "
-                           f"(nan_policy={cfg.nan_policy}); the last good checkpoint is kept in {self.run_dir}")
+                           f"(nan_policy={cfg.nan_policy}); {kept}")
 
 # %% ../nbs/06_train.ipynb #a406da66
 @patch

@@ -54,7 +54,7 @@ def build_criterion(cfg: TrainConfig, teacher: Optional[nn.Module], mixup_active
                        kd_embed=cfg.kd_embed if cfg.use_kd else 'none', kd_alpha=cfg.kd_alpha, kd_target=cfg.kd_target,
                        two_head_weight=cfg.two_head_weight)
 
-# %% ../nbs/05a_builders.ipynb #f1afb155
+# %% ../nbs/05a_builders.ipynb #1c9dc7d6
 def _own_teacher(t: TrainConfig, ckpt: dict, num_classes: int, path) -> nn.Module:
     "A teacher trained with oscillation tracking or QKR: its run's model exactly (frozen levels, `W_qk`), frozen."
     teacher, source = build_model(t, num_classes), f"checkpoint {str(path)!r}"
@@ -63,6 +63,7 @@ def _own_teacher(t: TrainConfig, ckpt: dict, num_classes: int, path) -> nn.Modul
     teacher.load_state_dict(sd)
     return freeze(teacher)
 
+# %% ../nbs/05a_builders.ipynb #f1afb155
 def build_teacher(cfg: TrainConfig, num_classes: int) -> Optional[nn.Module]:
     """The frozen teacher. A checkpoint of ours carries its run's config, so the teacher is rebuilt exactly as it was
     trained (activation, norm, two heads, quantizers: a 4-bit teacher for a 2-bit student needs no extra keys);

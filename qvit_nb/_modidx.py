@@ -98,6 +98,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'qvit_nb.config._scalar': ('config.html#_scalar', 'qvit_nb/config.py'),
                                 'qvit_nb.config._short': ('config.html#_short', 'qvit_nb/config.py'),
                                 'qvit_nb.config._side_qconfig': ('config.html#_side_qconfig', 'qvit_nb/config.py'),
+                                'qvit_nb.config._study_token_kd': ('config.html#_study_token_kd', 'qvit_nb/config.py'),
                                 'qvit_nb.config._type_name': ('config.html#_type_name', 'qvit_nb/config.py'),
                                 'qvit_nb.config._yaml_problem': ('config.html#_yaml_problem', 'qvit_nb/config.py'),
                                 'qvit_nb.config.build_parser': ('config.html#build_parser', 'qvit_nb/config.py'),

@@ -6,9 +6,9 @@ validation with suggestions, and the `qvit train` command line generated from th
 # %% auto #0
 __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'EVAL_METRICS', 'GROUPS', 'FIELDS', 'FIELD_TYPES', 'RENAMED_KEYS',
            'OTHER_TOOLS_KEYS', 'MAX_IMG_SIZE', 'LOADER_KEYS', 'MIXUP_KEYS', 'YAML_MAX_BYTES', 'YAML_MAX_NODES',
-           'YAML_MAX_DEPTH', 'YAML_MAX_FILES', 'HASH_EXCLUDED', 'HASHED_WHEN_SET', 'STUDY_ALIASES', 'TrainConfig',
-           'canonical_keys', 'check_key', 'check_run_name', 'validate_config', 'safe_yaml', 'read_yaml_file',
-           'load_config', 'save_config', 'tiny_config', 'config_hash', 'config_keys', 'build_parser',
+           'YAML_MAX_DEPTH', 'YAML_MAX_FILES', 'HASH_EXCLUDED', 'HASHED_WHEN_SET', 'STUDY_FLAGS', 'STUDY_ALIASES',
+           'TrainConfig', 'canonical_keys', 'check_key', 'check_run_name', 'validate_config', 'safe_yaml',
+           'read_yaml_file', 'load_config', 'save_config', 'tiny_config', 'config_hash', 'config_keys', 'build_parser',
            'parse_train_args']
 
 # %% ../nbs/05_config.ipynb #397713fc
@@ -833,10 +833,16 @@ def _help(f) -> str:
     shown = 'auto' if default is None and FIELD_TYPES[f.name] == Optional[bool] else default   # decided at the start
     return h + f" (default: {shown})".replace('%', '%%')
 
+# the study's token-KD flags (`build_parser`): --use-token-kd turns on KD with embedding KD of --kd-type (last by
+# default), in either order; --kd-type alone is read by nothing, as in the study (YAML's old key kd_type keeps its
+# meaning, kd_embed)
+STUDY_FLAGS = ('use_token_kd', 'kd_type')
+
 def _add_key_flags(group, f):
     "Key `f`'s flags in `group`: `--key` and its old names; `--no-key` for a bool (false) or an optional key (none)."
     tp, md = FIELD_TYPES[f.name], f.metadata
-    flags = ['--' + k.replace('_', '-') for k in (f.name, *(o for o, new in RENAMED_KEYS.items() if new == f.name))]
+    old = (o for o, new in RENAMED_KEYS.items() if new == f.name and o not in STUDY_FLAGS)    # --kd-type: the study's
+    flags = ['--' + k.replace('_', '-') for k in (f.name, *old)]
     names = ([md['short']] if md['short'] else []) + flags
     def unset(const):
         group.add_argument(*('--no-' + x[2:] for x in flags), dest=f.name, action='store_const', const=const,
@@ -850,8 +856,8 @@ def _add_key_flags(group, f):
     if get_origin(tp) is Union: unset(None)
 
 # %% ../nbs/05_config.ipynb #36461e79
-STUDY_ALIASES = {'use_relu': ('act_layer', 'relu'), 'use_token_kd': ('kd_embed', 'last'),
-                 'use_distill_head': ('distill_head', True), 'replace_ln_by_bn': ('norm_layer', 'batchnorm')}
+STUDY_ALIASES = {'use_relu': ('act_layer', 'relu'), 'use_distill_head': ('distill_head', True),
+                 'replace_ln_by_bn': ('norm_layer', 'batchnorm')}
 
 def build_parser(prog: str = 'qvit train') -> argparse.ArgumentParser:
     "The `qvit train` parser: -c CONFIG, positional DATA, one flag per `TrainConfig` field."
@@ -871,13 +877,26 @@ def build_parser(prog: str = 'qvit train') -> argparse.ArgumentParser:
         flag = '--' + key.replace('_', '-')
         study.add_argument('--' + alias.replace('_', '-'), dest=key, action='store_const', const=value,
                            help=f"same as {flag if value is True else flag + ' ' + value}")
+    study.add_argument('--use-token-kd', dest='_use_token_kd', action='store_true',
+                       help='distil from the teacher, logits and embeddings (--use-kd --kd-embed KD_TYPE)')
+    study.add_argument('--kd-type', dest='_kd_type', choices=('last', 'all'),
+                       help='with --use-token-kd: the embeddings it distils (default: last); ignored without it')
     return p
+
+# %% ../nbs/05_config.ipynb #86eaf795
+def _study_token_kd(ns: dict) -> dict:
+    "The study's `--use-token-kd [--kd-type T]` (either order) as `use_kd` and `kd_embed`; `--kd-type` alone: nothing."
+    token, kind = ns.pop('_use_token_kd', False), ns.pop('_kd_type', None)
+    if token: ns.update(use_kd=True, kd_embed=kind or 'last')
+    elif kind is not None: print(f"qvit train: note: --kd-type {kind} is read only with --use-token-kd (as in the "
+                                 "study): logits-only KD; our --kd-embed sets embedding KD alone", file=sys.stderr)
+    return ns
 
 def parse_train_args(argv=None) -> TrainConfig:
     """Parse `qvit train` arguments (without 'qvit train') into a validated `TrainConfig`; errors exit with code 2.
     `--epochs N` trains N epochs in all unless a cooldown is asked for (`load_config`'s `epochs_total`)."""
     p = build_parser()
-    ns = vars(p.parse_args(argv))
+    ns = _study_token_kd(vars(p.parse_args(argv)))
     path, data = ns.pop('config', None), ns.pop('data', None)
     if data is not None: ns['data_dir'] = data
     try: return load_config(path, ns, epochs_total=True)

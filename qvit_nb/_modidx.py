@@ -107,6 +107,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'qvit_nb.config.check_run_name': ('config.html#check_run_name', 'qvit_nb/config.py'),
                                 'qvit_nb.config.config_hash': ('config.html#config_hash', 'qvit_nb/config.py'),
                                 'qvit_nb.config.config_keys': ('config.html#config_keys', 'qvit_nb/config.py'),
+                                'qvit_nb.config.is_study_input': ('config.html#is_study_input', 'qvit_nb/config.py'),
                                 'qvit_nb.config.load_config': ('config.html#load_config', 'qvit_nb/config.py'),
                                 'qvit_nb.config.parse_train_args': ('config.html#parse_train_args', 'qvit_nb/config.py'),
                                 'qvit_nb.config.read_yaml_file': ('config.html#read_yaml_file', 'qvit_nb/config.py'),

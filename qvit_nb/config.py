@@ -6,10 +6,10 @@ validation with suggestions, and the `qvit train` command line generated from th
 # %% auto #0
 __all__ = ['WQ_BITS', 'AQ_BITS', 'OPTIMIZERS', 'SCHEDULERS', 'EVAL_METRICS', 'GROUPS', 'FIELDS', 'FIELD_TYPES', 'RENAMED_KEYS',
            'OTHER_TOOLS_KEYS', 'MAX_IMG_SIZE', 'LOADER_KEYS', 'MIXUP_KEYS', 'YAML_MAX_BYTES', 'YAML_MAX_NODES',
-           'YAML_MAX_DEPTH', 'YAML_MAX_FILES', 'HASH_EXCLUDED', 'HASHED_WHEN_SET', 'STUDY_FLAGS', 'STUDY_ALIASES',
-           'TrainConfig', 'canonical_keys', 'check_key', 'check_run_name', 'validate_config', 'safe_yaml',
-           'read_yaml_file', 'load_config', 'save_config', 'tiny_config', 'config_hash', 'config_keys', 'build_parser',
-           'parse_train_args']
+           'YAML_MAX_DEPTH', 'YAML_MAX_FILES', 'STUDY_SEMANTICS', 'HASH_EXCLUDED', 'HASHED_WHEN_SET', 'STUDY_FLAGS',
+           'STUDY_ALIASES', 'TrainConfig', 'canonical_keys', 'check_key', 'check_run_name', 'validate_config',
+           'safe_yaml', 'read_yaml_file', 'is_study_input', 'load_config', 'save_config', 'tiny_config', 'config_hash',
+           'config_keys', 'build_parser', 'parse_train_args']
 
 # %% ../nbs/05_config.ipynb #397713fc
 import argparse, functools, hashlib, json, math, re, stat, sys
@@ -471,6 +471,7 @@ def _side_qconfig(cfg, side: str) -> 'QConfig':
     from qvit_nb.quant import QUANTIZERS, QConfig
     import qvit_nb.statsq  # noqa: F401  (registers the weight quantizer mode statsq)
     mode, bits, asym, pos, neg = (getattr(cfg, f'{side}_{k}') for k in ('mode', 'bitw', 'asym', 'pos', 'neg'))
+    if mode == 'identity' and not getattr(cfg, f'{side}_enable'): mode = 'lsq'   # the study writes Identity when off
     if mode == 'identity':       # one spelling for "this side is not quantized": the *_enable key
         raise ValueError(f"config key '{side}_mode': 'identity' (no quantizer) is what {side}_enable: false says; set "
                          f"{side}_enable: false ('{side}:enable:no' in a qmodules entry for some modules only)")
@@ -733,13 +734,24 @@ def _read_yaml(path: Path, chain=(), read=None) -> dict:
     return merged
 
 # %% ../nbs/05_config.ipynb #ae9a8312
-def load_config(path=None, overrides: Optional[dict] = None, epochs_total: bool = False) -> TrainConfig:
+STUDY_SEMANTICS = dict(kd_target='study', aq_relu_unsigned='study', aq_learnable_bias_per_channel=True)
+
+def is_study_input(d: dict) -> bool:
+    "Whether the keys `d` name modules as the study's CCT code does (`classifier.blocks.N...`): a study config."
+    q = d.get('qmodules') or []
+    return any(isinstance(e, str) and e.strip().startswith('classifier.') for e in (q if isinstance(q, list) else [q]))
+
+def load_config(path=None, overrides: Optional[dict] = None, epochs_total: bool = False,
+                study: bool = False) -> TrainConfig:
     """Defaults, then the YAML at `path` (with its `base:` chain), then `overrides`; validated. With `epochs_total`
     (the command line's rule) an `epochs` in `overrides` is the whole run: the cooldown timm adds after it is 0
-    unless `overrides` or the YAML set `cooldown_epochs`."""
+    unless `overrides` or the YAML set `cooldown_epochs`. A study input (`study`: its flags; or `is_study_input`) gets
+    `STUDY_SEMANTICS` wherever its keys do not say otherwise."""
     d, over = (_read_yaml(path) if path else {}), canonical_keys(overrides or {})
     if epochs_total and 'epochs' in over and 'cooldown_epochs' not in {**d, **over}: over['cooldown_epochs'] = 0
-    return TrainConfig.from_dict({**d, **over})
+    merged = {**d, **over}
+    if study or is_study_input(merged): merged = {**STUDY_SEMANTICS, **merged}
+    return TrainConfig.from_dict(merged)
 
 def save_config(cfg: TrainConfig, path) -> Path:
     "Write every key of `cfg` as flat YAML (plain types), loadable with `load_config`; atomically (`atomic_write`)."
@@ -884,6 +896,8 @@ def build_parser(prog: str = 'qvit train') -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/05_config.ipynb #86eaf795
+_STUDY_FLAG_NAMES = {'--' + a.replace('_', '-') for a in (*STUDY_ALIASES, *STUDY_FLAGS)}
+
 def _study_token_kd(ns: dict) -> dict:
     "The study's `--use-token-kd [--kd-type T]` (either order) as `use_kd` and `kd_embed`; `--kd-type` alone: nothing."
     token, kind = ns.pop('_use_token_kd', False), ns.pop('_kd_type', None)
@@ -896,8 +910,10 @@ def parse_train_args(argv=None) -> TrainConfig:
     """Parse `qvit train` arguments (without 'qvit train') into a validated `TrainConfig`; errors exit with code 2.
     `--epochs N` trains N epochs in all unless a cooldown is asked for (`load_config`'s `epochs_total`)."""
     p = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    study = any(a.split('=')[0].replace('_', '-') in _STUDY_FLAG_NAMES for a in argv)   # the study's command line
     ns = _study_token_kd(vars(p.parse_args(argv)))
     path, data = ns.pop('config', None), ns.pop('data', None)
     if data is not None: ns['data_dir'] = data
-    try: return load_config(path, ns, epochs_total=True)
+    try: return load_config(path, ns, epochs_total=True, study=study)
     except (ValueError, FileNotFoundError) as e: p.error(str(e))

@@ -158,7 +158,11 @@ def is_run_dir(path) -> bool:
 # values it was saved with
 RESUME_FREE = (*HASH_EXCLUDED, 'device', 'compile', 'lr', 'epochs')
 
-def _plain(v) -> str: return json.dumps(v, sort_keys=True, default=repr)       # a tuple reads as the list, NaN as NaN
+def _plain(v) -> str:
+    "`v` as comparable text: a tuple reads as the list, NaN as NaN; a mapping with mixed key types by its repr."
+    try: return json.dumps(v, sort_keys=True, default=repr)
+    except (TypeError, ValueError, RecursionError): return repr(v)
+
 def _shown(v) -> str: r = repr(v); return r if len(r) <= 40 else r[:37] + '...'
 
 def run_config(run_dir: Union[str, Path], ckpt: dict, source: str = 'its checkpoint') -> TrainConfig:

@@ -227,6 +227,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'qvit_nb.data._cifar_dir': ('data.html#_cifar_dir', 'qvit_nb/data.py'),
                               'qvit_nb.data._class_names': ('data.html#_class_names', 'qvit_nb/data.py'),
                               'qvit_nb.data._classes': ('data.html#_classes', 'qvit_nb/data.py'),
+                              'qvit_nb.data._is_image_name': ('data.html#_is_image_name', 'qvit_nb/data.py'),
                               'qvit_nb.data._layout_error': ('data.html#_layout_error', 'qvit_nb/data.py'),
                               'qvit_nb.data._patch_posterize': ('data.html#_patch_posterize', 'qvit_nb/data.py'),
                               'qvit_nb.data._pickled_dict': ('data.html#_pickled_dict', 'qvit_nb/data.py'),

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
-from timm.data import ImageDataset, Mixup, create_transform
+from timm.data import ImageDataset, Mixup, create_transform, get_img_extensions
 
 from .core import DATASET_STATS, unknown_choice_error
 from .unpickle import safe_pickle_load
@@ -224,9 +224,11 @@ def folder_split_path(data_dir, split:str='train') -> Path:
 # %% ../nbs/04a_data.ipynb #3afffbb5
 FOLDER_MAX_DEPTH = 16    # class folders sit a level or two down
 
+def _is_image_name(name: str) -> bool: return os.path.splitext(name)[1].lower() in get_img_extensions(as_set=True)
+
 def check_image_tree(root, max_depth: int = FOLDER_MAX_DEPTH) -> Path:
-    """`root` when a walk through its folders, links followed (as timm's reader walks), reaches each folder once and
-    none more than `max_depth` levels down; else a `DatasetLayoutError` naming the folder and the bound."""
+    """`root` when a walk through its folders, links followed (as timm's reader walks), reaches each folder once, none
+    more than `max_depth` levels down, and each image is a regular file; else a `DatasetLayoutError` naming it."""
     seen, stack = {}, [(Path(root), 0)]
     while stack:
         folder, depth = stack.pop()
@@ -239,8 +241,12 @@ def check_image_tree(root, max_depth: int = FOLDER_MAX_DEPTH) -> Path:
             raise _layout_error('folder', root, f"{str(folder)[:160]}... is more than {max_depth} folders deep")
         seen[key] = folder
         try:
-            with os.scandir(folder) as it: stack += [(Path(e.path), depth + 1) for e in it if e.is_dir()]
+            with os.scandir(folder) as it: entries = list(it)
         except OSError: continue                                        # unreadable: skipped, as os.walk does
+        stack += [(Path(e.path), depth + 1) for e in entries if e.is_dir()]
+        if odd := [e.path for e in entries if _is_image_name(e.name) and not e.is_dir() and not e.is_file()]:
+            raise _layout_error('folder', root, f"{odd[0]} is not a regular file (a FIFO, a device, a socket or a "
+                                "dangling link): refusing to read it")
     return Path(root)
 
 # %% ../nbs/04a_data.ipynb #24ac58f8
@@ -290,7 +296,10 @@ def write_png_header(path, width: int, height: int) -> Path:
 class ImageFolderDataset(ImageDataset):
     "timm's `ImageDataset` (a folder or a tar of class folders) whose images are decoded by `decode_image`."
     def __getitem__(self, index):
-        img, target, *_ = self.reader[index]
+        try: img, target, *_ = self.reader[index]
+        except OSError as e:                                           # gone or unreadable since the walk
+            name = self.reader.filename(index, absolute=True)
+            raise ImageError(f"{name} cannot be read ({e.strerror or type(e).__name__})") from None
         img = decode_image(img, self.reader.filename(index, absolute=True))
         return (self.transform(img) if self.transform is not None else img), (-1 if target is None else target)
 

@@ -76,8 +76,11 @@ def test_a_fifo_or_an_endless_file_in_a_run_folder_is_refused_not_waited_on(tmp_
 def test_a_runs_folder_too_deep_to_search_is_refused_in_one_line(tmp_path, tiny_run_copy):
     "A runs folder 1,100 directories deep ended `qvit report` in a RecursionError; now one line names the bound."
     tiny_run_copy('good')
-    p = tmp_path
-    for _ in range(1100): p = p / 'a'; p.mkdir()              # os.makedirs recurses too
-    r = _qvit_bounded('report', str(tmp_path))
-    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
-    assert len(r.stderr.strip().splitlines()) == 1 and 'more than 32 levels deep' in r.stderr, r.stderr
+    made = [tmp_path]
+    for _ in range(1100): made.append(made[-1] / 'a'); made[-1].mkdir()      # os.makedirs recurses too
+    try:
+        r = _qvit_bounded('report', str(tmp_path))
+        assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+        assert len(r.stderr.strip().splitlines()) == 1 and 'more than 32 levels deep' in r.stderr, r.stderr
+    finally:                                # removed here: pytest's own cleanup (shutil.rmtree) recurses as deep
+        for d in reversed(made[1:]): d.rmdir()

@@ -154,3 +154,12 @@ def test_a_16_bit_png_is_rescaled_not_clipped(tmp_path):
     rgb = np.asarray(ds[i][0])
     assert (rgb == np.round(grey / 257).astype(np.uint8)[..., None]).all()
     assert (rgb == 255).mean() < 0.01
+
+
+def test_a_fifo_as_an_image_is_refused_in_one_line(tmp_path):
+    "A FIFO named like an image would block the folder reader's open() for good."
+    import os
+    fifo = _folder(tmp_path) / 'train' / 'cat' / '9999.png'
+    os.mkfifo(fifo)
+    r = _qvit_train(tmp_path, '--dataset', 'folder', '--data-dir', str(tmp_path / 'data'), timeout=120)
+    _one_line_exit_2(r, f"{fifo} is not a regular file (a FIFO")

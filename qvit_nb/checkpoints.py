@@ -75,6 +75,8 @@ _REFUSED = 'refused: it holds objects other than tensors and plain types'
 
 def _read_file(path: Path) -> dict:
     "The dict in checkpoint file `path`, read once with `weights_only=True`, its `checksum` checked (when it has one)."
+    if path.exists() and not path.is_file():        # a FIFO would block torch.load for good, a device never end
+        raise CheckpointError(f"checkpoint {path} is not a regular file (a directory, a FIFO, a device): not read")
     if not path.is_file(): raise _missing_error(path)
     hint = _fallback_hint(path)
     if path.stat().st_size == 0: raise CheckpointError(f"checkpoint {path} is empty (0 bytes){hint}")

@@ -6,30 +6,40 @@ and trained model (`load_run`, `load_run_model`), its evaluation data (`run_eval
 
 # %% ../nbs/07_rundata.ipynb #87a70610
 from __future__ import annotations
-import contextlib, json, math, os, socket
+import contextlib, io, json, math, os, socket
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Union
 
 import pandas as pd
 
-from .config import TrainConfig, canonical_keys, load_config, safe_yaml
-from .runfiles import read_json_object
+from .config import HASH_EXCLUDED, YAML_MAX_BYTES, TrainConfig, canonical_keys, safe_yaml
+from .runfiles import find_named, load_json_object, read_bounded
 
 if TYPE_CHECKING: from torch import nn    # the model's pieces are imported by the functions that build it
 
 # %% auto #0
-__all__ = ['STATUSES', 'SUMMARY_MAX_BYTES', 'read_run_args', 'run_status', 'network_label', 'tricks_label', 'write_damaged_runs',
-           'load_runs', 'is_run_dir', 'load_run', 'load_run_model', 'run_eval_data', 'read_summary']
+__all__ = ['STATUSES', 'RUNS_MAX_DEPTH', 'RESUME_FREE', 'SUMMARY_MAX_BYTES', 'read_run_args', 'run_status', 'network_label',
+           'tricks_label', 'write_damaged_runs', 'load_runs', 'is_run_dir', 'run_config', 'load_run', 'load_run_model',
+           'run_eval_data', 'read_summary']
 
 # %% ../nbs/07_rundata.ipynb #6b174762
+def _args_yaml(run_dir: Path) -> dict:
+    """A run's `args.yaml` as a dict, renamed keys under their new names; read with `read_bounded` and the config's size
+    and alias bounds. ValueError (or FileNotFoundError) saying why not."""
+    p = Path(run_dir) / 'args.yaml'
+    data = read_bounded(p, YAML_MAX_BYTES)
+    try: text = data.decode()
+    except UnicodeDecodeError: raise ValueError(f"{p} is not UTF-8 text") from None
+    try: d = safe_yaml(text, p)
+    except RecursionError: raise ValueError(f"{p} is nested too deeply") from None
+    if not isinstance(d, dict): raise ValueError(f"{p} holds a {type(d).__name__}, not a mapping of config keys")
+    return canonical_keys(d)
+
 def read_run_args(run_dir: Path) -> dict:
-    """A run's `args.yaml` as a dict, renamed keys under their new names (`{}` when missing or damaged; read with the
-    config's size and alias bounds)."""
-    try: d = safe_yaml((run_dir / 'args.yaml').read_text(), run_dir / 'args.yaml')
-    except (OSError, ValueError, RecursionError): return {}
-    try: return canonical_keys(d) if isinstance(d, dict) else {}
-    except (ValueError, AttributeError): return {}
+    "A run's `args.yaml` as a dict, renamed keys under their new names (`{}` when missing or damaged)."
+    try: return _args_yaml(run_dir)
+    except (OSError, ValueError, AttributeError): return {}
 
 # %% ../nbs/07_rundata.ipynb #8c7f2828
 def _process_gone(pid) -> bool:
@@ -90,10 +100,11 @@ _TEXTS = ('run_id', 'dataset', 'sweep', 'name', 'error', 'config_hash', 'model',
 def _metrics_row(mf: Path) -> dict:
     """A `metrics.json` as the table reads it: numbers and text checked field by field; an unreadable file, or one
     without a known status, is `damaged`."""
-    m = read_json_object(mf)
-    if not m or m.get('status') not in STATUSES:  # damaged (a torn copy, garbage, a disk error): listed, never dropped
-        why = 'is not a readable metrics object' if not m else f"has no known status ({str(m.get('status'))[:40]!r})"
-        m = dict(status='damaged', error=f"{mf} {why}", run_id=_text((m or {}).get('run_id')))
+    try: m, why = load_json_object(mf), None
+    except (OSError, ValueError) as e: m, why = {}, ' '.join(str(e).split())   # torn, garbage, a FIFO, too big
+    if why or m.get('status') not in STATUSES:  # damaged (a torn copy, garbage, a disk error): listed, never dropped
+        why = why or f"{mf} has no known status ({str(m.get('status'))[:40]!r})"
+        m = dict(status='damaged', error=why, run_id=_text(m.get('run_id')))
     m = {**m, **{k: _number(m.get(k)) for k in _NUMBERS}}
     return {**m, **{k: _text(m.get(k)) for k in _TEXTS}}
 
@@ -129,9 +140,12 @@ _RUN_COLUMNS = ['network', 'tricks', 'dataset', 'best_top1', 'final_top1', 'epoc
                 'output_dir', 'status', 'sweep', 'name', 'error', 'config_hash', 'storage_kib', 'float32_kib',
                 'oscillating']     # the final share of oscillating weights, for tracked runs (06_train)
 
+RUNS_MAX_DEPTH = 32     # a run sits a level or two down (a sweep's runs); a deeper folder is refused, not searched
+
 def load_runs(runs_dir: Union[str, Path] = 'runs') -> pd.DataFrame:
-    "One row per run directory under `runs_dir` (searched recursively): status, accuracies, labels, paths."
-    rows = [_run_row(mf) for mf in sorted(Path(runs_dir).rglob('metrics.json'))]
+    """One row per run directory under `runs_dir` (searched recursively, links not followed, at most `RUNS_MAX_DEPTH`
+    levels): status, accuracies, labels, paths."""
+    rows = [_run_row(mf) for mf in find_named(runs_dir, 'metrics.json', RUNS_MAX_DEPTH)]
     return pd.DataFrame(rows, columns=_RUN_COLUMNS)
 
 # %% ../nbs/07_rundata.ipynb #4ef26ed6
@@ -139,19 +153,47 @@ def is_run_dir(path) -> bool:
     "Is `path` a run directory (does it hold an `args.yaml`)?"
     return (Path(path) / 'args.yaml').is_file()
 
+# %% ../nbs/07_rundata.ipynb #cd1ec1c5
+# what a resume may change (06_train's `resume_config`): args.yaml is rewritten with it, an older checkpoint keeps the
+# values it was saved with
+RESUME_FREE = (*HASH_EXCLUDED, 'device', 'compile', 'lr', 'epochs')
+
+def _plain(v) -> str:
+    "`v` as comparable text: a tuple reads as the list, NaN as NaN; a mapping with mixed key types by its repr."
+    try: return json.dumps(v, sort_keys=True, default=repr)
+    except (TypeError, ValueError, RecursionError): return repr(v)
+
+def _shown(v) -> str: r = repr(v); return r if len(r) <= 40 else r[:37] + '...'
+
+def run_config(run_dir: Union[str, Path], ckpt: dict, source: str = 'its checkpoint') -> TrainConfig:
+    """The config run `run_dir`'s checkpoint `ckpt` was trained with (`ckpt['args']`; `args.yaml`'s for a checkpoint
+    without one); a ValueError naming the keys when `args.yaml` disagrees outside `RESUME_FREE`."""
+    yml, saved = _args_yaml(run_dir), ckpt.get('args')
+    if not isinstance(saved, dict): return TrainConfig.from_dict(yml)
+    saved, default = canonical_keys(saved), TrainConfig().to_dict()
+    def value(d, k): return d.get(k, default.get(k, '(absent)'))
+    keys = [k for k in dict.fromkeys([*default, *saved, *yml]) if k not in RESUME_FREE]
+    diff = [k for k in keys if _plain(value(yml, k)) != _plain(value(saved, k))]
+    if diff:
+        shown = '; '.join(f"{k} {_shown(value(yml, k))} there, {_shown(value(saved, k))} saved" for k in diff[:4])
+        raise ValueError(f"{Path(run_dir) / 'args.yaml'} disagrees with the config saved in {source} ({shown}"
+                         f"{f'; {len(diff)} keys in all' if len(diff) > 4 else ''}): the checkpoint says how its model "
+                         "was built; restore args.yaml (only the keys a resume may change can differ)")
+    return TrainConfig.from_dict({**saved, **{k: v for k, v in yml.items() if k in RESUME_FREE}})
+
 # %% ../nbs/07_rundata.ipynb #c326309e
 def load_run(run_dir: Union[str, Path], checkpoint: str = 'best') -> tuple[nn.Module, TrainConfig]:
-    """`(model, config)` of a run directory: the model built from `args.yaml` with the `best` (or `last`) weights, in
-    eval mode."""
+    """`(model, config)` of a run directory: the model built from its checkpoint's config (`run_config`) with the `best`
+    (or `last`) weights, in eval mode."""
     from qvit_nb.checkpoints import load_checkpoint, state_dict_of
     from qvit_nb.builders import build_model     # not the training loop: reading a run never imports `train`
     run_dir = Path(run_dir)
-    if not is_run_dir(run_dir): raise ValueError(f"{run_dir} is not a run directory (no args.yaml)")
+    if not os.path.lexists(run_dir / 'args.yaml'): raise ValueError(f"{run_dir} is not a run directory (no args.yaml)")
     if checkpoint not in ('best', 'last'): raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     files = ['model_best.pth.tar', 'last.pth.tar'] if checkpoint == 'best' else ['last.pth.tar']
-    path = next((run_dir / f for f in files if (run_dir / f).is_file()), run_dir / files[0])
-    cfg = load_config(run_dir / 'args.yaml')
+    path = next((run_dir / f for f in files if os.path.lexists(run_dir / f)), run_dir / files[0])   # a FIFO: refused
     ckpt = load_checkpoint(path)
+    cfg = run_config(run_dir, ckpt, f"checkpoint {path.name}")
     # its weights come from the checkpoint: no pretrained download
     model = build_model(replace(cfg, pretrained=False), ckpt.get('num_classes') or cfg.num_classes or 10)
     model.load_state_dict(state_dict_of(ckpt, source=f"checkpoint {str(path)!r}"))
@@ -165,7 +207,7 @@ def load_run_model(run_dir: Union[str, Path], checkpoint: str = 'best') -> nn.Mo
 def run_eval_data(cfg: Union[TrainConfig, str, Path], max_images: int = 256, batch_size: int = 64):
     "The evaluation loader of a run (its config or directory), on the CPU, at most `max_images` images."
     from qvit_nb.loaders import build_loaders
-    if not isinstance(cfg, TrainConfig): cfg = load_config(Path(cfg) / 'args.yaml')
+    if not isinstance(cfg, TrainConfig): cfg = TrainConfig.from_dict(_args_yaml(Path(cfg)))
     kw = {**cfg.loader_kwargs(), 'max_images': max_images, 'batch_size': batch_size,
           'eval_batch_size': batch_size, 'workers': 0, 'device': 'cpu', 'rank': 0, 'world_size': 1, 'pin_memory': False}
     return build_loaders(**kw)[1]
@@ -183,11 +225,11 @@ def read_summary(run_dir: Union[str, Path]) -> pd.DataFrame:
     without the `epoch` and `top1` columns, a row without them, a value that is not a number) reads as empty too,
     with the reason in `.attrs['damaged']`: the run keeps its place, its curve is left out with a note."""
     p = Path(run_dir) / 'summary.csv'
-    if not p.exists(): return pd.DataFrame(columns=['epoch', 'top1'])
+    try: data = read_bounded(p, SUMMARY_MAX_BYTES)      # a FIFO, a device, a file over the bound: damaged, not read
+    except FileNotFoundError: return pd.DataFrame(columns=['epoch', 'top1'])
+    except (OSError, ValueError) as e: return _damaged_summary(' '.join(str(e).split()))
     try:
-        if (size := p.stat().st_size) > SUMMARY_MAX_BYTES:
-            return _damaged_summary(f"{p} is {size:,} bytes (at most {SUMMARY_MAX_BYTES:,})")
-        df = pd.read_csv(p)
+        df = pd.read_csv(io.BytesIO(data))
     except (OSError, ValueError, RecursionError) as e:     # pandas' parser, empty-file, decoding errors: ValueErrors
         return _damaged_summary(f"{p} is unreadable ({type(e).__name__}: {' '.join(str(e).split())[:120]})")
     missing = [c for c in ('epoch', 'top1') if c not in df.columns]

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Optional, Union
 
 # %% auto #0
-__all__ = ['TEMP_GLOB', 'PROGRESS_FILE', 'check_output_file', 'atomic_write', 'new_run_id', 'read_json_object', 'read_metrics',
-           'holds_run', 'resolve_run_dir', 'lock_run_dir']
+__all__ = ['TEMP_GLOB', 'PROGRESS_FILE', 'JSON_MAX_BYTES', 'check_output_file', 'read_bounded', 'find_named', 'atomic_write',
+           'new_run_id', 'load_json_object', 'read_json_object', 'read_metrics', 'holds_run', 'resolve_run_dir',
+           'lock_run_dir']
 
 # %% ../nbs/02a_runfiles.ipynb #e5e45fc4
 _NODE_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'),
                (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+
+def _node_kind(mode: int) -> str: return next((k for is_kind, k in _NODE_KINDS if is_kind(mode)), 'a special file')
 
 def check_output_file(path: Union[str, Path]) -> Path:
     """`path` as a place to write a file: nothing there yet, or a regular file (which a write replaces); any other node
@@ -24,10 +27,45 @@ def check_output_file(path: Union[str, Path]) -> Path:
     path = Path(path)
     try: mode = os.stat(path).st_mode
     except FileNotFoundError: return path
-    kind = next((k for is_kind, k in _NODE_KINDS if is_kind(mode)), 'not a regular file')
     if not stat.S_ISREG(mode):
-        raise ValueError(f"{path} is {kind}, not a regular file: refusing to write over it (give a file's path)")
+        raise ValueError(f"{path} is {_node_kind(mode)}, not a regular file: refusing to write over it (give a file's "
+                         "path)")
     return path
+
+# %% ../nbs/02a_runfiles.ipynb #e00dd0db
+def read_bounded(path: Union[str, Path], max_bytes: int) -> bytes:
+    """The bytes of regular file `path` (links followed); another node, or a file over `max_bytes`, is refused with a
+    ValueError naming the bound (never the contents). A missing file raises FileNotFoundError."""
+    path = Path(path)
+    def check(st):
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path} is {_node_kind(st.st_mode)}, not a regular file: not read")
+        if st.st_size > max_bytes: raise ValueError(f"{path} is {st.st_size:,} bytes (at most {max_bytes:,}): not read")
+    check(os.stat(path))
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), 'rb') as f:   # a FIFO swapped in: no wait
+        check(os.fstat(f.fileno()))
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes: raise ValueError(f"{path} grew over {max_bytes:,} bytes while read (at most): not read")
+    return data
+
+# %% ../nbs/02a_runfiles.ipynb #75c71f36
+def find_named(root: Union[str, Path], name: str, max_depth: int) -> list[Path]:
+    """Every entry called `name` under folder `root` (itself included), sorted; links are not followed, a folder more
+    than `max_depth` levels below `root` is refused with a ValueError naming the bound."""
+    found, stack = [], [(Path(root), 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            with os.scandir(folder) as it: entries = list(it)
+        except OSError: continue                          # unreadable or gone: skipped, as `rglob` does
+        for e in entries:
+            if e.name == name: found.append(Path(e.path))
+            if not e.is_dir(follow_symlinks=False): continue
+            if depth >= max_depth:
+                raise ValueError(f"{root} holds folders more than {max_depth} levels deep ({str(e.path)[:160]}...): "
+                                 f"not searched (at most {max_depth} levels)")
+            stack.append((Path(e.path), depth + 1))
+    return sorted(found)
 
 # %% ../nbs/02a_runfiles.ipynb #63279377
 TEMP_GLOB = '.*.*.*.tmp'    # atomic_write's temp files, `.<name>.<pid>.<hex>.tmp`: what a kill -9 mid-write leaves
@@ -63,11 +101,22 @@ def new_run_id(model: str = '') -> str:
     return rid + (f"-{model}" if model else '')
 
 # %% ../nbs/02a_runfiles.ipynb #bc0d68e3
+JSON_MAX_BYTES = 16 << 20     # a run's metrics.json or a sweep's registry: a few KiB
+
+def load_json_object(p: Path) -> dict:
+    """The JSON object in `p` (`read_bounded` to `JSON_MAX_BYTES`); ValueError saying why not (never quoting the
+    contents), FileNotFoundError when missing."""
+    data = read_bounded(p, JSON_MAX_BYTES)
+    try: d = json.loads(data.decode())
+    except (ValueError, RecursionError) as e: raise ValueError(f"{p} is not valid JSON ({type(e).__name__})") from None
+    if not isinstance(d, dict): raise ValueError(f"{p} holds a JSON {type(d).__name__}, not an object")
+    return d
+
 def read_json_object(p: Path) -> Optional[dict]:
-    "The JSON object in `p`; None when it is missing, unreadable (torn, garbage, nested too deep) or not an object."
-    try: d = json.loads(Path(p).read_text())
-    except (OSError, ValueError, RecursionError): return None
-    return d if isinstance(d, dict) else None
+    """The JSON object in `p`; None when it is missing, unreadable (torn, garbage, nested too deep, not a regular file,
+    too big) or not an object."""
+    try: return load_json_object(p)
+    except (OSError, ValueError): return None
 
 def read_metrics(run_dir: Union[str, Path]) -> dict:
     "A run directory's `metrics.json` as a dict; `{}` when it is missing or unreadable."

@@ -58,3 +58,35 @@ def test_qvit_export_writes_the_file_and_prints_the_storage(runs, tmp_path, caps
     assert main(['export', str(tmp_path / 'nowhere')]) == 2
     assert main(['export', str(runs / 'a2'), '-o', str(tmp_path / 'missing' / 'x.onnx')]) == 2
     assert 'does not exist' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('key, value', [('wq_bitw', '4'), ('aq_enable', 'true'), ('model', 'vit_7_4_32_sine')])
+def test_an_args_yaml_that_disagrees_with_the_checkpoint_is_refused_in_one_line(key, value, tiny_run_copy, capsys):
+    """The checkpoint's own config says how its model was built: an edited `args.yaml` once exported another model
+    (bits) or ended in a traceback (a quantizer or model changed); now one line names the key, and nothing is written.
+    A key a resume may change (`lr`, `workers`) may differ."""
+    import re
+    from qvit_nb.cli import main
+    run = tiny_run_copy('edited')
+    text = (run / 'args.yaml').read_text()
+    (run / 'args.yaml').write_text(re.sub(rf'(?m)^{key}: .*$', f'{key}: {value}', text))
+    capsys.readouterr()
+    assert main(['export', str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"args.yaml disagrees with the config saved in checkpoint model_best.pth.tar ({key} " \
+        in err[0], err
+    assert not (run / 'model.onnx').exists()
+    (run / 'args.yaml').write_text(re.sub(r'(?m)^lr: .*$', 'lr: 0.5', re.sub(r'(?m)^workers: .*$', 'workers: 7', text)))
+    assert main(['export', str(run)]) == 0 and (run / 'model.onnx').is_file()
+
+
+def test_a_fifo_as_args_yaml_or_checkpoint_is_refused_in_one_line(tiny_run_copy, capsys):
+    import os
+    from qvit_nb.cli import main
+    for f in ('args.yaml', 'model_best.pth.tar'):
+        run = tiny_run_copy(f.split('.')[0])
+        (run / f).unlink(); os.mkfifo(run / f)
+        capsys.readouterr()
+        assert main(['export', str(run)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{run / f} is " in err[0] and 'not a regular file' in err[0], err

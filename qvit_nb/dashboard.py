@@ -6,7 +6,7 @@ a thin ipywidgets + plotly layer on top, and standalone HTML export."""
 
 # %% ../nbs/09_dashboard.ipynb #140dbd0f
 from __future__ import annotations
-import copy, html, json, math, re
+import copy, html, io, json, math, re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -28,7 +28,7 @@ from .quant import LSQQuantizer
 from .qmodules import QuantConv2d, QuantLinear, activation_quantizers, quant_summary
 from .config import TrainConfig
 from .results import results_table, study_table
-from .runfiles import atomic_write
+from .runfiles import atomic_write, read_bounded
 from .rundata import is_run_dir, load_run, load_runs, read_summary, run_eval_data  # runs are read, never trained, here
 
 # %% auto #0
@@ -346,10 +346,7 @@ def read_oscillation(run_dir: Union[str, Path]) -> Optional[pd.DataFrame]:
     damaged file reads as an empty frame with the reason in `.attrs['damaged']`."""
     p = Path(run_dir) / 'oscillation.csv'
     if not p.exists(): return None
-    try:
-        if (size := p.stat().st_size) > OSC_MAX_BYTES:
-            return _damaged_oscillation(f"{p} is {size:,} bytes (at most {OSC_MAX_BYTES:,})")
-        df = pd.read_csv(p)
+    try: df = pd.read_csv(io.BytesIO(read_bounded(p, OSC_MAX_BYTES)))   # a regular file of bounded size (02a)
     except (OSError, ValueError, RecursionError) as e:     # pandas' parser, empty-file, decoding errors: ValueErrors
         return _damaged_oscillation(f"{p} is unreadable ({type(e).__name__}: {' '.join(str(e).split())[:120]})")
     missing = [c for c in _OSC_NEEDED if c not in df.columns]

@@ -584,7 +584,7 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
     pending, t0 = list(exps), time.time()
     main_thread = threading.current_thread() is threading.main_thread()
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
-    old_int = signal.getsignal(signal.SIGINT) if main_thread else None
+    old_int = signal.signal(signal.SIGINT, _raise_interrupt) if main_thread else None   # even if inherited ignored
     try:
         while pending or st.running:
             _schedule(sweep, pending, workers, pool, st, overrides, threads)

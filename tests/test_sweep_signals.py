@@ -114,6 +114,24 @@ def test_ctrl_c_to_a_sweep_says_one_line_records_interrupted_and_a_rerun_resumes
     assert after[:done + 1] == before and [int(l.split(',')[0]) for l in after[1:]] == list(range(20))
 
 
+def test_sigint_to_a_sweep_that_inherited_sigint_ignored_still_stops_it(tmp_path, tiny_sweep):
+    # a background job of a shell script (`qvit sweep ... &`), or a runner that ignores SIGINT, starts the sweep with
+    # SIGINT ignored: Python then raises no KeyboardInterrupt, and the sweep trained every epoch and ended with 0
+    cmd = _sweep_cmd(tiny_sweep([{'name': 'long', 'overrides': {'epochs': 8}}], name='ig', inline=True))
+    sweep_dir = tmp_path / 'runs' / 'ig'
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+                         start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.time() + 900
+    while not any(_summary_rows(d) >= 1 for d in sweep_dir.glob('*/')):         # the run has saved an epoch
+        assert p.poll() is None and time.time() < deadline, p.stdout.read()
+        time.sleep(0.1)
+    os.kill(p.pid, signal.SIGINT)                          # `kill -INT`: the sweep only (its workers ignore it)
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 130 and 'interrupted by SIGINT' in out, out
+    m = json.loads(next(sweep_dir.glob('*/metrics.json')).read_text())
+    assert m['status'] == 'interrupted' and m['epochs'] < 8, m
+
+
 def test_a_sweep_rerun_resumes_a_stale_run_from_its_checkpoint_and_starts_a_failed_one_anew(tmp_path, capsys,
                                                                                              tiny_sweep):
     from dataclasses import replace

@@ -381,11 +381,6 @@ def _new_lines(path: Path, offsets: dict) -> list:
     offsets[path] = offsets.get(path, 0) + done
     return chunk[:done].decode(errors='replace').splitlines()
 
-def _ignore_sigint():
-    """Pool workers leave Ctrl-C to the sweep: the terminal signals its whole process group, and the sweep stops them
-    in order."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
 def _stop_workers(pool):
     """SIGTERM to the local workers' children (papermill kernels, which record `interrupted`), then to the workers:
     nothing trains on."""
@@ -409,6 +404,24 @@ class SweepInterrupted(KeyboardInterrupt):
         super().__init__(message); self.exit_code = 128 + int(signum)
 
 def _raise_interrupt(signum, frame): raise SweepInterrupted(f"interrupted by {signal.Signals(signum).name}", signum)
+
+# %% ../nbs/07b_sweeps.ipynb #799e01e6
+def _exit_with_sweep(sweep_pid: int, every: float = 0.5, grace: float = 5.0):
+    """Wait while this process's parent is `sweep_pid`; once it is gone, SIGTERM to this process's children (a papermill
+    kernel records its run `interrupted`), SIGKILL to those left after `grace` seconds, and this process ends."""
+    import psutil
+    while os.getppid() == sweep_pid: time.sleep(every)
+    kids = psutil.Process().children(recursive=True)
+    for k in kids:
+        with contextlib.suppress(psutil.Error): k.terminate()
+    for k in psutil.wait_procs(kids, timeout=grace)[1]:
+        with contextlib.suppress(psutil.Error): k.kill()
+    os._exit(1)
+
+def _worker_init(sweep_pid: int):
+    "A local pool worker's start: SIGINT ignored (left to the sweep), and a thread that ends it with its sweep."
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_sweep, args=(sweep_pid,), name='exit-with-sweep', daemon=True).start()
 
 # %% ../nbs/07b_sweeps.ipynb #3ff0024a
 def _experiment_config(sweep: Sweep, e: Experiment, records: dict, sweep_dir: Path, overrides: dict) -> tuple:
@@ -564,13 +577,14 @@ def run_sweep(path: Union[str, Path], output: Union[str, Path, None] = None, wor
     if executor not in EXECUTORS: raise unknown_choice_error('executor', executor, EXECUTORS, where='the command line')
     sweep_dir = _sweep_folder(Path(output or 'runs') / sweep.name)
     threads = sweep.threads or max(1, (os.cpu_count() or 1) // workers)
-    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'), initializer=_ignore_sigint)
-            if executor == 'local' else _Slurm(sweep_dir / '.submitit', sweep.slurm))
+    pool = (ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn'), initializer=_worker_init,
+                                initargs=(os.getpid(),)) if executor == 'local' else
+            _Slurm(sweep_dir / '.submitit', sweep.slurm))
     st = _SweepState(sweep_dir, (lambda *a: print(*a, flush=True)) if verbose else (lambda *a: None))
     pending, t0 = list(exps), time.time()
     main_thread = threading.current_thread() is threading.main_thread()
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None
-    old_int = signal.getsignal(signal.SIGINT) if main_thread else None
+    old_int = signal.signal(signal.SIGINT, _raise_interrupt) if main_thread else None   # even if inherited ignored
     try:
         while pending or st.running:
             _schedule(sweep, pending, workers, pool, st, overrides, threads)

@@ -28,6 +28,40 @@ def test_sigterm_to_a_sweep_stops_its_workers_and_writes_its_registry(tmp_path, 
     assert not psutil.pid_exists(m['pid']) or psutil.Process(m['pid']).status() == psutil.STATUS_ZOMBIE
 
 
+def test_sigkill_to_a_sweep_ends_its_worker_kernel_and_resource_tracker_within_seconds(tmp_path, tiny_sweep):
+    import psutil
+    cmd = _sweep_cmd(tiny_sweep([{'name': 'long', 'overrides': {'epochs': 200}}], name='k9', inline=True))
+    sweep_dir = tmp_path / 'runs' / 'k9'
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    deadline = time.time() + 900
+    while not any(_summary_rows(d) >= 1 for d in sweep_dir.glob('*/')):         # the run has saved an epoch
+        assert p.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    family = psutil.Process(p.pid).children(recursive=True)
+    names = ' '.join(_living(family).values())           # the pool worker, its kernel, the resource tracker
+    assert all(w in names for w in ('spawn_main', 'ipykernel_launcher', 'resource_tracker')), names
+    p.kill(); p.wait(timeout=60)                          # kill -9, as the OOM killer does
+    psutil.wait_procs(family, timeout=10)
+    alive = _living(family)
+    for q in family:                                      # none is left to train on the machine
+        if q.pid in alive: q.kill()
+    assert not alive, alive
+    # the worker stopped its kernel as the sweep would have: the run says `interrupted` (a re-run resumes it)
+    m = json.loads((next(sweep_dir.glob('*/metrics.json'))).read_text())
+    assert m['status'] == 'interrupted' and m['epochs'] < 200, m
+
+
+def _living(procs) -> dict:
+    "pid -> command line of each of `procs` still running (a zombie has ended)."
+    import psutil
+    out = {}
+    for q in procs:
+        try:
+            if q.is_running() and q.status() != psutil.STATUS_ZOMBIE: out[q.pid] = ' '.join(q.cmdline())[:100]
+        except psutil.Error: pass
+    return out
+
+
 def _sweep_cmd(sweep: Path) -> list:
     "`qvit sweep` of the sweep file `sweep` into the `runs` folder beside it."
     return [sys.executable, '-m', 'qvit_nb.cli', 'sweep', str(sweep), '--output', str(sweep.parent / 'runs')]
@@ -78,6 +112,24 @@ def test_ctrl_c_to_a_sweep_says_one_line_records_interrupted_and_a_rerun_resumes
     assert m['status'] == 'finished' and m['epochs'] == 20 and m['run_id'] == run_dir.name, m
     after = (run_dir / 'summary.csv').read_text().splitlines()
     assert after[:done + 1] == before and [int(l.split(',')[0]) for l in after[1:]] == list(range(20))
+
+
+def test_sigint_to_a_sweep_that_inherited_sigint_ignored_still_stops_it(tmp_path, tiny_sweep):
+    # a background job of a shell script (`qvit sweep ... &`), or a runner that ignores SIGINT, starts the sweep with
+    # SIGINT ignored: Python then raises no KeyboardInterrupt, and the sweep trained every epoch and ended with 0
+    cmd = _sweep_cmd(tiny_sweep([{'name': 'long', 'overrides': {'epochs': 8}}], name='ig', inline=True))
+    sweep_dir = tmp_path / 'runs' / 'ig'
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+                         start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    deadline = time.time() + 900
+    while not any(_summary_rows(d) >= 1 for d in sweep_dir.glob('*/')):         # the run has saved an epoch
+        assert p.poll() is None and time.time() < deadline, p.stdout.read()
+        time.sleep(0.1)
+    os.kill(p.pid, signal.SIGINT)                          # `kill -INT`: the sweep only (its workers ignore it)
+    out = p.communicate(timeout=300)[0]
+    assert p.returncode == 130 and 'interrupted by SIGINT' in out, out
+    m = json.loads(next(sweep_dir.glob('*/metrics.json')).read_text())
+    assert m['status'] == 'interrupted' and m['epochs'] < 8, m
 
 
 def test_a_sweep_rerun_resumes_a_stale_run_from_its_checkpoint_and_starts_a_failed_one_anew(tmp_path, capsys,

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 import pandas as pd
 
-from .config import HASH_EXCLUDED, YAML_MAX_BYTES, TrainConfig, canonical_keys, safe_yaml
+from .config import HASH_EXCLUDED, YAML_MAX_BYTES, TrainConfig, canonical_keys, load_config, safe_yaml
 from .runfiles import find_named, load_json_object, read_bounded
 
 if TYPE_CHECKING: from torch import nn    # the model's pieces are imported by the functions that build it
@@ -169,6 +169,7 @@ def run_config(run_dir: Union[str, Path], ckpt: dict, source: str = 'its checkpo
     """The config run `run_dir`'s checkpoint `ckpt` was trained with (`ckpt['args']`; `args.yaml`'s for a checkpoint
     without one); a ValueError naming the keys when `args.yaml` disagrees outside `RESUME_FREE`."""
     yml, saved = _args_yaml(run_dir), ckpt.get('args')
+    if 'base' in yml: yml = load_config(Path(run_dir) / 'args.yaml').to_dict()    # its base: chain, as a config reads
     if not isinstance(saved, dict): return TrainConfig.from_dict(yml)
     saved, default = canonical_keys(saved), TrainConfig().to_dict()
     def value(d, k): return d.get(k, default.get(k, '(absent)'))
